@@ -1,0 +1,39 @@
+//! Every map of the object, declared once.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use chaos_common::{COMM_LEN, FsyncStart, MAX_RULES, MAX_TARGETS, TargetInfo, counter};
+
+/// Events for userspace. Userspace may resize it before load (`map_max_entries`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// Per-CPU counters, indexed by `chaos_common::counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// The target set, keyed by tgid.
+#[map]
+pub static TARGETS: HashMap<u32, TargetInfo> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// Command names (NUL-padded) whose processes are targets.
+#[map]
+pub static TARGET_COMMS: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entries(MAX_RULES, 0);
+
+/// cgroup v2 ids (kernfs inode numbers) whose processes are targets.
+#[map]
+pub static TARGET_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_RULES, 0);
+
+/// In-flight sync calls of targets, keyed by `bpf_get_current_pid_tgid()` (one per thread).
+#[map]
+pub static FSYNC_START: HashMap<u64, FsyncStart> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, and programs do not migrate while they run.
+        unsafe { *slot += 1 };
+    }
+}

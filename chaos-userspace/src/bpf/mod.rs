@@ -1,0 +1,251 @@
+//! Loading the kernel programs, attaching them, and the maps userspace talks to.
+//!
+//! Nothing is pinned: every program, link and map belongs to this process and goes away when
+//! it exits, however it exits.
+
+pub mod ring;
+
+use std::collections::BTreeMap;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{ProgramError, RawTracePoint, TracePoint},
+};
+use chaos_common::{COMM_LEN, Layout, TargetInfo, counter};
+
+use crate::{event::KernelCounters, kernel::layout::{FsyncHook, SYNC_SYSCALLS}};
+
+/// The object built by build.rs from chaos-ebpf.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chaos-ebpf"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error("cannot load the eBPF object")]
+    Object(#[source] aya::EbpfError),
+    #[error("the kernel refused program {program}")]
+    Load {
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("cannot attach {program} to {hook}")]
+    Attach {
+        program: &'static str,
+        hook: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+/// Where one program is attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hook {
+    TracePoint { program: &'static str, category: &'static str, name: String },
+    RawTracePoint { program: &'static str, name: &'static str },
+}
+
+impl Hook {
+    fn tp(program: &'static str, category: &'static str, name: impl Into<String>) -> Self {
+        Hook::TracePoint { program, category, name: name.into() }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Hook::TracePoint { category, name, .. } => format!("tracepoint {category}:{name}"),
+            Hook::RawTracePoint { name, .. } => format!("raw tracepoint {name}"),
+        }
+    }
+}
+
+/// The hooks `chaos observe` attaches. `ext4` says whether ext4's tracepoints exist here.
+pub fn observer_hooks(fsync: FsyncHook, ext4: bool) -> Vec<Hook> {
+    let mut hooks = vec![
+        Hook::RawTracePoint { program: "chaos_fork", name: "sched_process_fork" },
+        Hook::tp("chaos_exec", "sched", "sched_process_exec"),
+        Hook::tp("chaos_exit", "sched", "sched_process_exit"),
+        Hook::tp("chaos_signal_generate", "signal", "signal_generate"),
+        Hook::tp("chaos_cgroup_attach", "cgroup", "cgroup_attach_task"),
+    ];
+    match fsync {
+        FsyncHook::Fs if ext4 => {
+            hooks.push(Hook::tp("chaos_ext4_sync_enter", "ext4", "ext4_sync_file_enter"));
+            hooks.push(Hook::tp("chaos_ext4_sync_exit", "ext4", "ext4_sync_file_exit"));
+        }
+        FsyncHook::Syscalls => {
+            for (name, _) in SYNC_SYSCALLS {
+                hooks.push(Hook::tp("chaos_sys_enter_sync", "syscalls", format!("sys_enter_{name}")));
+                hooks.push(Hook::tp("chaos_sys_exit_sync", "syscalls", format!("sys_exit_{name}")));
+            }
+        }
+        FsyncHook::Fs | FsyncHook::Off => {}
+    }
+    hooks
+}
+
+/// The loaded object. Programs stay attached until it is dropped.
+pub struct Programs {
+    ebpf: Ebpf,
+}
+
+impl Programs {
+    /// Creates the maps and hands the layout to the programs; loads no program yet.
+    pub fn load(layout: &Layout) -> Result<Self, BpfError> {
+        let ebpf = EbpfLoader::new()
+            .override_global("LAYOUT", layout, true)
+            .load(OBJECT)
+            .map_err(BpfError::Object)?;
+        Ok(Self { ebpf })
+    }
+
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// Loads (once) and attaches each hook's program.
+    pub fn attach(&mut self, hooks: &[Hook]) -> Result<(), BpfError> {
+        for hook in hooks {
+            let result = match hook {
+                Hook::TracePoint { program, category, name } => {
+                    let prog: &mut TracePoint = self.program(program)?;
+                    load_once(prog.load(), program)?;
+                    prog.attach(category, name).map(drop)
+                }
+                Hook::RawTracePoint { program, name } => {
+                    let prog: &mut RawTracePoint = self.program(program)?;
+                    load_once(prog.load(), program)?;
+                    prog.attach(name).map(drop)
+                }
+            };
+            result.map_err(|source| BpfError::Attach {
+                program: hook_program(hook),
+                hook: hook.describe(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn program<'a, T>(&'a mut self, name: &'static str) -> Result<&'a mut T, BpfError>
+    where
+        &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    {
+        let program = self.ebpf.program_mut(name).ok_or(BpfError::Load {
+            program: name,
+            source: ProgramError::NotLoaded,
+        })?;
+        program.try_into().map_err(|source| BpfError::Load { program: name, source })
+    }
+
+    /// Takes the target maps out of the object, for [`TargetSet`].
+    pub fn target_set(&mut self) -> Result<TargetSet, BpfError> {
+        Ok(TargetSet {
+            targets: HashMap::try_from(self.take("TARGETS")?).map_err(map_err("TARGETS"))?,
+            comms: HashMap::try_from(self.take("TARGET_COMMS")?).map_err(map_err("TARGET_COMMS"))?,
+            cgroups: HashMap::try_from(self.take("TARGET_CGROUPS")?).map_err(map_err("TARGET_CGROUPS"))?,
+        })
+    }
+
+    pub fn counters(&mut self) -> Result<Counters, BpfError> {
+        Ok(Counters(PerCpuArray::try_from(self.take("COUNTERS")?).map_err(map_err("COUNTERS"))?))
+    }
+
+    pub fn ring(&mut self) -> Result<RingBuf<MapData>, BpfError> {
+        RingBuf::try_from(self.take("EVENTS")?).map_err(map_err("EVENTS"))
+    }
+
+    fn take(&mut self, name: &'static str) -> Result<aya::maps::Map, BpfError> {
+        self.ebpf.take_map(name).ok_or(BpfError::Map { name, source: MapError::InvalidName { name: name.into() } })
+    }
+}
+
+fn hook_program(hook: &Hook) -> &'static str {
+    match hook {
+        Hook::TracePoint { program, .. } | Hook::RawTracePoint { program, .. } => program,
+    }
+}
+
+/// One program serves several hooks (chaos_sys_enter_sync); loading it again is not an error.
+fn load_once(result: Result<(), ProgramError>, program: &'static str) -> Result<(), BpfError> {
+    match result {
+        Ok(()) | Err(ProgramError::AlreadyLoaded) => Ok(()),
+        Err(source) => Err(BpfError::Load { program, source }),
+    }
+}
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> BpfError {
+    move |source| BpfError::Map { name, source }
+}
+
+/// The target maps: membership by pid, and the comm and cgroup rules the programs apply to
+/// processes that exec or move later.
+pub struct TargetSet {
+    targets: HashMap<MapData, u32, TargetInfo>,
+    comms: HashMap<MapData, [u8; COMM_LEN], u32>,
+    cgroups: HashMap<MapData, u64, u32>,
+}
+
+impl TargetSet {
+    pub fn add_comm(&mut self, comm: [u8; COMM_LEN]) -> Result<(), BpfError> {
+        self.comms.insert(comm, 1, 0).map_err(map_err("TARGET_COMMS"))
+    }
+
+    pub fn add_cgroup(&mut self, id: u64) -> Result<(), BpfError> {
+        self.cgroups.insert(id, 1, 0).map_err(map_err("TARGET_CGROUPS"))
+    }
+
+    /// Adds processes, merging with what the kernel may have put there meanwhile.
+    pub fn add_members(&mut self, members: &BTreeMap<u32, TargetInfo>) -> Result<(), BpfError> {
+        for (&pid, info) in members {
+            let mut merged = *info;
+            if let Ok(existing) = self.targets.get(&pid, 0) {
+                merged.reasons |= existing.reasons;
+                merged.flags |= existing.flags;
+            }
+            self.targets.insert(pid, merged, 0).map_err(map_err("TARGETS"))?;
+        }
+        Ok(())
+    }
+
+    pub fn contains(&self, pid: u32) -> bool {
+        self.targets.get(&pid, 0).is_ok()
+    }
+}
+
+/// The per-CPU counters beside the ring buffer.
+pub struct Counters(PerCpuArray<MapData, u64>);
+
+impl Counters {
+    pub fn read(&self) -> KernelCounters {
+        let sum = |index: u32| self.0.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0);
+        KernelCounters {
+            lost: sum(counter::LOST_EVENTS),
+            targets_full: sum(counter::TARGETS_FULL),
+            read_errors: sum(counter::READ_ERRORS),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsync_hook_choice_decides_what_is_attached() {
+        let names = |hooks: Vec<Hook>| hooks.iter().map(Hook::describe).collect::<Vec<_>>();
+        let fs = names(observer_hooks(FsyncHook::Fs, true));
+        assert!(fs.contains(&"tracepoint ext4:ext4_sync_file_enter".to_string()));
+        assert!(!fs.iter().any(|h| h.contains("syscalls:")), "fs mode must not slow every syscall");
+        assert_eq!(observer_hooks(FsyncHook::Fs, false).len(), 5);
+        assert_eq!(observer_hooks(FsyncHook::Off, true).len(), 5);
+        let sys = names(observer_hooks(FsyncHook::Syscalls, true));
+        assert!(sys.contains(&"tracepoint syscalls:sys_exit_msync".to_string()));
+        assert_eq!(sys.len(), 5 + 10);
+    }
+}

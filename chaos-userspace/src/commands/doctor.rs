@@ -1,0 +1,367 @@
+//! `chaos doctor`: what this kernel allows, found by loading tiny programs (chaos-ebpf's
+//! `probes.rs`), and what that means for chaos.
+
+use std::path::{Path, PathBuf};
+
+use aya::programs::{BtfTracePoint, FEntry, FExit, KProbe, Lsm, Program, ProgramError, RawTracePoint, TracePoint};
+use chaos_common::Layout;
+use serde::Serialize;
+
+use crate::{
+    bpf::Programs,
+    cli::DoctorArgs,
+    error::{EXIT_USAGE, Error, chain},
+    kernel::{
+        btf::{KernelBtf, VMLINUX},
+        layout::{FsyncHook, discover, has_ext4_hooks},
+        preflight::{self, CAP_BPF, CAP_KILL, CAP_PERFMON, CAP_SYS_ADMIN, has_cap},
+        tracefs,
+    },
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Unavailable,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    /// What was found, or why it is unavailable.
+    pub detail: String,
+    /// What this means for chaos.
+    pub meaning: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub kernel: String,
+    pub observe_works: bool,
+    pub checks: Vec<Check>,
+}
+
+/// Checks without which `chaos observe` cannot run.
+const REQUIRED: [&str; 6] = ["privileges", "btf", "tracefs", "tracepoint", "raw_tracepoint", "ring_buffer"];
+
+pub fn run(args: DoctorArgs) -> Result<u8, Error> {
+    let report = diagnose();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("a report always serializes"));
+    } else {
+        print_table(&report);
+    }
+    Ok(if report.observe_works { 0 } else { EXIT_USAGE })
+}
+
+type Outcome = Result<String, String>;
+
+pub fn diagnose() -> Report {
+    let mut checks = Vec::new();
+    let mut add = |name, outcome: Outcome, meaning| {
+        let (status, detail) = match outcome {
+            Ok(detail) => (Status::Ok, detail),
+            Err(detail) => (Status::Unavailable, detail),
+        };
+        checks.push(Check { name, status, detail, meaning });
+    };
+
+    let privileged = preflight::can_load_bpf();
+    add("privileges", privileges(privileged), "loading any eBPF program needs root or CAP_BPF+CAP_PERFMON");
+    let btf = KernelBtf::load(Path::new(VMLINUX)).map_err(|e| chain(&e));
+    add(
+        "btf",
+        btf.as_ref()
+            .map_err(Clone::clone)
+            .and_then(|b| b.member_offset("task_struct", "exit_code").map_err(|e| chain(&e)))
+            .map(|off| format!("{VMLINUX}; task_struct.exit_code at +{off}")),
+        "exit codes, parents and lifetimes are read at offsets found in BTF",
+    );
+    let tracefs = tracefs::find();
+    add(
+        "tracefs",
+        tracefs.as_ref().map(|p| p.display().to_string()).ok_or_else(|| {
+            "not mounted: mount -t tracefs nodev /sys/kernel/tracing".to_string()
+        }),
+        "tracepoint layouts are read from tracefs format files",
+    );
+    add("lockdown", lockdown(), "integrity lockdown can refuse fentry/fexit, LSM and kprobe programs");
+    add("cgroup_v2", cgroup2_mount(), "--cgroup targets need a cgroup v2 hierarchy");
+    add(
+        "seccomp_user_notif",
+        seccomp_user_notif(),
+        "the seccomp errno backend for launched process trees (5.5+)",
+    );
+    add(
+        "fsync_fs_hook",
+        match &tracefs {
+            Some(t) if has_ext4_hooks(t) => Ok("ext4:ext4_sync_file_enter/exit (default; no cost to other syscalls)".into()),
+            Some(_) => Err("no ext4 sync tracepoints: use --fsync-hook syscalls".into()),
+            None => Err("needs tracefs".into()),
+        },
+        "fsync events on ext4 without slowing other syscalls",
+    );
+    add(
+        "fsync_syscall_hook",
+        match &tracefs {
+            Some(t) if t.join("events/syscalls/sys_enter_fsync").is_dir() => Ok(
+                "syscalls:sys_enter/exit_* present (--fsync-hook syscalls: every filesystem, but every task on the machine takes the slow syscall path while attached)".into(),
+            ),
+            Some(_) => Err("no syscall tracepoints (CONFIG_FTRACE_SYSCALLS)".into()),
+            None => Err("needs tracefs".into()),
+        },
+        "fsync events on any filesystem, with the fd",
+    );
+
+    let context = match (privileged, &tracefs, &btf) {
+        (false, ..) => Err("skipped: needs privileges".to_string()),
+        (_, None, _) => Err("skipped: needs tracefs".to_string()),
+        (_, _, Err(_)) => Err("skipped: needs BTF".to_string()),
+        (true, Some(tracefs), Ok(btf)) => ProbeContext::new(tracefs, btf),
+    };
+    for probe in PROBES {
+        let outcome = match &context {
+            Ok(context) => (probe.run)(context),
+            Err(reason) => Err(reason.clone()),
+        };
+        add(probe.name, outcome, probe.meaning);
+    }
+
+    let observe_works = REQUIRED
+        .iter()
+        .all(|name| checks.iter().any(|c| c.name == *name && c.status == Status::Ok));
+    Report { kernel: kernel_release(), observe_works, checks }
+}
+
+/// What the probes need: the observer layout (so the object loads as `observe` loads it) and
+/// the kernel BTF in aya's form (fentry, fexit, LSM and BTF tracepoints attach by BTF id).
+struct ProbeContext {
+    layout: Layout,
+    btf: aya::Btf,
+}
+
+impl ProbeContext {
+    fn new(tracefs: &Path, btf: &KernelBtf) -> Result<Self, String> {
+        let layout = discover(tracefs, btf, FsyncHook::Off).map_err(|e| Error::from(e).one_line())?;
+        let btf = aya::Btf::from_sys_fs().map_err(|e| chain(&e))?;
+        Ok(Self { layout, btf })
+    }
+
+    /// A fresh object per probe, so that a refusal cannot affect the next probe.
+    fn programs(&self) -> Result<Programs, String> {
+        Programs::load(&self.layout).map_err(|e| Error::from(e).one_line())
+    }
+}
+
+struct Probe {
+    name: &'static str,
+    meaning: &'static str,
+    run: fn(&ProbeContext) -> Outcome,
+}
+
+/// Every probe program is a no-op, or acts only on a target, and doctor has no targets.
+const PROBES: &[Probe] = &[
+    Probe {
+        name: "ring_buffer",
+        meaning: "events reach userspace through a BPF ring buffer (5.8+)",
+        run: |c| {
+            let mut p = c.programs()?;
+            program::<TracePoint>(&mut p, "probe_ringbuf")?.load().map_err(|e| chain(&e))?;
+            Ok("ring buffer and hash maps created; reserve/discard verified".into())
+        },
+    },
+    Probe {
+        name: "tracepoint",
+        meaning: "exec, exit, signal, cgroup and fsync events use classic tracepoints",
+        run: |c| {
+            let mut p = c.programs()?;
+            let prog = program::<TracePoint>(&mut p, "probe_tracepoint")?;
+            prog.load().map_err(|e| chain(&e))?;
+            prog.attach("sched", "sched_process_fork").map_err(|e| chain(&e))?;
+            Ok("loaded and attached to sched:sched_process_fork".into())
+        },
+    },
+    Probe {
+        name: "raw_tracepoint",
+        meaning: "fork events (which must tell threads from processes) use a raw tracepoint",
+        run: |c| {
+            let mut p = c.programs()?;
+            let prog = program::<RawTracePoint>(&mut p, "probe_raw_tracepoint")?;
+            prog.load().map_err(|e| chain(&e))?;
+            prog.attach("sched_process_fork").map_err(|e| chain(&e))?;
+            Ok("loaded and attached to sched_process_fork".into())
+        },
+    },
+    Probe {
+        name: "btf_tracepoint",
+        meaning: "typed tracepoints (tp_btf); not needed by the observer today",
+        run: |c| {
+            let mut p = c.programs()?;
+            let prog = program::<BtfTracePoint>(&mut p, "probe_btf_tracepoint")?;
+            prog.load("sched_process_fork", &c.btf).map_err(|e| chain(&e))?;
+            prog.attach().map_err(|e| chain(&e))?;
+            Ok("loaded and attached to sched_process_fork".into())
+        },
+    },
+    Probe {
+        name: "bpf_send_signal",
+        meaning: "in-kernel signal injection at the Nth call of a syscall",
+        run: |c| {
+            let mut p = c.programs()?;
+            program::<TracePoint>(&mut p, "probe_send_signal")?.load().map_err(|e| chain(&e))?;
+            Ok("helper accepted by the verifier".into())
+        },
+    },
+    Probe {
+        name: "fentry",
+        meaning: "fentry hooks (cheaper than tracepoints for fsync latency on any filesystem)",
+        run: |c| {
+            let mut p = c.programs()?;
+            let prog = program::<FEntry>(&mut p, "probe_fentry")?;
+            prog.load("vfs_fsync_range", &c.btf).map_err(|e| chain(&e))?;
+            prog.attach().map_err(|e| chain(&e))?;
+            Ok("loaded and attached to vfs_fsync_range".into())
+        },
+    },
+    Probe {
+        name: "fexit",
+        meaning: "fexit hooks (return values of kernel functions)",
+        run: |c| {
+            let mut p = c.programs()?;
+            let prog = program::<FExit>(&mut p, "probe_fexit")?;
+            prog.load("vfs_fsync_range", &c.btf).map_err(|e| chain(&e))?;
+            prog.attach().map_err(|e| chain(&e))?;
+            Ok("loaded and attached to vfs_fsync_range".into())
+        },
+    },
+    Probe {
+        name: "bpf_lsm",
+        meaning: "the lsm errno backend (fail open, read, write, connect, fork, exec for targets)",
+        run: |c| {
+            let lsms = std::fs::read_to_string("/sys/kernel/security/lsm")
+                .map_err(|_| "cannot read /sys/kernel/security/lsm (securityfs not mounted?)".to_string())?;
+            if !lsms.split(',').any(|l| l.trim() == "bpf") {
+                return Err(format!("bpf is not an active LSM ({}); boot with lsm=...,bpf", lsms.trim()));
+            }
+            let mut p = c.programs()?;
+            let prog = program::<Lsm>(&mut p, "probe_lsm")?;
+            prog.load("file_open", &c.btf).map_err(|e| chain(&e))?;
+            prog.attach().map_err(|e| chain(&e))?;
+            Ok(format!("active LSMs {}; loaded and attached to file_open", lsms.trim()))
+        },
+    },
+    Probe {
+        name: "kprobe",
+        meaning: "kprobes (hooks on kernel functions without tracepoints)",
+        run: |c| {
+            let mut p = c.programs()?;
+            let prog = program::<KProbe>(&mut p, "probe_kprobe")?;
+            prog.load().map_err(|e| chain(&e))?;
+            prog.attach("vfs_fsync_range", 0).map_err(|e| chain(&e))?;
+            Ok("loaded and attached to vfs_fsync_range".into())
+        },
+    },
+    Probe {
+        name: "kprobe_override",
+        meaning: "the override errno backend (bpf_override_return on error-injectable syscalls)",
+        run: |c| {
+            let function = error_injectable("sys_fsync")?;
+            let mut p = c.programs()?;
+            let prog = program::<KProbe>(&mut p, "probe_kprobe_override")?;
+            prog.load().map_err(|e| chain(&e))?;
+            prog.attach(&function, 0).map_err(|e| chain(&e))?;
+            Ok(format!("loaded and attached to {function}"))
+        },
+    },
+];
+
+fn program<'a, T>(programs: &'a mut Programs, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    let program = programs.ebpf_mut().program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
+    program.try_into().map_err(|e: ProgramError| chain(&e))
+}
+
+fn privileges(privileged: bool) -> Outcome {
+    let caps = preflight::effective_caps();
+    let list = format!(
+        "CAP_SYS_ADMIN {}, CAP_BPF {}, CAP_PERFMON {}, CAP_KILL {}",
+        yes(has_cap(caps, CAP_SYS_ADMIN)),
+        yes(has_cap(caps, CAP_BPF)),
+        yes(has_cap(caps, CAP_PERFMON)),
+        yes(has_cap(caps, CAP_KILL))
+    );
+    if privileged { Ok(list) } else { Err(format!("{list}: run chaos with sudo")) }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+fn lockdown() -> Outcome {
+    let text = std::fs::read_to_string("/sys/kernel/security/lockdown")
+        .map_err(|_| "unknown: securityfs not mounted or no lockdown LSM".to_string())?;
+    let mode = text.split_whitespace().find(|w| w.starts_with('[')).unwrap_or("[none]");
+    Ok(mode.trim_matches(['[', ']']).to_string())
+}
+
+fn cgroup2_mount() -> Outcome {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").map_err(|e| e.to_string())?;
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&"cgroup2"))
+        .map(|f| format!("mounted at {}", f[1]))
+        .ok_or_else(|| "no cgroup2 filesystem mounted".into())
+}
+
+fn seccomp_user_notif() -> Outcome {
+    let actions = std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail")
+        .map_err(|_| "no /proc/sys/kernel/seccomp/actions_avail (CONFIG_SECCOMP_FILTER off?)".to_string())?;
+    if !actions.split_whitespace().any(|a| a == "user_notif") {
+        return Err(format!("user_notif is not among the seccomp actions ({})", actions.trim()));
+    }
+    let mut sizes = [0u16; 3];
+    // SAFETY: SECCOMP_GET_NOTIF_SIZES (3) writes a struct seccomp_notif_sizes (three u16s).
+    let rc = unsafe { libc::syscall(libc::SYS_seccomp, 3, 0, sizes.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(format!("SECCOMP_GET_NOTIF_SIZES failed: {}", std::io::Error::last_os_error()));
+    }
+    Ok(format!("available (notification {} bytes)", sizes[0]))
+}
+
+/// A function on the kernel's error-injection list whose name contains `needle`.
+fn error_injectable(needle: &str) -> Result<String, String> {
+    let list = ["/sys/kernel/debug/error_injection/list", "/sys/kernel/tracing/../debug/error_injection/list"]
+        .iter()
+        .map(PathBuf::from)
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .ok_or_else(|| "no error-injection list (needs debugfs and CONFIG_FUNCTION_ERROR_INJECTION)".to_string())?;
+    list.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .find(|f| f.contains(needle))
+        .map(str::to_string)
+        .ok_or_else(|| format!("no error-injectable function matching {needle}"))
+}
+
+fn kernel_release() -> String {
+    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn print_table(report: &Report) {
+    let verdict = if report.observe_works { "observation works here" } else { "observation does NOT work here" };
+    println!("chaos doctor: kernel {}: {verdict}\n", report.kernel);
+    for check in &report.checks {
+        let status = match check.status {
+            Status::Ok => "ok",
+            Status::Unavailable => "unavailable",
+        };
+        println!("  {status:<12} {:<20} {}", check.name, check.detail);
+        if check.status == Status::Unavailable {
+            println!("  {:<12} {:<20} -> without it: {}", "", "", check.meaning);
+        }
+    }
+}

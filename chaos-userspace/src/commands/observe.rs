@@ -1,0 +1,280 @@
+//! `chaos observe`: stream events of a target set.
+//!
+//! Order matters for "no event missed, nothing half-done": arguments are checked, the kernel
+//! probed and the programs attached first; only then is `-- CMD` forked (still single-threaded,
+//! held at a barrier), the target set filled, and CMD released.
+
+use std::{path::Path, time::Duration};
+
+use nix::{
+    sys::{
+        signal::{Signal as Sig, kill},
+        wait::waitpid,
+    },
+    time::{ClockId, clock_gettime},
+    unistd::Pid,
+};
+use tokio::sync::oneshot;
+
+use crate::{
+    bpf::{Programs, observer_hooks, ring::RingSource},
+    cli::ObserveArgs,
+    error::Error,
+    event::{Event, EventCounts, Summary},
+    kernel::{
+        btf::KernelBtf,
+        layout::{FsyncHook, discover, has_ext4_hooks},
+        preflight,
+    },
+    launch::{self, Launched},
+    output::{Sink, human::Human, jsonl::JsonLines},
+    source::EventSource,
+    target::{TargetSpec, Targets, initial_members, scan_cgroups, scan_processes},
+};
+
+/// A checked `chaos observe` invocation.
+#[derive(Debug, Clone)]
+pub struct ObserveConfig {
+    pub targets: Targets,
+    pub json: bool,
+    pub duration: Option<Duration>,
+    pub fsync: FsyncHook,
+}
+
+impl ObserveConfig {
+    pub fn from_args(args: ObserveArgs) -> Result<Self, Error> {
+        let spec = TargetSpec {
+            pids: args.pids,
+            follow: !args.no_follow,
+            comms: args.comms,
+            cgroups: args.cgroups,
+            command: args.command,
+        };
+        let duration = args
+            .duration
+            .map(|secs| {
+                Duration::try_from_secs_f64(secs)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| Error::Usage(format!("--duration {secs}: give a positive number of seconds")))
+            })
+            .transpose()?;
+        if let Some(program) = spec.command.first() {
+            launch::resolve(program)?;
+        }
+        Ok(Self { targets: spec.validate(Path::new("/proc"))?, json: args.json, duration, fsync: args.fsync_hook })
+    }
+}
+
+pub fn run(args: ObserveArgs) -> Result<(), Error> {
+    let config = ObserveConfig::from_args(args)?;
+    let env = preflight::check()?;
+    let btf = KernelBtf::load(&env.btf_path)?;
+    let layout = discover(&env.tracefs, &btf, config.fsync)?;
+    let ext4 = has_ext4_hooks(&env.tracefs);
+    if config.fsync == FsyncHook::Fs && !ext4 {
+        log::warn!("no ext4 sync tracepoints on this kernel: fsync events need --fsync-hook syscalls");
+    }
+
+    let mut programs = Programs::load(&layout)?;
+    let hooks = observer_hooks(config.fsync, ext4);
+    programs.attach(&hooks)?;
+    log::info!("attached: {}", hooks.iter().map(|h| h.describe()).collect::<Vec<_>>().join(", "));
+    let mut target_set = programs.target_set()?;
+    for comm in &config.targets.comms {
+        target_set.add_comm(*comm)?;
+    }
+    for id in config.targets.cgroups.iter().flat_map(|c| &c.ids) {
+        target_set.add_cgroup(*id)?;
+    }
+
+    // Still single-threaded: safe to fork.
+    let launched = if config.targets.command.is_empty() {
+        None
+    } else {
+        launch::become_subreaper()?;
+        Some(launch::launch(&config.targets.command)?)
+    };
+    let mut targets = config.targets.clone();
+    if let Some(child) = &launched {
+        targets.pids.push(child.pid.as_raw() as u32);
+    }
+    let members = initial_members(&targets, scan_processes(Path::new("/proc")), scan_cgroups(&targets.cgroups));
+    target_set.add_members(&members)?;
+
+    let start_ns = monotonic_ns();
+    let (ring, counters) = (programs.ring()?, programs.counters()?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io { what: "cannot start the runtime", source })?;
+
+    let stdout = std::io::stdout().lock();
+    let sink: Box<dyn Sink> = if config.json {
+        Box::new(JsonLines::new(stdout))
+    } else {
+        eprintln!(
+            "chaos: observing {} process(es){}; Ctrl-C to stop",
+            members.len(),
+            if launched.is_some() { " and the launched command's tree" } else { "" }
+        );
+        Box::new(Human::new(stdout, start_ns))
+    };
+    let command_pid = launched.as_ref().map(|l| l.pid);
+    let tree_gone = match launched {
+        Some(child) => Some(release_and_wait(child)?),
+        None => None,
+    };
+    let stop = runtime.block_on(async {
+        let source = RingSource::new(ring, counters)?;
+        stream(source, sink, start_ns, config.duration, tree_gone).await
+    })?;
+    if let (Some(pid), StopReason::Signal | StopReason::Deadline) = (command_pid, stop) {
+        // The command chaos started outlived observation; end it (only that pid, ours).
+        let _ = kill(pid, Sig::SIGTERM);
+    }
+    drop(programs); // detaches every program
+    Ok(())
+}
+
+/// Releases the launched command and reports, once, when its whole process tree is gone
+/// (chaos is its subreaper, so every descendant is eventually waited for here).
+fn release_and_wait(child: Launched) -> Result<oneshot::Receiver<()>, Error> {
+    child.release()?;
+    let (done, gone) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("reaper".into())
+        .spawn(move || {
+            while waitpid(Pid::from_raw(-1), None).is_ok() {}
+            let _ = done.send(());
+        })
+        .map_err(|source| Error::Io { what: "cannot start the reaper thread", source })?;
+    Ok(gone)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    Signal,
+    Deadline,
+    TreeGone,
+    SourceEnded,
+    OutputClosed,
+}
+
+/// Moves events from `source` to `sink` until a stop condition, then writes the summary.
+async fn stream(
+    mut source: impl EventSource,
+    mut sink: Box<dyn Sink>,
+    start_ns: u64,
+    duration: Option<Duration>,
+    tree_gone: Option<oneshot::Receiver<()>>,
+) -> Result<StopReason, Error> {
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|source| Error::Io { what: "cannot handle SIGINT", source })?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| Error::Io { what: "cannot handle SIGTERM", source })?;
+    let deadline = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let gone = async {
+        match tree_gone {
+            Some(rx) => {
+                let _ = rx.await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline, gone);
+
+    let mut counts = EventCounts::default();
+    let mut batch = Vec::new();
+    let stop = loop {
+        let reason = tokio::select! {
+            more = source.next_batch(&mut batch) => (!more?).then_some(StopReason::SourceEnded),
+            _ = interrupt.recv() => Some(StopReason::Signal),
+            _ = terminate.recv() => Some(StopReason::Signal),
+            () = &mut deadline => Some(StopReason::Deadline),
+            () = &mut gone => Some(StopReason::TreeGone),
+        };
+        if reason.is_some() {
+            // Whatever the kernel committed before we stopped still belongs to the run.
+            source.drain(&mut batch)?;
+        }
+        if !emit(&mut sink, &mut batch, &mut counts)? {
+            break StopReason::OutputClosed;
+        }
+        if let Some(reason) = reason {
+            break reason;
+        }
+    };
+    let counters = source.counters();
+    let summary = Summary {
+        duration_ns: monotonic_ns().saturating_sub(start_ns),
+        events: counts,
+        lost: counters.lost,
+        targets_full: counters.targets_full,
+        read_errors: counters.read_errors,
+    };
+    if stop != StopReason::OutputClosed {
+        sink.summary(&summary).map_err(Error::Output)?;
+    }
+    if counters.lost > 0 {
+        eprintln!("chaos: {} events were lost (the ring buffer was full)", counters.lost);
+    }
+    Ok(stop)
+}
+
+/// Writes a batch; false when the reader went away (a closed pipe is a normal way to stop).
+fn emit(sink: &mut Box<dyn Sink>, batch: &mut Vec<Event>, counts: &mut EventCounts) -> Result<bool, Error> {
+    for event in batch.drain(..) {
+        counts.add(&event);
+        match sink.event(&event) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(false),
+            Err(err) => return Err(Error::Output(err)),
+        }
+    }
+    Ok(true)
+}
+
+pub fn monotonic_ns() -> u64 {
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always available");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::{event::Fork, source::ReplaySource};
+
+    #[test]
+    fn replayed_stream_reaches_the_sink_with_a_summary() {
+        let text = "{\"type\":\"fork\",\"data\":{\"ts_ns\":1,\"parent_pid\":2,\"child_pid\":3}}\n";
+        let source = ReplaySource::from_reader(Path::new("r"), text.as_bytes()).unwrap();
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().write(buf)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Box::new(JsonLines::new(Shared(out.clone())));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let stop = rt.block_on(stream(source, sink, 0, None, None)).unwrap();
+        assert_eq!(stop, StopReason::SourceEnded);
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(serde_json::from_str::<Event>(lines[0]).unwrap(), Event::Fork(Fork { ts_ns: 1, parent_pid: 2, child_pid: 3 }));
+        assert!(lines[1].starts_with("{\"type\":\"summary\""), "{}", lines[1]);
+        assert!(lines[1].contains("\"fork\":1"));
+    }
+}

@@ -1,0 +1,149 @@
+//! Builds the [`Layout`] the programs read their offsets from, on the running kernel.
+
+use std::path::Path;
+
+use chaos_common::{ABSENT, Layout};
+
+use super::{
+    btf::{BtfError, KernelBtf},
+    format::{Format, FormatError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error("syscall tracepoints disagree on where the first argument is ({0})")]
+    SyscallArgs(String),
+}
+
+/// Which hook reports the fsync family (see `chaos-ebpf/src/fsync.rs` for the costs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncHook {
+    /// Filesystem tracepoints (ext4 sync_file enter/exit): no cost to other syscalls.
+    Fs,
+    /// syscalls:sys_enter/exit_{fsync,fdatasync,sync_file_range,syncfs,msync}: sees every
+    /// filesystem and the fd, but puts every task on the machine on the slow syscall path.
+    Syscalls,
+    /// No fsync events.
+    Off,
+}
+
+/// The sync-family syscalls hooked in `FsyncHook::Syscalls` mode, with their numbers on this
+/// architecture.
+pub const SYNC_SYSCALLS: [(&str, i64); 5] = [
+    ("fsync", libc::SYS_fsync),
+    ("fdatasync", libc::SYS_fdatasync),
+    ("sync_file_range", libc::SYS_sync_file_range),
+    ("syncfs", libc::SYS_syncfs),
+    ("msync", libc::SYS_msync),
+];
+
+/// Name of a sync-family syscall number, as reported in fsync events.
+pub fn sync_syscall_name(nr: u32) -> Option<&'static str> {
+    SYNC_SYSCALLS.iter().find(|(_, n)| *n == i64::from(nr)).map(|(name, _)| *name)
+}
+
+/// ext4's tracepoints exist only when ext4 is built in or loaded.
+pub fn has_ext4_hooks(tracefs: &Path) -> bool {
+    tracefs.join("events/ext4/ext4_sync_file_enter").is_dir()
+        && tracefs.join("events/ext4/ext4_sync_file_exit").is_dir()
+}
+
+/// Reads every offset the programs need for the given fsync hook.
+pub fn discover(tracefs: &Path, btf: &KernelBtf, fsync: FsyncHook) -> Result<Layout, LayoutError> {
+    let mut l = Layout::absent();
+    let task = |member| btf.member_offset("task_struct", member);
+    l.task_pid = task("pid")?;
+    l.task_tgid = task("tgid")?;
+    l.task_real_parent = task("real_parent")?;
+    l.task_group_leader = task("group_leader")?;
+    l.task_exit_code = task("exit_code")?;
+    l.task_start_time = task("start_time")?;
+
+    let exec = Format::read(tracefs, "sched", "sched_process_exec")?;
+    l.exec_filename = exec.data_loc_offset("filename")?;
+    l.exec_pid = exec.offset_of("pid", 4)?;
+    l.exec_old_pid = exec.offset_of("old_pid", 4)?;
+
+    let exit = Format::read(tracefs, "sched", "sched_process_exit")?;
+    l.exit_group_dead = exit.offset_of("group_dead", 1).unwrap_or(ABSENT);
+
+    let signal = Format::read(tracefs, "signal", "signal_generate")?;
+    l.sig_sig = signal.offset_of("sig", 4)?;
+    l.sig_code = signal.offset_of("code", 4)?;
+    l.sig_comm = signal.offset_of("comm", 16)?;
+    l.sig_pid = signal.offset_of("pid", 4)?;
+    l.sig_group = signal.offset_of("group", 4)?;
+    l.sig_result = signal.offset_of("result", 4)?;
+
+    let attach = Format::read(tracefs, "cgroup", "cgroup_attach_task")?;
+    l.cgroup_dst_root = attach.offset_of("dst_root", 4)?;
+    l.cgroup_dst_id = attach.offset_of("dst_id", 8)?;
+    l.cgroup_pid = attach.offset_of("pid", 4)?;
+
+    match fsync {
+        FsyncHook::Fs if has_ext4_hooks(tracefs) => {
+            let enter = Format::read(tracefs, "ext4", "ext4_sync_file_enter")?;
+            l.ext4_enter_dev = enter.offset_of("dev", 4)?;
+            l.ext4_enter_ino = enter.offset_of("ino", 8)?;
+            l.ext4_enter_datasync = enter.offset_of("datasync", 4)?;
+            let exit = Format::read(tracefs, "ext4", "ext4_sync_file_exit")?;
+            l.ext4_exit_ret = exit.offset_of("ret", 4)?;
+        }
+        FsyncHook::Syscalls => {
+            let mut arg0 = None;
+            for (name, _) in SYNC_SYSCALLS {
+                let enter = Format::read(tracefs, "syscalls", &format!("sys_enter_{name}"))?;
+                l.sys_enter_nr = enter.offset_of("__syscall_nr", 4)?;
+                // The first argument follows __syscall_nr; every syscall argument is 8 bytes.
+                let first = enter
+                    .fields
+                    .iter()
+                    .find(|f| !f.name.starts_with("common_") && f.name != "__syscall_nr")
+                    .ok_or_else(|| LayoutError::SyscallArgs(format!("sys_enter_{name} has no arguments")))?;
+                if first.size != 8 || arg0.is_some_and(|a| a != first.offset) {
+                    return Err(LayoutError::SyscallArgs(format!("sys_enter_{name}.{}", first.name)));
+                }
+                arg0 = Some(first.offset);
+                let exit = Format::read(tracefs, "syscalls", &format!("sys_exit_{name}"))?;
+                l.sys_exit_ret = exit.offset_of("ret", 8)?;
+            }
+            l.sys_enter_arg0 = arg0.unwrap_or(ABSENT);
+            l.fd_syscalls = [libc::SYS_fsync, libc::SYS_fdatasync, libc::SYS_sync_file_range, libc::SYS_syncfs]
+                .map(|nr| nr as u32);
+        }
+        FsyncHook::Fs | FsyncHook::Off => {}
+    }
+    Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[ignore = "reads this machine's tracefs and BTF; run by `cargo xtask test`"]
+    fn discovers_every_offset_on_the_running_kernel() {
+        let tracefs = super::super::tracefs::find().unwrap();
+        let btf = KernelBtf::load(Path::new(super::super::btf::VMLINUX)).unwrap();
+        for hook in [FsyncHook::Fs, FsyncHook::Syscalls] {
+            let l = discover(&tracefs, &btf, hook).unwrap();
+            assert_ne!(l.task_pid, ABSENT);
+            assert_ne!(l.sig_result, ABSENT);
+            if hook == FsyncHook::Syscalls {
+                assert_ne!(l.sys_enter_arg0, ABSENT);
+                assert_ne!(l.sys_exit_ret, ABSENT);
+            }
+        }
+    }
+
+    #[test]
+    fn names_sync_syscalls() {
+        assert_eq!(sync_syscall_name(libc::SYS_fdatasync as u32), Some("fdatasync"));
+        assert_eq!(sync_syscall_name(libc::SYS_getppid as u32), None);
+    }
+}

@@ -1,0 +1,27 @@
+//! chaos: safe, measured resilience experiments on Linux, observed with eBPF.
+//!
+//! Pipeline: kernel programs (`chaos-ebpf`) -> ring buffer -> [`decode`] -> [`event::Event`]
+//! -> an [`source::EventSource`] -> sinks in [`output`]. Everything after the ring buffer is
+//! plain code, tested without root on replayed streams.
+
+pub mod bpf;
+pub mod cli;
+pub mod commands;
+pub mod decode;
+pub mod error;
+pub mod event;
+pub mod kernel;
+pub mod launch;
+pub mod output;
+pub mod source;
+pub mod target;
+
+use cli::{Cli, Command};
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> Result<u8, error::Error> {
+    match cli.command {
+        Command::Observe(args) => commands::observe::run(args).map(|()| 0),
+        Command::Doctor(args) => commands::doctor::run(args),
+    }
+}

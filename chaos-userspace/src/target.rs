@@ -1,0 +1,267 @@
+//! Target selection: what the user named, checked before anything touches the kernel, and the
+//! processes that already match when observation starts.
+
+use std::{
+    collections::BTreeMap,
+    ffi::OsString,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use chaos_common::{COMM_LEN, TargetInfo, reason, target_flag};
+
+/// What the user asked for, as given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetSpec {
+    pub pids: Vec<u32>,
+    /// Follow children of `pids` (and of the launched command).
+    pub follow: bool,
+    pub comms: Vec<String>,
+    pub cgroups: Vec<PathBuf>,
+    /// `-- CMD [ARGS...]`: launched by chaos and targeted from its first instruction.
+    pub command: Vec<OsString>,
+}
+
+/// A validated cgroup v2 directory and the ids (inode numbers) of it and its descendants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupRule {
+    pub path: PathBuf,
+    pub ids: Vec<u64>,
+}
+
+/// A spec checked against the machine: every pid exists, every name fits, every cgroup is a
+/// cgroup v2 directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Targets {
+    pub pids: Vec<u32>,
+    pub follow: bool,
+    pub comms: Vec<[u8; COMM_LEN]>,
+    pub cgroups: Vec<CgroupRule>,
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TargetError {
+    #[error("no target: name one with --pid, --comm, --cgroup or -- CMD")]
+    Empty,
+    #[error("--pid {0}: no such process")]
+    NoProcess(u32),
+    #[error("--pid {pid}: {pid} is a thread of process {tgid}; name the process")]
+    Thread { pid: u32, tgid: u32 },
+    #[error("--comm: the name is empty")]
+    EmptyComm,
+    #[error("--comm {0:?}: longer than the kernel's 15-byte command name; give the first 15 bytes")]
+    CommTooLong(String),
+    #[error("--cgroup {0}: no such directory")]
+    NoCgroup(PathBuf),
+    #[error("--cgroup {0}: not a directory of a cgroup v2 filesystem")]
+    NotCgroup2(PathBuf),
+    #[error("--cgroup {path}: cannot read it: {message}")]
+    CgroupRead { path: PathBuf, message: String },
+}
+
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+impl TargetSpec {
+    pub fn is_empty(&self) -> bool {
+        self.pids.is_empty() && self.comms.is_empty() && self.cgroups.is_empty() && self.command.is_empty()
+    }
+
+    /// Checks the spec against the machine (under `proc`, normally /proc).
+    pub fn validate(&self, proc: &Path) -> Result<Targets, TargetError> {
+        if self.is_empty() {
+            return Err(TargetError::Empty);
+        }
+        for &pid in &self.pids {
+            match tgid_of(proc, pid) {
+                None => return Err(TargetError::NoProcess(pid)),
+                Some(tgid) if tgid != pid => return Err(TargetError::Thread { pid, tgid }),
+                Some(_) => {}
+            }
+        }
+        let comms = self.comms.iter().map(|c| comm_key(c)).collect::<Result<_, _>>()?;
+        let cgroups = self.cgroups.iter().map(|p| cgroup_rule(p)).collect::<Result<_, _>>()?;
+        Ok(Targets {
+            pids: self.pids.clone(),
+            follow: self.follow,
+            comms,
+            cgroups,
+            command: self.command.clone(),
+        })
+    }
+}
+
+/// A command name as the kernel stores it: at most 15 bytes, NUL-padded.
+pub fn comm_key(name: &str) -> Result<[u8; COMM_LEN], TargetError> {
+    if name.is_empty() {
+        return Err(TargetError::EmptyComm);
+    }
+    if name.len() > COMM_LEN - 1 {
+        return Err(TargetError::CommTooLong(name.into()));
+    }
+    let mut key = [0; COMM_LEN];
+    key[..name.len()].copy_from_slice(name.as_bytes());
+    Ok(key)
+}
+
+fn cgroup_rule(path: &Path) -> Result<CgroupRule, TargetError> {
+    if !path.is_dir() {
+        return Err(TargetError::NoCgroup(path.into()));
+    }
+    let fs = nix::sys::statfs::statfs(path).map_err(|e| TargetError::CgroupRead {
+        path: path.into(),
+        message: e.desc().into(),
+    })?;
+    if fs.filesystem_type().0 as i64 != CGROUP2_SUPER_MAGIC {
+        return Err(TargetError::NotCgroup2(path.into()));
+    }
+    let mut ids = Vec::new();
+    collect_cgroup_ids(path, &mut ids).map_err(|e| TargetError::CgroupRead {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    Ok(CgroupRule { path: path.into(), ids })
+}
+
+/// On cgroup v2 the cgroup id the kernel reports (`bpf_get_current_cgroup_id`, the
+/// cgroup_attach_task tracepoint) is the kernfs inode number of the directory.
+fn collect_cgroup_ids(dir: &Path, ids: &mut Vec<u64>) -> std::io::Result<()> {
+    ids.push(std::fs::metadata(dir)?.ino());
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            collect_cgroup_ids(&entry.path(), ids)?;
+        }
+    }
+    Ok(())
+}
+
+/// The thread group id of `pid` (`Tgid:` in /proc/PID/status), or None if it does not exist.
+fn tgid_of(proc: &Path, pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(proc.join(pid.to_string()).join("status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// The processes that match the targets when observation starts, with why.
+///
+/// `processes` lists (pid, comm) of every process; `cgroup_procs` the pids found in each
+/// target cgroup's `cgroup.procs` files. Children forked later join in the kernel.
+pub fn initial_members(
+    targets: &Targets,
+    processes: impl IntoIterator<Item = (u32, String)>,
+    cgroup_procs: impl IntoIterator<Item = u32>,
+) -> BTreeMap<u32, TargetInfo> {
+    let flags = if targets.follow { target_flag::FOLLOW } else { 0 };
+    let mut members = BTreeMap::<u32, TargetInfo>::new();
+    let mut add = |pid: u32, reasons: u32| {
+        let info = members.entry(pid).or_default();
+        info.reasons |= reasons;
+        info.flags |= flags;
+    };
+    for &pid in &targets.pids {
+        add(pid, reason::PID);
+    }
+    for (pid, comm) in processes {
+        if comm_key(&comm).is_ok_and(|key| targets.comms.contains(&key)) {
+            add(pid, reason::COMM);
+        }
+    }
+    for pid in cgroup_procs {
+        add(pid, reason::CGROUP);
+    }
+    members
+}
+
+/// Every (pid, comm) under `proc`. Processes that vanish while being read are skipped.
+pub fn scan_processes(proc: &Path) -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir(proc) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let comm = std::fs::read_to_string(proc.join(pid.to_string()).join("comm")).ok()?;
+            Some((pid, comm.trim_end_matches('\n').to_string()))
+        })
+        .collect()
+}
+
+/// The pids in `cgroup.procs` of each target cgroup and its descendants.
+pub fn scan_cgroups(rules: &[CgroupRule]) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for rule in rules {
+        walk_procs(&rule.path, &mut pids);
+    }
+    pids
+}
+
+fn walk_procs(dir: &Path, pids: &mut Vec<u32>) {
+    if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        pids.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.filter_map(Result::ok) {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk_procs(&entry.path(), pids);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_proc(entries: &[(u32, u32, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for &(pid, tgid, comm) in entries {
+            let p = dir.path().join(pid.to_string());
+            std::fs::create_dir(&p).unwrap();
+            std::fs::write(p.join("status"), format!("Name:\t{comm}\nTgid:\t{tgid}\nPid:\t{pid}\n")).unwrap();
+            std::fs::write(p.join("comm"), format!("{comm}\n")).unwrap();
+        }
+        dir
+    }
+
+    fn spec() -> TargetSpec {
+        TargetSpec { follow: true, ..Default::default() }
+    }
+
+    #[test]
+    fn refuses_empty_missing_thread_and_bad_names() {
+        let proc = fake_proc(&[(100, 100, "svc"), (101, 100, "svc")]);
+        assert_eq!(spec().validate(proc.path()), Err(TargetError::Empty));
+        let pid = |p| TargetSpec { pids: vec![p], ..spec() };
+        assert_eq!(pid(7).validate(proc.path()), Err(TargetError::NoProcess(7)));
+        assert_eq!(pid(101).validate(proc.path()), Err(TargetError::Thread { pid: 101, tgid: 100 }));
+        assert!(pid(100).validate(proc.path()).is_ok());
+        let comm = |c: &str| TargetSpec { comms: vec![c.into()], ..spec() };
+        assert_eq!(comm("").validate(proc.path()), Err(TargetError::EmptyComm));
+        assert_eq!(
+            comm("a-very-long-command").validate(proc.path()).unwrap_err().to_string(),
+            "--comm \"a-very-long-command\": longer than the kernel's 15-byte command name; give the first 15 bytes"
+        );
+        let cg = TargetSpec { cgroups: vec!["/nonexistent/cg".into()], ..spec() };
+        assert_eq!(cg.validate(proc.path()), Err(TargetError::NoCgroup("/nonexistent/cg".into())));
+        let not_cg = TargetSpec { cgroups: vec![proc.path().into()], ..spec() };
+        assert_eq!(not_cg.validate(proc.path()), Err(TargetError::NotCgroup2(proc.path().into())));
+    }
+
+    #[test]
+    fn initial_members_merge_reasons() {
+        let proc = fake_proc(&[(100, 100, "svc"), (200, 200, "svc"), (300, 300, "other")]);
+        let spec = TargetSpec { pids: vec![100], comms: vec!["svc".into()], ..spec() };
+        let targets = spec.validate(proc.path()).unwrap();
+        let members = initial_members(&targets, scan_processes(proc.path()), [300]);
+        assert_eq!(members.len(), 3);
+        assert_eq!(members[&100].reasons, reason::PID | reason::COMM);
+        assert_eq!(members[&200].reasons, reason::COMM);
+        assert_eq!(members[&300].reasons, reason::CGROUP);
+        assert!(members.values().all(|m| m.flags == target_flag::FOLLOW));
+
+        let no_follow = Targets { follow: false, ..targets };
+        let members = initial_members(&no_follow, Vec::new(), []);
+        assert_eq!(members[&100], TargetInfo { reasons: reason::PID, flags: 0 });
+    }
+}
