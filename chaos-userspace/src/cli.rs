@@ -67,6 +67,9 @@ pub struct ObserveArgs {
     /// the machine while it runs.
     #[arg(long, value_enum, default_value = "fs", value_name = "HOOK")]
     pub fsync_hook: FsyncHook,
+    /// Ring buffer size in pages (a power of two). Raise it if the summary reports lost events.
+    #[arg(long, default_value_t = 1024, value_name = "PAGES")]
+    pub buffer_pages: u32,
     /// Command to launch and observe from its first instruction.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,

@@ -1,1 +1,235 @@
+//! Harness for the privileged integration tests: runs the real `chaos` binary against victims
+//! the tests spawn themselves, and waits for expected events or a deadline (never a fixed sleep).
 
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc::{Receiver, RecvTimeoutError, channel},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// How long any single wait may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The `chaos` binary under test: `CHAOS_BIN` (set by `cargo xtask test`) or the workspace's
+/// debug build.
+pub fn chaos_bin() -> PathBuf {
+    let path = std::env::var_os("CHAOS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/chaos"));
+    assert!(path.exists(), "{} missing: run the suite through `cargo xtask test`", path.display());
+    path
+}
+
+/// A directory on the root filesystem (ext4 here, so the fs fsync hook sees syncs in it).
+pub fn scratch_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("chaos-test-").tempdir_in("/var/tmp").expect("scratch dir")
+}
+
+pub fn monotonic_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+/// A process the test started; killed (by its own pid) and reaped when dropped.
+pub struct Spawned(pub Child);
+
+impl Spawned {
+    pub fn new(command: &mut Command) -> Self {
+        Self(command.spawn().expect("spawn"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.0.wait().expect("wait")
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A running `chaos observe --json`, its events parsed as they arrive.
+pub struct Observer {
+    child: Spawned,
+    lines: Receiver<Value>,
+    pub events: Vec<Value>,
+    pub summary: Option<Value>,
+    pub stderr: String,
+}
+
+impl Observer {
+    /// Starts `chaos observe --json ARGS` and returns once it reports that it is attached.
+    pub fn start(args: &[&str]) -> Self {
+        let mut command = Command::new(chaos_bin());
+        command.arg("observe").arg("--json").args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = Spawned::new(&mut command);
+        let stdout = child.0.stdout.take().unwrap();
+        let stderr = child.0.stderr.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        // The readiness line comes on stderr once every program is attached.
+        let (err_tx, err_rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if err_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut observer = Self { child, lines, events: Vec::new(), summary: None, stderr: String::new() };
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let line = err_rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("chaos observe never became ready; stderr: {}", observer.stderr));
+            observer.stderr.push_str(&line);
+            observer.stderr.push('\n');
+            if line.starts_with("chaos: observing") {
+                break;
+            }
+        }
+        std::thread::spawn(move || while err_rx.recv().is_ok() {});
+        observer
+    }
+
+    fn take(&mut self, value: Value) {
+        if value["type"] == "summary" {
+            self.summary = Some(value);
+        } else {
+            self.events.push(value);
+        }
+    }
+
+    /// Waits until an event matching `pred` has arrived; returns it.
+    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(found) = self.events.iter().find(|e| pred(e)) {
+            return found.clone();
+        }
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(value) => {
+                    let hit = pred(&value);
+                    self.take(value.clone());
+                    if hit {
+                        return value;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!("no {what} within {DEADLINE:?}; events: {:#?}", self.events),
+                Err(RecvTimeoutError::Disconnected) => panic!("chaos ended before {what}; events: {:#?}", self.events),
+            }
+        }
+    }
+
+    /// Reads until chaos exits by itself (e.g. when a launched command's tree is gone).
+    pub fn finish(mut self) -> Self {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(value) => self.take(value),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => panic!("chaos did not finish; events: {:#?}", self.events),
+            }
+        }
+        let status = self.child.wait();
+        assert!(status.success(), "chaos exited with {status}; stderr: {}", self.stderr);
+        self
+    }
+
+    /// Stops chaos with SIGINT (as Ctrl-C would) and collects the rest of the stream.
+    pub fn stop(self) -> Self {
+        self.signal(nix::sys::signal::Signal::SIGINT);
+        self.finish()
+    }
+
+    /// Sends a signal to the chaos process this test started.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.pid() as i32), signal).expect("signal chaos");
+    }
+
+    pub fn of_type<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.events.iter().filter(move |e| e["type"] == kind)
+    }
+
+    /// Every pid an event mentions.
+    pub fn pids(&self) -> Vec<u64> {
+        let keys = ["pid", "ppid", "parent_pid", "child_pid", "target_pid", "sender_pid"];
+        self.events
+            .iter()
+            .flat_map(|e| keys.iter().filter_map(|k| e["data"][k].as_u64()).collect::<Vec<_>>())
+            .collect()
+    }
+}
+
+/// A cgroup v2 directory the test creates; removed when dropped (its processes must be gone).
+pub struct TestCgroup {
+    pub path: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn new(name: &str) -> Self {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        let root = mounts
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f[2] == "cgroup2")
+            .map(|f| PathBuf::from(f[1]))
+            .expect("a cgroup2 mount (cargo xtask setup mounts one)");
+        let path = root.join(format!("chaos-test-{}-{name}", std::process::id()));
+        std::fs::create_dir(&path).expect("create cgroup");
+        Self { path }
+    }
+
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.path.join("cgroup.procs"), pid.to_string()).expect("move into cgroup");
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// Runs chaos to completion with `args`; returns (exit code, stdout, stderr).
+pub fn run_chaos(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(chaos_bin()).args(args).output().expect("run chaos");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Names of loaded BPF programs whose name starts with `chaos_` (from `bpftool prog show`).
+pub fn loaded_chaos_programs() -> Vec<String> {
+    let output = Command::new("bpftool").args(["prog", "show", "--json"]).output().expect("bpftool (cargo xtask setup installs it)");
+    let progs: Value = serde_json::from_slice(&output.stdout).expect("bpftool JSON");
+    progs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str())
+        .filter(|n| n.starts_with("chaos_"))
+        .map(str::to_string)
+        .collect()
+}

@@ -89,16 +89,21 @@ pub fn observer_hooks(fsync: FsyncHook, ext4: bool) -> Vec<Hook> {
     hooks
 }
 
+/// Default ring buffer size: 4 MiB holds about 60k fork events.
+pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
+
 /// The loaded object. Programs stay attached until it is dropped.
 pub struct Programs {
     ebpf: Ebpf,
 }
 
 impl Programs {
-    /// Creates the maps and hands the layout to the programs; loads no program yet.
-    pub fn load(layout: &Layout) -> Result<Self, BpfError> {
+    /// Creates the maps (the ring buffer of `ring_bytes`, a power-of-two multiple of the page
+    /// size) and hands the layout to the programs; loads no program yet.
+    pub fn load(layout: &Layout, ring_bytes: u32) -> Result<Self, BpfError> {
         let ebpf = EbpfLoader::new()
             .override_global("LAYOUT", layout, true)
+            .map_max_entries("EVENTS", ring_bytes)
             .load(OBJECT)
             .map_err(BpfError::Object)?;
         Ok(Self { ebpf })

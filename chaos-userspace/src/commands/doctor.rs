@@ -8,7 +8,7 @@ use chaos_common::Layout;
 use serde::Serialize;
 
 use crate::{
-    bpf::Programs,
+    bpf::{DEFAULT_RING_BYTES, Programs},
     cli::DoctorArgs,
     error::{EXIT_USAGE, Error, chain},
     kernel::{
@@ -151,7 +151,7 @@ impl ProbeContext {
 
     /// A fresh object per probe, so that a refusal cannot affect the next probe.
     fn programs(&self) -> Result<Programs, String> {
-        Programs::load(&self.layout).map_err(|e| Error::from(e).one_line())
+        Programs::load(&self.layout, DEFAULT_RING_BYTES).map_err(|e| Error::from(e).one_line())
     }
 }
 

@@ -39,6 +39,7 @@ pub struct ObserveConfig {
     pub json: bool,
     pub duration: Option<Duration>,
     pub fsync: FsyncHook,
+    pub ring_bytes: u32,
 }
 
 impl ObserveConfig {
@@ -59,10 +60,21 @@ impl ObserveConfig {
                     .ok_or_else(|| Error::Usage(format!("--duration {secs}: give a positive number of seconds")))
             })
             .transpose()?;
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u32;
+        let pages = args.buffer_pages;
+        if !pages.is_power_of_two() || pages.checked_mul(page).is_none() {
+            return Err(Error::Usage(format!("--buffer-pages {pages}: give a power of two (1, 2, 4, ... 1024)")));
+        }
         if let Some(program) = spec.command.first() {
             launch::resolve(program)?;
         }
-        Ok(Self { targets: spec.validate(Path::new("/proc"))?, json: args.json, duration, fsync: args.fsync_hook })
+        Ok(Self {
+            targets: spec.validate(Path::new("/proc"))?,
+            json: args.json,
+            duration,
+            fsync: args.fsync_hook,
+            ring_bytes: pages * page,
+        })
     }
 }
 
@@ -76,7 +88,7 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
         log::warn!("no ext4 sync tracepoints on this kernel: fsync events need --fsync-hook syscalls");
     }
 
-    let mut programs = Programs::load(&layout)?;
+    let mut programs = Programs::load(&layout, config.ring_bytes)?;
     let hooks = observer_hooks(config.fsync, ext4);
     programs.attach(&hooks)?;
     log::info!("attached: {}", hooks.iter().map(|h| h.describe()).collect::<Vec<_>>().join(", "));
@@ -113,13 +125,14 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
     let sink: Box<dyn Sink> = if config.json {
         Box::new(JsonLines::new(stdout))
     } else {
-        eprintln!(
-            "chaos: observing {} process(es){}; Ctrl-C to stop",
-            members.len(),
-            if launched.is_some() { " and the launched command's tree" } else { "" }
-        );
         Box::new(Human::new(stdout, start_ns))
     };
+    // Every program is attached and the target set filled: say so (tests wait for this line).
+    eprintln!(
+        "chaos: observing {} process(es){}; Ctrl-C to stop",
+        members.len(),
+        if launched.is_some() { " and the launched command's tree" } else { "" }
+    );
     let command_pid = launched.as_ref().map(|l| l.pid);
     let tree_gone = match launched {
         Some(child) => Some(release_and_wait(child)?),

@@ -5,6 +5,13 @@ use std::io::Write;
 use super::Sink;
 use crate::event::{Event, Summary};
 
+/// Lines that are not events, tagged like events so that "type" comes first.
+#[derive(serde::Serialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+enum Trailer<'a> {
+    Summary(&'a Summary),
+}
+
 pub struct JsonLines<W: Write> {
     out: W,
 }
@@ -23,8 +30,7 @@ impl<W: Write> Sink for JsonLines<W> {
     }
 
     fn summary(&mut self, summary: &Summary) -> std::io::Result<()> {
-        let line = serde_json::json!({ "type": "summary", "data": summary });
-        serde_json::to_writer(&mut self.out, &line)?;
+        serde_json::to_writer(&mut self.out, &Trailer::Summary(summary))?;
         self.out.write_all(b"\n")?;
         self.out.flush()
     }

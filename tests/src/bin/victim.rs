@@ -1,0 +1,154 @@
+//! Processes for the integration tests and benchmarks to observe. Each mode does one precise,
+//! documented thing so that tests can assert on exactly the events it causes.
+//!
+//! Modes:
+//! - `family DIR`: fork a child that execs /bin/true, wait for it, write and fsync
+//!   DIR/family.dat, exit 3.
+//! - `pause`: wait until killed.
+//! - `segv DIR`: allow core dumps, chdir to DIR, write through a null pointer (SIGSEGV).
+//! - `churn N DIR`: fork N children that exit at once (waiting for each), fsync DIR/churn.dat, exit 0.
+//! - `on-usr1`: wait for SIGUSR1, then fork a child that exits, wait for it, exit 5.
+//! - `bench getppid N OUT` / `bench fsync N DIR OUT` / `bench forkexec N OUT`: the benchmark
+//!   workloads; the elapsed CLOCK_MONOTONIC nanoseconds of the loop are written to OUT.
+
+use std::{ffi::CString, fs::OpenOptions, io::Write, os::unix::fs::OpenOptionsExt as _, path::Path, time::Instant};
+
+use nix::{
+    sys::{
+        resource::{Resource, setrlimit},
+        signal::{SigSet, Signal},
+        wait::waitpid,
+    },
+    unistd::{ForkResult, execv, fork},
+};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_else(|| usage());
+    match arg(0) {
+        "family" => family(Path::new(arg(1))),
+        "pause" => loop {
+            nix::unistd::pause();
+        },
+        "segv" => {
+            setrlimit(Resource::RLIMIT_CORE, libc::RLIM_INFINITY, libc::RLIM_INFINITY).expect("setrlimit");
+            std::env::set_current_dir(arg(1)).expect("chdir");
+            // A real invalid access, not raise(): std's SIGSEGV handler (stack overflow
+            // detection) restores the default action and returns, and the access faults again.
+            // SAFETY: deliberately invalid; the process dies here.
+            unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };
+            unreachable!("SIGSEGV is fatal");
+        }
+        "churn" => {
+            let n: u32 = arg(1).parse().expect("N");
+            for _ in 0..n {
+                fork_child(|| 0);
+            }
+            write_and_sync(&Path::new(arg(2)).join("churn.dat"), b"churn\n");
+            std::process::exit(0);
+        }
+        "on-usr1" => {
+            let mut set = SigSet::empty();
+            set.add(Signal::SIGUSR1);
+            set.thread_block().expect("block SIGUSR1");
+            set.wait().expect("sigwait");
+            fork_child(|| 0);
+            std::process::exit(5);
+        }
+        "bench" => bench(&args[1..]),
+        _ => usage(),
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: victim family DIR | pause | segv DIR | churn N DIR | on-usr1 | bench ...");
+    std::process::exit(64)
+}
+
+fn family(dir: &Path) -> ! {
+    // SAFETY: single-threaded program.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            let path = CString::new("/bin/true").unwrap();
+            let _ = execv(&path, &[&path]);
+            // SAFETY: exec failed; leave without running the parent's code.
+            unsafe { libc::_exit(127) }
+        }
+        ForkResult::Parent { child } => {
+            waitpid(child, None).expect("wait");
+        }
+    }
+    write_and_sync(&dir.join("family.dat"), b"family\n");
+    std::process::exit(3)
+}
+
+/// Forks a child that returns `f()` as its exit status at once, and waits for it.
+fn fork_child(f: impl FnOnce() -> i32) {
+    // SAFETY: single-threaded program.
+    match unsafe { fork() }.expect("fork") {
+        // SAFETY: _exit skips the parent's atexit handlers and buffers.
+        ForkResult::Child => unsafe { libc::_exit(f()) },
+        ForkResult::Parent { child } => {
+            waitpid(child, None).expect("wait");
+        }
+    }
+}
+
+fn write_and_sync(path: &Path, bytes: &[u8]) {
+    let mut file = OpenOptions::new().create(true).write(true).truncate(true).open(path).expect("open");
+    file.write_all(bytes).expect("write");
+    file.sync_all().expect("fsync");
+}
+
+fn bench(args: &[String]) {
+    let n: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
+    let (out, elapsed) = match args.first().map(String::as_str) {
+        Some("getppid") => {
+            let start = Instant::now();
+            for _ in 0..n {
+                // SAFETY: no preconditions.
+                std::hint::black_box(unsafe { libc::getppid() });
+            }
+            (&args[2], start.elapsed())
+        }
+        Some("fsync") => {
+            let path = Path::new(&args[2]).join("bench-fsync.dat");
+            let mut file = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .expect("open");
+            let block = [0x5a_u8; 4096];
+            let start = Instant::now();
+            for _ in 0..n {
+                file.write_all(&block).expect("write");
+                file.sync_all().expect("fsync");
+            }
+            let elapsed = start.elapsed();
+            let _ = std::fs::remove_file(&path);
+            (&args[3], elapsed)
+        }
+        Some("forkexec") => {
+            let path = CString::new("/bin/true").unwrap();
+            let start = Instant::now();
+            for _ in 0..n {
+                // SAFETY: single-threaded program; the child only execs or _exits.
+                match unsafe { fork() }.expect("fork") {
+                    ForkResult::Child => {
+                        let _ = execv(&path, &[&path]);
+                        // SAFETY: exec failed.
+                        unsafe { libc::_exit(127) }
+                    }
+                    ForkResult::Parent { child } => {
+                        waitpid(child, None).expect("wait");
+                    }
+                }
+            }
+            (&args[2], start.elapsed())
+        }
+        _ => usage(),
+    };
+    std::fs::write(out, elapsed.as_nanos().to_string()).expect("write result");
+}
