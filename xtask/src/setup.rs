@@ -1,0 +1,102 @@
+//! `cargo xtask setup`: make a fresh machine of this kind able to build and test chaos.
+//! Every step checks first and does nothing when its thing is already there.
+
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::util::{self, output};
+
+/// Debian packages: LLVM for bpf-linker; bpftool (tests check nothing stays attached);
+/// strace and bpftrace (`bench observe` compares against them).
+const PACKAGES: [&str; 4] = ["llvm-22-dev", "bpftool", "strace", "bpftrace"];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Filesystems chaos reads: (type, mount point).
+const MOUNTS: [(&str, &str); 4] = [
+    ("tracefs", "/sys/kernel/tracing"),
+    ("bpf", "/sys/fs/bpf"),
+    ("securityfs", "/sys/kernel/security"),
+    ("debugfs", "/sys/kernel/debug"),
+];
+
+pub fn run() -> Result<()> {
+    packages()?;
+    rust_src()?;
+    bpf_linker()?;
+    mounts()?;
+    Ok(())
+}
+
+fn is_root() -> bool {
+    output("id", &["-u"]).is_some_and(|u| u.trim() == "0")
+}
+
+fn packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .into_iter()
+        .filter(|p| !output("dpkg-query", &["-W", "-f=${Status}", p]).is_some_and(|s| s.contains("install ok installed")))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("missing Debian packages {missing:?}: run `cargo xtask setup` as root");
+    }
+    eprintln!("setup: installing {}", missing.join(" "));
+    util::run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    util::run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn rust_src() -> Result<()> {
+    let installed = output("rustup", &["component", "list", "--toolchain", "nightly", "--installed"])
+        .context("rustup with a nightly toolchain is needed to build the eBPF programs")?;
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        return Ok(());
+    }
+    eprintln!("setup: adding rust-src to the nightly toolchain");
+    util::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn bpf_linker() -> Result<()> {
+    if output("bpf-linker", &["--version"]).is_some_and(|v| v.contains(BPF_LINKER_VERSION)) {
+        return Ok(());
+    }
+    eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about 2 minutes)");
+    let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
+    util::run(Command::new(env!("CARGO"))
+        .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
+        .args(["--no-default-features", "--features", "llvm-22"])
+        .env("PATH", path))
+}
+
+fn mounts() -> Result<()> {
+    let table = std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    let mounted = |fstype: &str, target: &str| {
+        table.lines().any(|l| {
+            let f: Vec<_> = l.split_whitespace().collect();
+            f.get(1) == Some(&target) && f.get(2) == Some(&fstype)
+        })
+    };
+    for (fstype, target) in MOUNTS {
+        if mounted(fstype, target) {
+            continue;
+        }
+        if !is_root() {
+            bail!("{fstype} is not mounted at {target}: run `cargo xtask setup` as root");
+        }
+        eprintln!("setup: mounting {fstype} at {target}");
+        util::run(Command::new("mount").args(["-t", fstype, fstype, target]))?;
+    }
+    if !table.lines().any(|l| l.split_whitespace().nth(2) == Some("cgroup2")) {
+        // Hybrid cgroup hosts without a v2 mount: add one where systemd would.
+        let target = "/sys/fs/cgroup/unified";
+        eprintln!("setup: mounting cgroup2 at {target}");
+        std::fs::create_dir_all(target).with_context(|| format!("creating {target}"))?;
+        util::run(Command::new("mount").args(["-t", "cgroup2", "cgroup2", target]))?;
+    }
+    Ok(())
+}
