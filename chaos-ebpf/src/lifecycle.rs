@@ -45,7 +45,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
     if parent.flags & target_flag::FOLLOW != 0 {
         reasons |= parent.reasons & reason::PID;
     }
-    target::store(child_tgid, TargetInfo { reasons, flags: parent.flags });
+    target::store(ctx, child_tgid, TargetInfo { reasons, flags: parent.flags });
 
     let event = ForkEvent {
         header: header(kind::FORK, parent_tgid),
@@ -78,7 +78,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), ()> {
         info.reasons &= !reason::COMM;
     }
     // A process that no longer matches any rule leaves the set; this exec is its last event.
-    target::store(tgid, info);
+    target::store(ctx, tgid, info);
 
     let old_pid: i32 = tp_field(ctx, offset!(exec_old_pid))?;
     let ppid = parent_tgid(current_task())?;
@@ -174,7 +174,7 @@ fn try_cgroup_attach(ctx: &TracePointContext) -> Result<(), ()> {
     } else {
         info.reasons &= !reason::CGROUP;
     }
-    target::store(pid, info);
+    target::store(ctx, pid, info);
     Ok(())
 }
 

@@ -1,7 +1,11 @@
 //! Membership of the target set. Every program asks here first and does nothing for a process
 //! that is not a target: deny-by-default.
 
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+};
+use aya_log_ebpf::warn;
 use chaos_common::{COMM_LEN, TargetInfo, counter};
 
 use crate::maps::{TARGET_CGROUPS, TARGET_COMMS, TARGETS, count};
@@ -22,13 +26,15 @@ pub fn is_target(tgid: u32) -> bool {
     TARGETS.get_ptr(&tgid).is_some()
 }
 
-/// Puts `tgid` in the set with `info`, or takes it out when no reason is left.
+/// Puts `tgid` in the set with `info`, or takes it out when no reason is left. A full map is
+/// counted and logged (rare, and the one thing a user must hear about at once).
 #[inline(always)]
-pub fn store(tgid: u32, info: TargetInfo) {
+pub fn store<C: EbpfContext>(ctx: &C, tgid: u32, info: TargetInfo) {
     if info.reasons == 0 {
         let _ = TARGETS.remove(&tgid);
     } else if TARGETS.insert(&tgid, &info, 0).is_err() {
         count(counter::TARGETS_FULL);
+        warn!(ctx, "target set full: process {} is not observed", tgid);
     }
 }
 

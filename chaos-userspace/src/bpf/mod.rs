@@ -165,6 +165,13 @@ impl Programs {
         RingBuf::try_from(self.take("EVENTS")?).map_err(map_err("EVENTS"))
     }
 
+    /// Forwards what the programs log (a full target set, say) to this process's logger.
+    pub fn logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        aya_log::EbpfLogger::init(&mut self.ebpf)
+            .inspect_err(|e| log::debug!("no eBPF log forwarding: {e}"))
+            .ok()
+    }
+
     fn take(&mut self, name: &'static str) -> Result<aya::maps::Map, BpfError> {
         self.ebpf.take_map(name).ok_or(BpfError::Map { name, source: MapError::InvalidName { name: name.into() } })
     }

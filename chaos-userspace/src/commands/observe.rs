@@ -14,7 +14,10 @@ use nix::{
     time::{ClockId, clock_gettime},
     unistd::Pid,
 };
-use tokio::sync::oneshot;
+use tokio::{
+    signal::unix::{Signal, SignalKind, signal},
+    sync::oneshot,
+};
 
 use crate::{
     bpf::{Programs, observer_hooks, ring::RingSource},
@@ -116,11 +119,18 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
 
     let start_ns = monotonic_ns();
     let (ring, counters) = (programs.ring()?, programs.counters()?);
+    let logs = programs.logger();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|source| Error::Io { what: "cannot start the runtime", source })?;
 
+    // Signal handlers go in before chaos says it is ready: a Ctrl-C from then on ends the run
+    // cleanly, with a summary.
+    let stops = {
+        let _context = runtime.enter();
+        Stops::install()?
+    };
     let stdout = std::io::stdout().lock();
     let sink: Box<dyn Sink> = if config.json {
         Box::new(JsonLines::new(stdout))
@@ -139,8 +149,8 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
         None => None,
     };
     let stop = runtime.block_on(async {
-        let source = RingSource::new(ring, counters)?;
-        stream(source, sink, start_ns, config.duration, tree_gone).await
+        let source = RingSource::new(ring, counters, logs)?;
+        stream(source, sink, start_ns, stops, config.duration, tree_gone).await
     })?;
     if let (Some(pid), StopReason::Signal | StopReason::Deadline) = (command_pid, stop) {
         // The command chaos started outlived observation; end it (only that pid, ours).
@@ -174,18 +184,32 @@ enum StopReason {
     OutputClosed,
 }
 
+/// SIGINT and SIGTERM, caught so that a run ends with its summary.
+struct Stops {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Stops {
+    /// Installs the handlers; call inside the runtime's context.
+    fn install() -> Result<Self, Error> {
+        let catch = |kind, what| signal(kind).map_err(|source| Error::Io { what, source });
+        Ok(Self {
+            interrupt: catch(SignalKind::interrupt(), "cannot handle SIGINT")?,
+            terminate: catch(SignalKind::terminate(), "cannot handle SIGTERM")?,
+        })
+    }
+}
+
 /// Moves events from `source` to `sink` until a stop condition, then writes the summary.
 async fn stream(
     mut source: impl EventSource,
     mut sink: Box<dyn Sink>,
     start_ns: u64,
+    mut stops: Stops,
     duration: Option<Duration>,
     tree_gone: Option<oneshot::Receiver<()>>,
 ) -> Result<StopReason, Error> {
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|source| Error::Io { what: "cannot handle SIGINT", source })?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|source| Error::Io { what: "cannot handle SIGTERM", source })?;
     let deadline = async {
         match duration {
             Some(d) => tokio::time::sleep(d).await,
@@ -207,8 +231,8 @@ async fn stream(
     let stop = loop {
         let reason = tokio::select! {
             more = source.next_batch(&mut batch) => (!more?).then_some(StopReason::SourceEnded),
-            _ = interrupt.recv() => Some(StopReason::Signal),
-            _ = terminate.recv() => Some(StopReason::Signal),
+            _ = stops.interrupt.recv() => Some(StopReason::Signal),
+            _ = stops.terminate.recv() => Some(StopReason::Signal),
             () = &mut deadline => Some(StopReason::Deadline),
             () = &mut gone => Some(StopReason::TreeGone),
         };
@@ -282,7 +306,11 @@ mod tests {
         }
         let sink = Box::new(JsonLines::new(Shared(out.clone())));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let stop = rt.block_on(stream(source, sink, 0, None, None)).unwrap();
+        let stops = {
+            let _context = rt.enter();
+            Stops::install().unwrap()
+        };
+        let stop = rt.block_on(stream(source, sink, 0, stops, None, None)).unwrap();
         assert_eq!(stop, StopReason::SourceEnded);
         let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
         let lines: Vec<_> = text.lines().collect();
