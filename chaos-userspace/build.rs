@@ -8,9 +8,15 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("no workspace root"))?
         .join("chaos-ebpf");
-    let root = root.to_str().ok_or_else(|| anyhow!("non-UTF-8 path {}", root.display()))?;
+    let root = root
+        .to_str()
+        .ok_or_else(|| anyhow!("non-UTF-8 path {}", root.display()))?;
     aya_build::build_ebpf(
-        [Package { name: "chaos-ebpf", root_dir: root, ..Default::default() }],
+        [Package {
+            name: "chaos-ebpf",
+            root_dir: root,
+            ..Default::default()
+        }],
         Toolchain::Nightly,
     )
     .context("building chaos-ebpf (run `cargo xtask setup` if bpf-linker or rust-src is missing)")

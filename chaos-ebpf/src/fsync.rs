@@ -107,7 +107,10 @@ fn now() -> u64 {
 
 #[inline(always)]
 fn remember(start: FsyncStart) {
-    if FSYNC_START.insert(&bpf_get_current_pid_tgid(), &start, 0).is_err() {
+    if FSYNC_START
+        .insert(&bpf_get_current_pid_tgid(), &start, 0)
+        .is_err()
+    {
         count(counter::TARGETS_FULL);
     }
 }

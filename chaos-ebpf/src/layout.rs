@@ -7,7 +7,6 @@ use aya_ebpf::{
 };
 use chaos_common::{ABSENT, Layout, counter};
 
-
 use crate::maps::count;
 
 /// Filled in by userspace before load (`EbpfLoader::override_global`); read-only afterwards,

@@ -45,7 +45,14 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
     if parent.flags & target_flag::FOLLOW != 0 {
         reasons |= parent.reasons & reason::PID;
     }
-    target::store(ctx, child_tgid, TargetInfo { reasons, flags: parent.flags });
+    target::store(
+        ctx,
+        child_tgid,
+        TargetInfo {
+            reasons,
+            flags: parent.flags,
+        },
+    );
 
     let event = ForkEvent {
         header: header(kind::FORK, parent_tgid),

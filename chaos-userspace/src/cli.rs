@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::kernel::layout::FsyncHook;
 
 #[derive(Debug, Parser)]
-#[command(name = "chaos", version, about = "Safe, measured resilience experiments on Linux, observed with eBPF")]
+#[command(
+    name = "chaos",
+    version,
+    about = "Safe, measured resilience experiments on Linux, observed with eBPF"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -16,7 +16,11 @@ use crate::{
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("record of {len} bytes is shorter than a {what} ({need} bytes)")]
-    Short { what: &'static str, len: usize, need: usize },
+    Short {
+        what: &'static str,
+        len: usize,
+        need: usize,
+    },
     #[error("record has unknown kind {0}")]
     UnknownKind(u32),
 }
@@ -25,7 +29,11 @@ pub enum DecodeError {
 fn read<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
     let need = size_of::<T>();
     if bytes.len() < need {
-        return Err(DecodeError::Short { what, len: bytes.len(), need });
+        return Err(DecodeError::Short {
+            what,
+            len: bytes.len(),
+            need,
+        });
     }
     // SAFETY: length checked above; T is a plain repr(C) wire type valid for any bit pattern.
     Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
@@ -36,7 +44,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     Ok(match header.kind {
         kind::FORK => {
             let e: ForkEvent = read(bytes, "fork event")?;
-            Event::Fork(Fork { ts_ns: header.ts_ns, parent_pid: header.pid, child_pid: e.child_pid })
+            Event::Fork(Fork {
+                ts_ns: header.ts_ns,
+                parent_pid: header.pid,
+                child_pid: e.child_pid,
+            })
         }
         kind::EXEC => {
             let e: ExecEvent = read(bytes, "exec event")?;
@@ -51,7 +63,14 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         }
         kind::EXIT => {
             let e: ExitEvent = read(bytes, "exit event")?;
-            Event::Exit(Exit::from_raw(header.ts_ns, header.pid, e.ppid, c_str(&e.comm), e.exit_code, e.lifetime_ns))
+            Event::Exit(Exit::from_raw(
+                header.ts_ns,
+                header.pid,
+                e.ppid,
+                c_str(&e.comm),
+                e.exit_code,
+                e.lifetime_ns,
+            ))
         }
         kind::SIGNAL => {
             let e: SignalEvent = read(bytes, "signal event")?;
@@ -82,9 +101,15 @@ fn decode_fsync(header: EventHeader, e: FsyncEvent) -> Fsync {
                 Some("fsync") => Some(false),
                 _ => None,
             };
-            (name.map_or_else(|| format!("syscall_{}", e.syscall_nr), str::to_string), datasync)
+            (
+                name.map_or_else(|| format!("syscall_{}", e.syscall_nr), str::to_string),
+                datasync,
+            )
         }
-        fsync_call::EXT4_SYNC_FILE => ("ext4_sync_file".to_string(), (e.datasync != u32::MAX).then_some(e.datasync != 0)),
+        fsync_call::EXT4_SYNC_FILE => (
+            "ext4_sync_file".to_string(),
+            (e.datasync != u32::MAX).then_some(e.datasync != 0),
+        ),
         other => (format!("hook_{other}"), None),
     };
     // dev_t inside the kernel is major << 20 | minor (include/linux/kdev_t.h MINORBITS).
@@ -110,11 +135,16 @@ pub(crate) mod tests {
 
     pub fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain repr(C) value without padding.
-        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
     }
 
     fn header(kind: u32, pid: u32) -> EventHeader {
-        EventHeader { ts_ns: 1_000, kind, pid }
+        EventHeader {
+            ts_ns: 1_000,
+            kind,
+            pid,
+        }
     }
 
     fn name<const N: usize>(s: &str) -> [u8; N] {
@@ -125,10 +155,18 @@ pub(crate) mod tests {
 
     #[test]
     fn decodes_every_kind() {
-        let fork = ForkEvent { header: header(kind::FORK, 10), child_pid: 11, _pad: 0 };
+        let fork = ForkEvent {
+            header: header(kind::FORK, 10),
+            child_pid: 11,
+            _pad: 0,
+        };
         assert_eq!(
             decode(&bytes_of(&fork)).unwrap(),
-            Event::Fork(Fork { ts_ns: 1_000, parent_pid: 10, child_pid: 11 })
+            Event::Fork(Fork {
+                ts_ns: 1_000,
+                parent_pid: 10,
+                child_pid: 11
+            })
         );
 
         let exec = ExecEvent {
@@ -138,8 +176,13 @@ pub(crate) mod tests {
             comm: name::<COMM_LEN>("true"),
             filename: name::<FILENAME_LEN>("/bin/true"),
         };
-        let Event::Exec(e) = decode(&bytes_of(&exec)).unwrap() else { panic!() };
-        assert_eq!((e.comm.as_str(), e.filename.as_str(), e.ppid), ("true", "/bin/true", 10));
+        let Event::Exec(e) = decode(&bytes_of(&exec)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (e.comm.as_str(), e.filename.as_str(), e.ppid),
+            ("true", "/bin/true", 10)
+        );
 
         let exit = ExitEvent {
             header: header(kind::EXIT, 11),
@@ -148,8 +191,13 @@ pub(crate) mod tests {
             lifetime_ns: 42,
             comm: name::<COMM_LEN>("victim"),
         };
-        let Event::Exit(e) = decode(&bytes_of(&exit)).unwrap() else { panic!() };
-        assert_eq!((e.signal, e.core_dumped, e.exit_code, e.lifetime_ns), (6, true, 0, 42));
+        let Event::Exit(e) = decode(&bytes_of(&exit)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (e.signal, e.core_dumped, e.exit_code, e.lifetime_ns),
+            (6, true, 0, 42)
+        );
 
         let signal = SignalEvent {
             header: header(kind::SIGNAL, 20),
@@ -162,8 +210,18 @@ pub(crate) mod tests {
             sender_comm: name::<COMM_LEN>("killer"),
             target_comm: name::<COMM_LEN>("victim"),
         };
-        let Event::Signal(e) = decode(&bytes_of(&signal)).unwrap() else { panic!() };
-        assert_eq!((e.sender_pid, e.target_pid, e.signal_name.as_str(), e.result.as_str()), (20, 11, "SIGKILL", "delivered"));
+        let Event::Signal(e) = decode(&bytes_of(&signal)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                e.sender_pid,
+                e.target_pid,
+                e.signal_name.as_str(),
+                e.result.as_str()
+            ),
+            (20, 11, "SIGKILL", "delivered")
+        );
         assert!(e.group);
     }
 
@@ -181,9 +239,14 @@ pub(crate) mod tests {
             latency_ns: 500,
             ret: 0,
         };
-        let Event::Fsync(e) = decode(&bytes_of(&ext4)).unwrap() else { panic!() };
+        let Event::Fsync(e) = decode(&bytes_of(&ext4)).unwrap() else {
+            panic!()
+        };
         assert_eq!(e.call, "ext4_sync_file");
-        assert_eq!((e.fd, e.dev.as_deref(), e.ino, e.datasync), (None, Some("254:1"), Some(1234), Some(true)));
+        assert_eq!(
+            (e.fd, e.dev.as_deref(), e.ino, e.datasync),
+            (None, Some("254:1"), Some(1234), Some(true))
+        );
 
         let sys = FsyncEvent {
             call: fsync_call::SYSCALL,
@@ -195,20 +258,47 @@ pub(crate) mod tests {
             ret: -5,
             ..ext4
         };
-        let Event::Fsync(e) = decode(&bytes_of(&sys)).unwrap() else { panic!() };
-        assert_eq!((e.call.as_str(), e.fd, e.dev, e.datasync, e.ret), ("fsync", Some(3), None, Some(false), -5));
+        let Event::Fsync(e) = decode(&bytes_of(&sys)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (e.call.as_str(), e.fd, e.dev, e.datasync, e.ret),
+            ("fsync", Some(3), None, Some(false), -5)
+        );
     }
 
     #[test]
     fn rejects_short_and_unknown_records() {
-        let fork = ForkEvent { header: header(kind::FORK, 10), child_pid: 11, _pad: 0 };
+        let fork = ForkEvent {
+            header: header(kind::FORK, 10),
+            child_pid: 11,
+            _pad: 0,
+        };
         let bytes = bytes_of(&fork);
         assert_eq!(
             decode(&bytes[..20]).unwrap_err(),
-            DecodeError::Short { what: "fork event", len: 20, need: 24 }
+            DecodeError::Short {
+                what: "fork event",
+                len: 20,
+                need: 24
+            }
         );
-        assert_eq!(decode(&bytes[..8]).unwrap_err(), DecodeError::Short { what: "header", len: 8, need: 16 });
-        let unknown = EventHeader { ts_ns: 0, kind: 99, pid: 0 };
-        assert_eq!(decode(&bytes_of(&unknown)).unwrap_err(), DecodeError::UnknownKind(99));
+        assert_eq!(
+            decode(&bytes[..8]).unwrap_err(),
+            DecodeError::Short {
+                what: "header",
+                len: 8,
+                need: 16
+            }
+        );
+        let unknown = EventHeader {
+            ts_ns: 0,
+            kind: 99,
+            pid: 0,
+        };
+        assert_eq!(
+            decode(&bytes_of(&unknown)).unwrap_err(),
+            DecodeError::UnknownKind(99)
+        );
     }
 }

@@ -77,7 +77,11 @@ pub fn chain(err: &dyn std::error::Error) -> String {
 }
 
 fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or_default().trim_end_matches(['.', ' ']).to_string()
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(['.', ' '])
+        .to_string()
 }
 
 #[cfg(test)]

@@ -64,7 +64,14 @@ pub struct Exit {
 impl Exit {
     /// Decodes `task_struct::exit_code` as wait(2) would: status `<< 8`, signal `& 0x7f`, core
     /// dump `& 0x80` (bcc libbpf-tools/exitsnoop.bpf.c does the same).
-    pub fn from_raw(ts_ns: u64, pid: u32, ppid: u32, comm: String, raw: u32, lifetime_ns: u64) -> Self {
+    pub fn from_raw(
+        ts_ns: u64,
+        pid: u32,
+        ppid: u32,
+        comm: String,
+        raw: u32,
+        lifetime_ns: u64,
+    ) -> Self {
         Self {
             ts_ns,
             pid,
@@ -205,11 +212,20 @@ mod tests {
     #[test]
     fn exit_status_decoding_follows_wait() {
         let normal = Exit::from_raw(1, 2, 3, "x".into(), 3 << 8, 5);
-        assert_eq!((normal.exit_code, normal.signal, normal.core_dumped), (3, 0, false));
+        assert_eq!(
+            (normal.exit_code, normal.signal, normal.core_dumped),
+            (3, 0, false)
+        );
         let killed = Exit::from_raw(1, 2, 3, "x".into(), 9, 5);
-        assert_eq!((killed.exit_code, killed.signal, killed.core_dumped), (0, 9, false));
+        assert_eq!(
+            (killed.exit_code, killed.signal, killed.core_dumped),
+            (0, 9, false)
+        );
         let dumped = Exit::from_raw(1, 2, 3, "x".into(), 0x80 | 11, 5);
-        assert_eq!((dumped.exit_code, dumped.signal, dumped.core_dumped), (0, 11, true));
+        assert_eq!(
+            (dumped.exit_code, dumped.signal, dumped.core_dumped),
+            (0, 11, true)
+        );
     }
 
     #[test]

@@ -47,9 +47,12 @@ impl Launched {
 /// Finds `program` the way execvp does, to fail with a clear message before anything starts.
 pub fn resolve(program: &OsString) -> Result<PathBuf, LaunchError> {
     let path = Path::new(program);
-    let executable = |p: &Path| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && p.is_file();
+    let executable =
+        |p: &Path| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && p.is_file();
     if program.as_bytes().contains(&b'/') {
-        return executable(path).then(|| path.to_path_buf()).ok_or_else(|| not_found(program));
+        return executable(path)
+            .then(|| path.to_path_buf())
+            .ok_or_else(|| not_found(program));
     }
     let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     std::env::split_paths(&search)
@@ -70,7 +73,10 @@ pub fn become_subreaper() -> Result<(), LaunchError> {
 
 /// Forks `argv`, held before exec until [`Launched::release`]. Call before any thread exists.
 pub fn launch(argv: &[OsString]) -> Result<Launched, LaunchError> {
-    let program = resolve(argv.first().ok_or_else(|| LaunchError::NotFound(String::new()))?)?;
+    let program = resolve(
+        argv.first()
+            .ok_or_else(|| LaunchError::NotFound(String::new()))?,
+    )?;
     let program = CString::new(program.as_os_str().as_bytes()).map_err(|_| LaunchError::Nul)?;
     let args = argv
         .iter()
@@ -97,7 +103,10 @@ pub fn launch(argv: &[OsString]) -> Result<Launched, LaunchError> {
         }
         ForkResult::Parent { child } => {
             drop(wait_end);
-            Ok(Launched { pid: child, barrier: release_end })
+            Ok(Launched {
+                pid: child,
+                barrier: release_end,
+            })
         }
     }
 }

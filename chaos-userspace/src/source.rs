@@ -15,13 +15,20 @@ pub enum SourceError {
     #[error("cannot read events")]
     Io(#[from] std::io::Error),
     #[error("{path}:{line}: not a chaos event: {message}")]
-    Parse { path: PathBuf, line: usize, message: String },
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
 }
 
 pub trait EventSource {
     /// Waits until events are ready and appends them to `out`, in kernel order. `Ok(false)`
     /// means the source has ended and nothing more will come.
-    fn next_batch(&mut self, out: &mut Vec<Event>) -> impl Future<Output = Result<bool, SourceError>>;
+    fn next_batch(
+        &mut self,
+        out: &mut Vec<Event>,
+    ) -> impl Future<Output = Result<bool, SourceError>>;
 
     /// Appends what is ready now, without waiting (used once more before stopping).
     fn drain(&mut self, out: &mut Vec<Event>) -> Result<(), SourceError>;
@@ -51,10 +58,16 @@ impl ReplaySource {
             if line.trim().is_empty() {
                 continue;
             }
-            let parse_error = |message: String| SourceError::Parse { path: path.into(), line: index + 1, message };
-            let value: serde_json::Value = serde_json::from_str(&line).map_err(|e| parse_error(e.to_string()))?;
+            let parse_error = |message: String| SourceError::Parse {
+                path: path.into(),
+                line: index + 1,
+                message,
+            };
+            let value: serde_json::Value =
+                serde_json::from_str(&line).map_err(|e| parse_error(e.to_string()))?;
             if value.get("type").and_then(|t| t.as_str()) == Some("summary") {
-                let summary: Summary = serde_json::from_value(value["data"].clone()).map_err(|e| parse_error(e.to_string()))?;
+                let summary: Summary = serde_json::from_value(value["data"].clone())
+                    .map_err(|e| parse_error(e.to_string()))?;
                 counters = KernelCounters {
                     lost: summary.lost,
                     targets_full: summary.targets_full,
@@ -64,7 +77,10 @@ impl ReplaySource {
             }
             events.push(serde_json::from_value(value).map_err(|e| parse_error(e.to_string()))?);
         }
-        Ok(Self { events: events.into_iter(), counters })
+        Ok(Self {
+            events: events.into_iter(),
+            counters,
+        })
     }
 }
 
@@ -94,18 +110,29 @@ mod tests {
 
 {"type":"summary","data":{"duration_ns":5,"events":{"fork":1,"exec":0,"exit":0,"signal":0,"fsync":0},"lost":4,"targets_full":0,"read_errors":1}}
 "#;
-        let mut source = ReplaySource::from_reader(Path::new("rec.jsonl"), text.as_bytes()).unwrap();
+        let mut source =
+            ReplaySource::from_reader(Path::new("rec.jsonl"), text.as_bytes()).unwrap();
         let mut out = Vec::new();
         source.drain(&mut out).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].kind(), "fork");
-        assert_eq!(source.counters(), KernelCounters { lost: 4, targets_full: 0, read_errors: 1 });
+        assert_eq!(
+            source.counters(),
+            KernelCounters {
+                lost: 4,
+                targets_full: 0,
+                read_errors: 1
+            }
+        );
     }
 
     #[test]
     fn names_the_line_that_is_not_an_event() {
         let text = "{\"type\":\"fork\",\"data\":{\"ts_ns\":1,\"parent_pid\":2,\"child_pid\":3}}\n{\"type\":\"bogus\"}\n";
-        let err = ReplaySource::from_reader(Path::new("rec.jsonl"), text.as_bytes()).err().unwrap().to_string();
+        let err = ReplaySource::from_reader(Path::new("rec.jsonl"), text.as_bytes())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.starts_with("rec.jsonl:2: not a chaos event"), "{err}");
     }
 }

@@ -64,7 +64,10 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 impl TargetSpec {
     pub fn is_empty(&self) -> bool {
-        self.pids.is_empty() && self.comms.is_empty() && self.cgroups.is_empty() && self.command.is_empty()
+        self.pids.is_empty()
+            && self.comms.is_empty()
+            && self.cgroups.is_empty()
+            && self.command.is_empty()
     }
 
     /// Checks the spec against the machine (under `proc`, normally /proc).
@@ -79,8 +82,16 @@ impl TargetSpec {
                 Some(_) => {}
             }
         }
-        let comms = self.comms.iter().map(|c| comm_key(c)).collect::<Result<_, _>>()?;
-        let cgroups = self.cgroups.iter().map(|p| cgroup_rule(p)).collect::<Result<_, _>>()?;
+        let comms = self
+            .comms
+            .iter()
+            .map(|c| comm_key(c))
+            .collect::<Result<_, _>>()?;
+        let cgroups = self
+            .cgroups
+            .iter()
+            .map(|p| cgroup_rule(p))
+            .collect::<Result<_, _>>()?;
         Ok(Targets {
             pids: self.pids.clone(),
             follow: self.follow,
@@ -120,7 +131,10 @@ fn cgroup_rule(path: &Path) -> Result<CgroupRule, TargetError> {
         path: path.into(),
         message: e.to_string(),
     })?;
-    Ok(CgroupRule { path: path.into(), ids })
+    Ok(CgroupRule {
+        path: path.into(),
+        ids,
+    })
 }
 
 /// On cgroup v2 the cgroup id the kernel reports (`bpf_get_current_cgroup_id`, the
@@ -139,7 +153,10 @@ fn collect_cgroup_ids(dir: &Path, ids: &mut Vec<u64>) -> std::io::Result<()> {
 /// The thread group id of `pid` (`Tgid:` in /proc/PID/status), or None if it does not exist.
 fn tgid_of(proc: &Path, pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(proc.join(pid.to_string()).join("status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The processes that match the targets when observation starts, with why.
@@ -151,7 +168,11 @@ pub fn initial_members(
     processes: impl IntoIterator<Item = (u32, String)>,
     cgroup_procs: impl IntoIterator<Item = u32>,
 ) -> BTreeMap<u32, TargetInfo> {
-    let flags = if targets.follow { target_flag::FOLLOW } else { 0 };
+    let flags = if targets.follow {
+        target_flag::FOLLOW
+    } else {
+        0
+    };
     let mut members = BTreeMap::<u32, TargetInfo>::new();
     let mut add = |pid: u32, reasons: u32| {
         let info = members.entry(pid).or_default();
@@ -218,40 +239,78 @@ mod tests {
         for &(pid, tgid, comm) in entries {
             let p = dir.path().join(pid.to_string());
             std::fs::create_dir(&p).unwrap();
-            std::fs::write(p.join("status"), format!("Name:\t{comm}\nTgid:\t{tgid}\nPid:\t{pid}\n")).unwrap();
+            std::fs::write(
+                p.join("status"),
+                format!("Name:\t{comm}\nTgid:\t{tgid}\nPid:\t{pid}\n"),
+            )
+            .unwrap();
             std::fs::write(p.join("comm"), format!("{comm}\n")).unwrap();
         }
         dir
     }
 
     fn spec() -> TargetSpec {
-        TargetSpec { follow: true, ..Default::default() }
+        TargetSpec {
+            follow: true,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn refuses_empty_missing_thread_and_bad_names() {
         let proc = fake_proc(&[(100, 100, "svc"), (101, 100, "svc")]);
         assert_eq!(spec().validate(proc.path()), Err(TargetError::Empty));
-        let pid = |p| TargetSpec { pids: vec![p], ..spec() };
+        let pid = |p| TargetSpec {
+            pids: vec![p],
+            ..spec()
+        };
         assert_eq!(pid(7).validate(proc.path()), Err(TargetError::NoProcess(7)));
-        assert_eq!(pid(101).validate(proc.path()), Err(TargetError::Thread { pid: 101, tgid: 100 }));
+        assert_eq!(
+            pid(101).validate(proc.path()),
+            Err(TargetError::Thread {
+                pid: 101,
+                tgid: 100
+            })
+        );
         assert!(pid(100).validate(proc.path()).is_ok());
-        let comm = |c: &str| TargetSpec { comms: vec![c.into()], ..spec() };
+        let comm = |c: &str| TargetSpec {
+            comms: vec![c.into()],
+            ..spec()
+        };
         assert_eq!(comm("").validate(proc.path()), Err(TargetError::EmptyComm));
         assert_eq!(
-            comm("a-very-long-command").validate(proc.path()).unwrap_err().to_string(),
+            comm("a-very-long-command")
+                .validate(proc.path())
+                .unwrap_err()
+                .to_string(),
             "--comm \"a-very-long-command\": longer than the kernel's 15-byte command name; give the first 15 bytes"
         );
-        let cg = TargetSpec { cgroups: vec!["/nonexistent/cg".into()], ..spec() };
-        assert_eq!(cg.validate(proc.path()), Err(TargetError::NoCgroup("/nonexistent/cg".into())));
-        let not_cg = TargetSpec { cgroups: vec![proc.path().into()], ..spec() };
-        assert_eq!(not_cg.validate(proc.path()), Err(TargetError::NotCgroup2(proc.path().into())));
+        let cg = TargetSpec {
+            cgroups: vec!["/nonexistent/cg".into()],
+            ..spec()
+        };
+        assert_eq!(
+            cg.validate(proc.path()),
+            Err(TargetError::NoCgroup("/nonexistent/cg".into()))
+        );
+        let not_cg = TargetSpec {
+            cgroups: vec![proc.path().into()],
+            ..spec()
+        };
+        assert_eq!(
+            not_cg.validate(proc.path()),
+            Err(TargetError::NotCgroup2(proc.path().into()))
+        );
     }
 
     #[test]
     fn initial_members_merge_reasons() {
         let proc = fake_proc(&[(100, 100, "svc"), (200, 200, "svc"), (300, 300, "other")]);
-        let spec = TargetSpec { pids: vec![100], comms: vec!["svc".into()], ..spec() };
+        let spec = TargetSpec {
+            pids: vec![100],
+            comms: vec!["svc".into()],
+            ..spec()
+        };
         let targets = spec.validate(proc.path()).unwrap();
         let members = initial_members(&targets, scan_processes(proc.path()), [300]);
         assert_eq!(members.len(), 3);
@@ -260,8 +319,17 @@ mod tests {
         assert_eq!(members[&300].reasons, reason::CGROUP);
         assert!(members.values().all(|m| m.flags == target_flag::FOLLOW));
 
-        let no_follow = Targets { follow: false, ..targets };
+        let no_follow = Targets {
+            follow: false,
+            ..targets
+        };
         let members = initial_members(&no_follow, Vec::new(), []);
-        assert_eq!(members[&100], TargetInfo { reasons: reason::PID, flags: 0 });
+        assert_eq!(
+            members[&100],
+            TargetInfo {
+                reasons: reason::PID,
+                flags: 0
+            }
+        );
     }
 }

@@ -20,13 +20,20 @@ pub fn chaos_bin() -> PathBuf {
     let path = std::env::var_os("CHAOS_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/chaos"));
-    assert!(path.exists(), "{} missing: run the suite through `cargo xtask test`", path.display());
+    assert!(
+        path.exists(),
+        "{} missing: run the suite through `cargo xtask test`",
+        path.display()
+    );
     path
 }
 
 /// A directory on the root filesystem (ext4 here, so the fs fsync hook sees syncs in it).
 pub fn scratch_dir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("chaos-test-").tempdir_in("/var/tmp").expect("scratch dir")
+    tempfile::Builder::new()
+        .prefix("chaos-test-")
+        .tempdir_in("/var/tmp")
+        .expect("scratch dir")
 }
 
 pub fn monotonic_ns() -> u64 {
@@ -73,14 +80,20 @@ impl Observer {
     /// Starts `chaos observe --json ARGS` and returns once it reports that it is attached.
     pub fn start(args: &[&str]) -> Self {
         let mut command = Command::new(chaos_bin());
-        command.arg("observe").arg("--json").args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .arg("observe")
+            .arg("--json")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = Spawned::new(&mut command);
         let stdout = child.0.stdout.take().unwrap();
         let stderr = child.0.stderr.take().unwrap();
         let (tx, lines) = channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
                 if tx.send(value).is_err() {
                     break;
                 }
@@ -95,12 +108,23 @@ impl Observer {
                 }
             }
         });
-        let mut observer = Self { child, lines, events: Vec::new(), summary: None, stderr: String::new() };
+        let mut observer = Self {
+            child,
+            lines,
+            events: Vec::new(),
+            summary: None,
+            stderr: String::new(),
+        };
         let deadline = Instant::now() + DEADLINE;
         loop {
             let line = err_rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("chaos observe never became ready; stderr: {}", observer.stderr));
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "chaos observe never became ready; stderr: {}",
+                        observer.stderr
+                    )
+                });
             observer.stderr.push_str(&line);
             observer.stderr.push('\n');
             if line.starts_with("chaos: observing") {
@@ -126,7 +150,10 @@ impl Observer {
         }
         let deadline = Instant::now() + DEADLINE;
         loop {
-            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
                 Ok(value) => {
                     let hit = pred(&value);
                     self.take(value.clone());
@@ -134,8 +161,12 @@ impl Observer {
                         return value;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => panic!("no {what} within {DEADLINE:?}; events: {:#?}", self.events),
-                Err(RecvTimeoutError::Disconnected) => panic!("chaos ended before {what}; events: {:#?}", self.events),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no {what} within {DEADLINE:?}; events: {:#?}", self.events)
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("chaos ended before {what}; events: {:#?}", self.events)
+                }
             }
         }
     }
@@ -144,14 +175,23 @@ impl Observer {
     pub fn finish(mut self) -> Self {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
                 Ok(value) => self.take(value),
                 Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => panic!("chaos did not finish; events: {:#?}", self.events),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("chaos did not finish; events: {:#?}", self.events)
+                }
             }
         }
         let status = self.child.wait();
-        assert!(status.success(), "chaos exited with {status}; stderr: {}", self.stderr);
+        assert!(
+            status.success(),
+            "chaos exited with {status}; stderr: {}",
+            self.stderr
+        );
         self
     }
 
@@ -163,7 +203,8 @@ impl Observer {
 
     /// Sends a signal to the chaos process this test started.
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.pid() as i32), signal).expect("signal chaos");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.pid() as i32), signal)
+            .expect("signal chaos");
     }
 
     pub fn of_type<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
@@ -172,10 +213,21 @@ impl Observer {
 
     /// Every pid an event mentions.
     pub fn pids(&self) -> Vec<u64> {
-        let keys = ["pid", "ppid", "parent_pid", "child_pid", "target_pid", "sender_pid"];
+        let keys = [
+            "pid",
+            "ppid",
+            "parent_pid",
+            "child_pid",
+            "target_pid",
+            "sender_pid",
+        ];
         self.events
             .iter()
-            .flat_map(|e| keys.iter().filter_map(|k| e["data"][k].as_u64()).collect::<Vec<_>>())
+            .flat_map(|e| {
+                keys.iter()
+                    .filter_map(|k| e["data"][k].as_u64())
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 }
@@ -212,7 +264,10 @@ impl Drop for TestCgroup {
 
 /// Runs chaos to completion with `args`; returns (exit code, stdout, stderr).
 pub fn run_chaos(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(chaos_bin()).args(args).output().expect("run chaos");
+    let output = Command::new(chaos_bin())
+        .args(args)
+        .output()
+        .expect("run chaos");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -222,7 +277,10 @@ pub fn run_chaos(args: &[&str]) -> (i32, String, String) {
 
 /// Names of loaded BPF programs whose name starts with `chaos_` (from `bpftool prog show`).
 pub fn loaded_chaos_programs() -> Vec<String> {
-    let output = Command::new("bpftool").args(["prog", "show", "--json"]).output().expect("bpftool (cargo xtask setup installs it)");
+    let output = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .expect("bpftool (cargo xtask setup installs it)");
     let progs: Value = serde_json::from_slice(&output.stdout).expect("bpftool JSON");
     progs
         .as_array()

@@ -36,7 +36,13 @@ fn fork_exec_fsync_exit_yield_exactly_the_expected_events() {
     let fsyncs: Vec<_> = observer.of_type("fsync").collect();
     let signals: Vec<_> = observer.of_type("signal").collect();
     assert_eq!(
-        (execs.len(), forks.len(), exits.len(), fsyncs.len(), signals.len()),
+        (
+            execs.len(),
+            forks.len(),
+            exits.len(),
+            fsyncs.len(),
+            signals.len()
+        ),
         (2, 1, 2, 1, 1),
         "events: {:#?}",
         observer.events
@@ -54,14 +60,24 @@ fn fork_exec_fsync_exit_yield_exactly_the_expected_events() {
 
     // The child exits first (the parent waits for it), then the parent with code 3.
     assert!(is(exits[0], "exit", "pid", child), "{:#?}", exits);
-    assert_eq!((data(exits[0])["exit_code"].as_u64(), data(exits[0])["signal"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (
+            data(exits[0])["exit_code"].as_u64(),
+            data(exits[0])["signal"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
     assert!(is(exits[1], "exit", "pid", parent));
     assert_eq!(data(exits[1])["exit_code"].as_u64(), Some(3));
     assert_eq!(data(exits[1])["signal"].as_u64(), Some(0));
     assert_eq!(data(exits[1])["core_dumped"], false);
     assert_eq!(data(exits[1])["comm"], "victim");
     let lifetime = data(exits[1])["lifetime_ns"].as_u64().unwrap();
-    assert!(lifetime > 0 && lifetime < t1 - t0, "lifetime {lifetime} outside the run ({} ns)", t1 - t0);
+    assert!(
+        lifetime > 0 && lifetime < t1 - t0,
+        "lifetime {lifetime} outside the run ({} ns)",
+        t1 - t0
+    );
 
     // SIGCHLD from the exiting child to its parent.
     assert_eq!(data(signals[0])["signal_name"], "SIGCHLD");
@@ -75,14 +91,27 @@ fn fork_exec_fsync_exit_yield_exactly_the_expected_events() {
     assert_eq!(f["call"], "ext4_sync_file");
     assert_eq!(f["ino"].as_u64(), Some(meta.ino()));
     let dev = meta.dev();
-    assert_eq!(f["dev"], format!("{}:{}", libc::major(dev), libc::minor(dev)));
+    assert_eq!(
+        f["dev"],
+        format!("{}:{}", libc::major(dev), libc::minor(dev))
+    );
     assert_eq!(f["ret"].as_i64(), Some(0));
     assert!(f["latency_ns"].as_u64().unwrap() > 0);
 
     // Kernel timestamps: ordered, and inside this test's own CLOCK_MONOTONIC window.
-    let ts: Vec<u64> = observer.events.iter().map(|e| data(e)["ts_ns"].as_u64().unwrap()).collect();
-    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "timestamps out of order: {ts:?}");
-    assert!(ts.iter().all(|&t| t0 <= t && t <= t1), "timestamps {ts:?} outside [{t0}, {t1}]");
+    let ts: Vec<u64> = observer
+        .events
+        .iter()
+        .map(|e| data(e)["ts_ns"].as_u64().unwrap())
+        .collect();
+    assert!(
+        ts.windows(2).all(|w| w[0] <= w[1]),
+        "timestamps out of order: {ts:?}"
+    );
+    assert!(
+        ts.iter().all(|&t| t0 <= t && t <= t1),
+        "timestamps {ts:?} outside [{t0}, {t1}]"
+    );
 
     let summary = observer.summary.expect("summary line");
     assert_eq!(summary["data"]["events"]["exec"].as_u64(), Some(2));
@@ -108,7 +137,10 @@ fn sigkill_from_another_process_names_the_sender_then_the_exit() {
     let s = data(signal);
     assert_eq!(s["sender_pid"].as_u64(), Some(killer_pid as u64));
     assert_eq!(s["sender_comm"], "kill");
-    assert_eq!((s["signal"].as_u64(), s["signal_name"].as_str()), (Some(9), Some("SIGKILL")));
+    assert_eq!(
+        (s["signal"].as_u64(), s["signal_name"].as_str()),
+        (Some(9), Some("SIGKILL"))
+    );
     assert_eq!(s["result"], "delivered");
     assert_eq!(data(&exit)["signal"].as_u64(), Some(9));
     assert!(s["ts_ns"].as_u64() < data(&exit)["ts_ns"].as_u64());
@@ -117,14 +149,19 @@ fn sigkill_from_another_process_names_the_sender_then_the_exit() {
 #[test]
 fn sigsegv_with_core_dumps_enabled_sets_core_dumped() {
     let dir = scratch_dir();
-    let observer = Observer::start(&["--", victim_bin(), "segv", dir.path().to_str().unwrap()]).finish();
+    let observer =
+        Observer::start(&["--", victim_bin(), "segv", dir.path().to_str().unwrap()]).finish();
     let exit = observer.of_type("exit").next().expect("exit event");
     assert_eq!(data(exit)["signal"].as_u64(), Some(11), "{exit}");
     assert_eq!(data(exit)["core_dumped"], true, "{exit}");
     // Independent evidence: the kernel wrote a core file (core_pattern permitting).
     let pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
     if !pattern.starts_with('|') {
-        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_some(), "no core file in {}", dir.path().display());
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_some(),
+            "no core file in {}",
+            dir.path().display()
+        );
     }
 }
 
@@ -133,22 +170,37 @@ fn bystander_with_the_same_comm_is_invisible_under_pid() {
     let dir = scratch_dir();
     let mut target = Spawned::new(Command::new(victim_bin()).arg("on-usr1"));
     let mut observer = Observer::start(&["--pid", &target.pid().to_string()]);
-    let mut bystander = Spawned::new(Command::new(victim_bin()).args(["churn", "20", dir.path().to_str().unwrap()]));
+    let mut bystander = Spawned::new(Command::new(victim_bin()).args([
+        "churn",
+        "20",
+        dir.path().to_str().unwrap(),
+    ]));
     let bystander_pid = bystander.pid() as u64;
     assert!(bystander.wait().success());
     nix::sys::signal::kill(Pid::from_raw(target.pid() as i32), Signal::SIGUSR1).unwrap();
-    observer.wait_for("the target's exit", |e| is(e, "exit", "pid", target.pid() as u64));
+    observer.wait_for("the target's exit", |e| {
+        is(e, "exit", "pid", target.pid() as u64)
+    });
     target.wait();
     let observer = observer.stop();
-    assert!(!observer.pids().contains(&bystander_pid), "bystander {bystander_pid} seen: {:#?}", observer.events);
+    assert!(
+        !observer.pids().contains(&bystander_pid),
+        "bystander {bystander_pid} seen: {:#?}",
+        observer.events
+    );
     // The target's own fork and child exit were seen (so the filter is not just empty).
-    assert_eq!(observer.of_type("fork").count(), 1, "{:#?}", observer.events);
+    assert_eq!(
+        observer.of_type("fork").count(),
+        1,
+        "{:#?}",
+        observer.events
+    );
 }
 
 #[test]
 fn cgroup_target_picks_up_a_process_moved_in_and_ignores_bystanders() {
     let cgroup = TestCgroup::new("moved");
-    let dir = scratch_dir();
+    let _dir = scratch_dir();
     let mut observer = Observer::start(&["--cgroup", cgroup.path.to_str().unwrap()]);
     let mut target = Spawned::new(Command::new(victim_bin()).arg("on-usr1"));
     let mut bystander = Spawned::new(Command::new(victim_bin()).arg("on-usr1"));
@@ -156,18 +208,30 @@ fn cgroup_target_picks_up_a_process_moved_in_and_ignores_bystanders() {
     for victim in [&target, &bystander] {
         nix::sys::signal::kill(Pid::from_raw(victim.pid() as i32), Signal::SIGUSR1).unwrap();
     }
-    let exit = observer.wait_for("the moved process's exit", |e| is(e, "exit", "pid", target.pid() as u64));
+    let exit = observer.wait_for("the moved process's exit", |e| {
+        is(e, "exit", "pid", target.pid() as u64)
+    });
     assert_eq!(data(&exit)["exit_code"].as_u64(), Some(5));
     assert!(bystander.wait().code() == Some(5) && target.wait().code() == Some(5));
     let observer = observer.stop();
     let target_pid = target.pid() as u64;
-    assert!(observer.of_type("fork").any(|e| data(e)["parent_pid"].as_u64() == Some(target_pid)));
     assert!(
-        observer.of_type("signal").any(|e| data(e)["target_pid"].as_u64() == Some(target_pid)),
+        observer
+            .of_type("fork")
+            .any(|e| data(e)["parent_pid"].as_u64() == Some(target_pid))
+    );
+    assert!(
+        observer
+            .of_type("signal")
+            .any(|e| data(e)["target_pid"].as_u64() == Some(target_pid)),
         "SIGUSR1 to the moved process not seen: {:#?}",
         observer.events
     );
-    assert!(!observer.pids().contains(&(bystander.pid() as u64)), "bystander seen: {:#?}", observer.events);
+    assert!(
+        !observer.pids().contains(&(bystander.pid() as u64)),
+        "bystander seen: {:#?}",
+        observer.events
+    );
 }
 
 #[test]
@@ -178,7 +242,11 @@ fn comm_target_follows_exec_into_the_name() {
     let pid = child.pid() as u64;
     observer.wait_for("exit of /bin/true", |e| is(e, "exit", "pid", pid));
     let observer = observer.stop();
-    assert!(observer.of_type("exec").any(|e| is(e, "exec", "pid", pid) && data(e)["comm"] == "true"));
+    assert!(
+        observer
+            .of_type("exec")
+            .any(|e| is(e, "exec", "pid", pid) && data(e)["comm"] == "true")
+    );
 }
 
 #[test]
@@ -190,18 +258,32 @@ fn no_follow_stops_at_the_named_process() {
     observer.wait_for("the target's exit", |e| is(e, "exit", "pid", pid));
     target.wait();
     let observer = observer.stop();
-    let fork = observer.of_type("fork").next().expect("the target's own fork is reported");
+    let fork = observer
+        .of_type("fork")
+        .next()
+        .expect("the target's own fork is reported");
     let child = data(fork)["child_pid"].as_u64().unwrap();
-    assert!(!observer.of_type("exit").any(|e| is(e, "exit", "pid", child)), "child followed: {:#?}", observer.events);
+    assert!(
+        !observer
+            .of_type("exit")
+            .any(|e| is(e, "exit", "pid", child)),
+        "child followed: {:#?}",
+        observer.events
+    );
 }
 
 #[test]
 fn summary_counts_events_lost_when_the_ring_buffer_is_full() {
     let dir = scratch_dir();
+    let dir = dir.path().to_str().unwrap();
     // One page of ring buffer, and chaos stopped while a target floods it.
     let observer = Observer::start(&["--comm", "victim", "--buffer-pages", "1"]);
     observer.signal(Signal::SIGSTOP);
-    let mut flood = Spawned::new(Command::new(victim_bin()).args(["churn", "400", dir.path().to_str().unwrap()]));
+    let mut flood = Spawned::new(Command::new(victim_bin()).args([
+        "churn",
+        "400",
+        dir.path().to_str().unwrap(),
+    ]));
     let status = flood.wait();
     observer.signal(Signal::SIGCONT);
     assert!(status.success());
@@ -213,33 +295,77 @@ fn summary_counts_events_lost_when_the_ring_buffer_is_full() {
     // arrived and what was counted lost add up to at least that.
     let seen = observer.events.len() as u64;
     assert!(seen + lost >= 1200, "seen {seen} + lost {lost} < 1200");
-    assert_eq!(summary["events"]["fork"].as_u64().unwrap() as usize, observer.of_type("fork").count());
+    assert_eq!(
+        summary["events"]["fork"].as_u64().unwrap() as usize,
+        observer.of_type("fork").count()
+    );
 }
 
 #[test]
 fn bad_input_is_refused_with_one_line_and_exit_2_leaving_nothing_attached() {
     let cases: &[(&[&str], &str)] = &[
         (&["observe", "--bogus"], "unexpected argument '--bogus'"),
-        (&["observe"], "no target: name one with --pid, --comm, --cgroup or -- CMD"),
-        (&["observe", "--pid", "4194304"], "--pid 4194304: no such process"),
-        (&["observe", "--cgroup", "/sys/fs/cgroup/unified/chaos-no-such-cgroup"], "no such directory"),
-        (&["observe", "--cgroup", "/tmp"], "not a directory of a cgroup v2 filesystem"),
-        (&["observe", "--comm", "a-name-that-is-too-long"], "longer than the kernel's 15-byte command name"),
-        (&["observe", "--pid", "1", "--duration", "0"], "--duration 0: give a positive number of seconds"),
-        (&["observe", "--pid", "1", "--buffer-pages", "3"], "--buffer-pages 3: give a power of two"),
-        (&["observe", "--pid", "1", "--fsync-hook", "fentry"], "invalid value 'fentry' for '--fsync-hook <HOOK>'"),
-        (&["observe", "--", "/no/such/program"], "command not found: /no/such/program"),
+        (
+            &["observe"],
+            "no target: name one with --pid, --comm, --cgroup or -- CMD",
+        ),
+        (
+            &["observe", "--pid", "4194304"],
+            "--pid 4194304: no such process",
+        ),
+        (
+            &[
+                "observe",
+                "--cgroup",
+                "/sys/fs/cgroup/unified/chaos-no-such-cgroup",
+            ],
+            "no such directory",
+        ),
+        (
+            &["observe", "--cgroup", "/tmp"],
+            "not a directory of a cgroup v2 filesystem",
+        ),
+        (
+            &["observe", "--comm", "a-name-that-is-too-long"],
+            "longer than the kernel's 15-byte command name",
+        ),
+        (
+            &["observe", "--pid", "1", "--duration", "0"],
+            "--duration 0: give a positive number of seconds",
+        ),
+        (
+            &["observe", "--pid", "1", "--buffer-pages", "3"],
+            "--buffer-pages 3: give a power of two",
+        ),
+        (
+            &["observe", "--pid", "1", "--fsync-hook", "fentry"],
+            "invalid value 'fentry' for '--fsync-hook <HOOK>'",
+        ),
+        (
+            &["observe", "--", "/no/such/program"],
+            "command not found: /no/such/program",
+        ),
     ];
     for (args, expected) in cases {
         let (code, stdout, stderr) = run_chaos(args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
-        assert!(stderr.contains(expected), "{args:?}: expected {expected:?} in {stderr:?}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected {expected:?} in {stderr:?}"
+        );
         assert!(stdout.is_empty(), "{args:?} printed {stdout:?}");
         // clap's own usage errors add a hint after the first line; ours are one line.
         let first = stderr.lines().next().unwrap_or_default();
-        assert!(first.contains(expected), "{args:?}: the first line does not say it: {stderr:?}");
+        assert!(
+            first.contains(expected),
+            "{args:?}: the first line does not say it: {stderr:?}"
+        );
         if first.starts_with("chaos: error:") {
-            assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: not one line: {stderr:?}");
+            assert_eq!(
+                stderr.trim().lines().count(),
+                1,
+                "{args:?}: not one line: {stderr:?}"
+            );
         }
     }
     assert!(loaded_chaos_programs().is_empty());
@@ -256,7 +382,10 @@ fn missing_privileges_are_refused_before_anything_loads() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.trim(), "chaos: error: loading eBPF programs needs root (or CAP_BPF and CAP_PERFMON): run chaos with sudo");
+    assert_eq!(
+        stderr.trim(),
+        "chaos: error: loading eBPF programs needs root (or CAP_BPF and CAP_PERFMON): run chaos with sudo"
+    );
 }
 
 #[test]
@@ -274,7 +403,11 @@ fn a_kernel_lacking_a_tracepoint_gets_a_clear_error_and_nothing_attached() {
     ] {
         let dir = fake.path().join("events").join(group).join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::copy(real.join(group).join(name).join("format"), dir.join("format")).unwrap();
+        std::fs::copy(
+            real.join(group).join(name).join("format"),
+            dir.join("format"),
+        )
+        .unwrap();
     }
     let output = Command::new(chaos_tests::chaos_bin())
         .args(["observe", "--pid", &std::process::id().to_string()])
@@ -284,6 +417,9 @@ fn a_kernel_lacking_a_tracepoint_gets_a_clear_error_and_nothing_attached() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("tracepoint cgroup:cgroup_attach_task does not exist on this kernel"), "{stderr}");
+    assert!(
+        stderr.contains("tracepoint cgroup:cgroup_attach_task does not exist on this kernel"),
+        "{stderr}"
+    );
     assert!(loaded_chaos_programs().is_empty());
 }

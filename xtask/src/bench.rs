@@ -65,13 +65,28 @@ struct Workload {
 pub fn run(which: Which) -> Result<()> {
     let Which::Observe { rounds, scale } = which;
     crate::setup::run()?;
-    util::cargo(&["build", "--release", "--package", "chaos", "--package", "chaos-tests", "--bin", "chaos", "--bin", "victim"])?;
+    util::cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "chaos",
+        "--package",
+        "chaos-tests",
+        "--bin",
+        "chaos",
+        "--bin",
+        "victim",
+    ])?;
     let bin = util::target_dir(&workspace_root()).join("release");
     let scratch = Path::new("/var/tmp").join(format!("chaos-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let tmpfs = scratch.join("tmpfs");
     std::fs::create_dir_all(&tmpfs)?;
-    util::run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=256m", "chaos-bench"]).arg(&tmpfs))?;
+    util::run(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256m", "chaos-bench"])
+            .arg(&tmpfs),
+    )?;
     let result = measure(&bin, &scratch, &tmpfs, rounds, scale);
     let _ = Command::new("umount").arg(&tmpfs).status();
     let _ = std::fs::remove_dir_all(&scratch);
@@ -83,7 +98,10 @@ fn measure(bin: &Path, scratch: &Path, tmpfs: &Path, rounds: usize, scale: f64) 
     let ext4 = scratch.join("ext4");
     std::fs::create_dir_all(&ext4)?;
     let workloads = [
-        Workload { name: format!("W1 getppid x{}", n(200_000.0)), args: vec!["getppid".into(), n(200_000.0)] },
+        Workload {
+            name: format!("W1 getppid x{}", n(200_000.0)),
+            args: vec!["getppid".into(), n(200_000.0)],
+        },
         Workload {
             name: format!("W2 write4k+fsync x{} ext4", n(20_000.0)),
             args: vec!["fsync".into(), n(20_000.0), ext4.display().to_string()],
@@ -92,7 +110,10 @@ fn measure(bin: &Path, scratch: &Path, tmpfs: &Path, rounds: usize, scale: f64) 
             name: format!("W2 write4k+fsync x{} tmpfs", n(20_000.0)),
             args: vec!["fsync".into(), n(20_000.0), tmpfs.display().to_string()],
         },
-        Workload { name: format!("W3 fork+exec+wait x{}", n(2_000.0)), args: vec!["forkexec".into(), n(2_000.0)] },
+        Workload {
+            name: format!("W3 fork+exec+wait x{}", n(2_000.0)),
+            args: vec!["forkexec".into(), n(2_000.0)],
+        },
     ];
     let out = scratch.join("elapsed");
     let mut table = Vec::new();
@@ -100,7 +121,11 @@ fn measure(bin: &Path, scratch: &Path, tmpfs: &Path, rounds: usize, scale: f64) 
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); Tool::ALL.len()];
         for round in 0..rounds {
             // Alternate the order each round so drift (page cache, CPU frequency) is shared.
-            let order: Vec<usize> = if round % 2 == 0 { (0..4).collect() } else { (0..4).rev().collect() };
+            let order: Vec<usize> = if round % 2 == 0 {
+                (0..4).collect()
+            } else {
+                (0..4).rev().collect()
+            };
             for i in order {
                 let ns = run_once(Tool::ALL[i], bin, workload, &out)
                     .with_context(|| format!("{} under {}", workload.name, Tool::ALL[i].name()))?;
@@ -133,8 +158,12 @@ fn run_once(tool: Tool, bin: &Path, workload: &Workload, out: &Path) -> Result<f
         }
         Tool::Bpftrace => {
             let mut c = Command::new("bpftrace");
-            let cmdline = std::iter::once(victim.display().to_string()).chain(args).collect::<Vec<_>>().join(" ");
-            c.args(["-q", "-o", "/dev/null", "-e", BPFTRACE_SCRIPT, "-c"]).arg(cmdline);
+            let cmdline = std::iter::once(victim.display().to_string())
+                .chain(args)
+                .collect::<Vec<_>>()
+                .join(" ");
+            c.args(["-q", "-o", "/dev/null", "-e", BPFTRACE_SCRIPT, "-c"])
+                .arg(cmdline);
             c
         }
         Tool::Strace => {
@@ -143,11 +172,17 @@ fn run_once(tool: Tool, bin: &Path, workload: &Workload, out: &Path) -> Result<f
             c
         }
     };
-    let status = command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status()?;
+    let status = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()?;
     if !status.success() {
         bail!("exited with {status}");
     }
-    let ns: f64 = std::fs::read_to_string(out).context("the workload wrote no result")?.trim().parse()?;
+    let ns: f64 = std::fs::read_to_string(out)
+        .context("the workload wrote no result")?
+        .trim()
+        .parse()?;
     Ok(ns)
 }
 
@@ -155,17 +190,25 @@ fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
-    if v.len() % 2 == 0 { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] }
+    if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
 }
 
 /// (max - min) / median, as a percentage.
 fn spread(values: &[f64]) -> f64 {
-    let (min, max) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (min, max) = values
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     (max - min) / median(values) * 100.0
 }
 
 fn print_table(table: &[(String, Vec<Vec<f64>>)], rounds: usize) {
-    println!("\nobserver overhead: workload loop time, median of {rounds} alternated rounds (spread = (max-min)/median)\n");
+    println!(
+        "\nobserver overhead: workload loop time, median of {rounds} alternated rounds (spread = (max-min)/median)\n"
+    );
     print!("| {:<30} |", "workload");
     for tool in Tool::ALL {
         print!(" {:<22} |", tool.name());
@@ -174,7 +217,11 @@ fn print_table(table: &[(String, Vec<Vec<f64>>)], rounds: usize) {
     println!("|{}|", ["---"; 5].join("|"));
     for (name, samples) in table {
         let base = median(&samples[0]);
-        print!("| {name:<30} | {:>9.1} ms ±{:>4.1}%      |", base / 1e6, spread(&samples[0]));
+        print!(
+            "| {name:<30} | {:>9.1} ms ±{:>4.1}%      |",
+            base / 1e6,
+            spread(&samples[0])
+        );
         for s in &samples[1..] {
             print!(" {:>7.2}x ±{:>4.1}%         |", median(s) / base, spread(s));
         }

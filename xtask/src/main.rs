@@ -46,28 +46,69 @@ fn test() -> Result<()> {
     let mut tally = util::Tally::default();
     let result = run_tests(&root, &mut tally);
     // The closing line CI reads: every test of every step.
-    println!("\nxtask test: {} passed, {} failed", tally.passed, tally.failed);
+    println!(
+        "\nxtask test: {} passed, {} failed",
+        tally.passed, tally.failed
+    );
     result
 }
 
 fn run_tests(root: &std::path::Path, tally: &mut util::Tally) -> Result<()> {
     // Unit tests: no root needed, no kernel touched.
-    util::cargo_test(&["--workspace", "--exclude", "chaos-ebpf", "--exclude", "chaos-tests"], &[], tally)?;
+    util::cargo_test(
+        &[
+            "--workspace",
+            "--exclude",
+            "chaos-ebpf",
+            "--exclude",
+            "chaos-tests",
+        ],
+        &[],
+        tally,
+    )?;
     // Unit tests that read this machine's BTF and tracefs (ignored by plain `cargo test`).
-    util::cargo_test(&["--package", "chaos", "--lib", "--", "--ignored", "--test-threads=1"], &[], tally)?;
+    util::cargo_test(
+        &[
+            "--package",
+            "chaos",
+            "--lib",
+            "--",
+            "--ignored",
+            "--test-threads=1",
+        ],
+        &[],
+        tally,
+    )?;
     // The privileged suite: each test loads programs and spawns its own victims; one at a time,
     // so that the "nothing left attached" checks see only their own test.
     let chaos = util::target_dir(root).join("debug/chaos");
-    util::cargo_test(&["--package", "chaos-tests", "--", "--test-threads=1"], &[("CHAOS_BIN", &chaos)], tally)
+    util::cargo_test(
+        &["--package", "chaos-tests", "--", "--test-threads=1"],
+        &[("CHAOS_BIN", &chaos)],
+        tally,
+    )
 }
 
 fn demo() -> Result<()> {
     setup::run()?;
     let root = util::workspace_root();
-    util::cargo(&["build", "--package", "chaos", "--package", "chaos-tests", "--bin", "chaos", "--bin", "chaos-sample"])?;
+    util::cargo(&[
+        "build",
+        "--package",
+        "chaos",
+        "--package",
+        "chaos-tests",
+        "--bin",
+        "chaos",
+        "--bin",
+        "chaos-sample",
+    ])?;
     let target = util::target_dir(&root).join("debug");
     let journal = tempfile_dir()?;
-    println!("\n== chaos observe -- chaos-sample {} (a parent forks a worker that appends and fsyncs three records; the parent stops it with SIGTERM)\n", journal.display());
+    println!(
+        "\n== chaos observe -- chaos-sample {} (a parent forks a worker that appends and fsyncs three records; the parent stops it with SIGTERM)\n",
+        journal.display()
+    );
     let status = std::process::Command::new(target.join("chaos"))
         .arg("observe")
         .arg("--")

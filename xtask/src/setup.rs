@@ -35,7 +35,10 @@ fn is_root() -> bool {
 fn packages() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .into_iter()
-        .filter(|p| !output("dpkg-query", &["-W", "-f=${Status}", p]).is_some_and(|s| s.contains("install ok installed")))
+        .filter(|p| {
+            !output("dpkg-query", &["-W", "-f=${Status}", p])
+                .is_some_and(|s| s.contains("install ok installed"))
+        })
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -45,20 +48,31 @@ fn packages() -> Result<()> {
     }
     eprintln!("setup: installing {}", missing.join(" "));
     util::run(Command::new("apt-get").arg("update").arg("-qq"))?;
-    util::run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    util::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 fn rust_src() -> Result<()> {
-    let installed = output("rustup", &["component", "list", "--toolchain", "nightly", "--installed"])
-        .context("rustup with a nightly toolchain is needed to build the eBPF programs")?;
+    let installed = output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )
+    .context("rustup with a nightly toolchain is needed to build the eBPF programs")?;
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         return Ok(());
     }
     eprintln!("setup: adding rust-src to the nightly toolchain");
-    util::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    util::run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
 }
 
 fn bpf_linker() -> Result<()> {
@@ -66,15 +80,27 @@ fn bpf_linker() -> Result<()> {
         return Ok(());
     }
     eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about 2 minutes)");
-    let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
-    util::run(Command::new(env!("CARGO"))
-        .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
-        .args(["--no-default-features", "--features", "llvm-22"])
-        .env("PATH", path))
+    let path = format!(
+        "/usr/lib/llvm-22/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    util::run(
+        Command::new(env!("CARGO"))
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("PATH", path),
+    )
 }
 
 fn mounts() -> Result<()> {
-    let table = std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    let table =
+        std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
     let mounted = |fstype: &str, target: &str| {
         table.lines().any(|l| {
             let f: Vec<_> = l.split_whitespace().collect();
@@ -91,7 +117,10 @@ fn mounts() -> Result<()> {
         eprintln!("setup: mounting {fstype} at {target}");
         util::run(Command::new("mount").args(["-t", fstype, fstype, target]))?;
     }
-    if !table.lines().any(|l| l.split_whitespace().nth(2) == Some("cgroup2")) {
+    if !table
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
+    {
         // Hybrid cgroup hosts without a v2 mount: add one where systemd would.
         let target = "/sys/fs/cgroup/unified";
         eprintln!("setup: mounting cgroup2 at {target}");

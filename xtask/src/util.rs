@@ -8,17 +8,24 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 pub fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
 }
 
 /// Runs a command with inherited output; fails unless it succeeds.
 pub fn run(command: &mut Command) -> Result<()> {
     let shown = format!("{command:?}");
-    let status = command.status().with_context(|| format!("cannot run {shown}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {shown}"))?;
     if !status.success() {
         bail!("{shown} failed: {status}");
     }
@@ -27,13 +34,17 @@ pub fn run(command: &mut Command) -> Result<()> {
 
 /// Runs `cargo ARGS` in the workspace root.
 pub fn cargo(args: &[&str]) -> Result<()> {
-    run(Command::new(env!("CARGO")).args(args).current_dir(workspace_root()))
+    run(Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(workspace_root()))
 }
 
 /// Runs a command and returns its stdout, or None if it cannot run or fails.
 pub fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Tally of `cargo test` runs, printed as the closing line of `cargo xtask test`.
@@ -49,19 +60,30 @@ pub struct Tally {
 pub fn cargo_test(args: &[&str], envs: &[(&str, &Path)], tally: &mut Tally) -> Result<()> {
     use std::io::{BufRead as _, BufReader};
     let mut command = Command::new(env!("CARGO"));
-    command.arg("test").args(args).current_dir(workspace_root()).stdout(std::process::Stdio::piped());
+    command
+        .arg("test")
+        .args(args)
+        .current_dir(workspace_root())
+        .stdout(std::process::Stdio::piped());
     for (key, value) in envs {
         command.env(key, value);
     }
     let shown = format!("{command:?}");
-    let mut child = command.spawn().with_context(|| format!("cannot run {shown}"))?;
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot run {shown}"))?;
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let line = line?;
         println!("{line}");
         if let Some(rest) = line.strip_prefix("test result: ") {
             let count = |word: &str| {
                 rest.split(';')
-                    .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(word))
+                    .find_map(|part| {
+                        part.trim()
+                            .trim_start_matches("ok. ")
+                            .trim_start_matches("FAILED. ")
+                            .strip_suffix(word)
+                    })
                     .and_then(|n| n.trim().parse::<u64>().ok())
                     .unwrap_or(0)
             };

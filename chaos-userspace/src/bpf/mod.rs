@@ -14,7 +14,10 @@ use aya::{
 };
 use chaos_common::{COMM_LEN, Layout, TargetInfo, counter};
 
-use crate::{event::KernelCounters, kernel::layout::{FsyncHook, SYNC_SYSCALLS}};
+use crate::{
+    event::KernelCounters,
+    kernel::layout::{FsyncHook, SYNC_SYSCALLS},
+};
 
 /// The object built by build.rs from chaos-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chaos-ebpf"));
@@ -47,13 +50,24 @@ pub enum BpfError {
 /// Where one program is attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hook {
-    TracePoint { program: &'static str, category: &'static str, name: String },
-    RawTracePoint { program: &'static str, name: &'static str },
+    TracePoint {
+        program: &'static str,
+        category: &'static str,
+        name: String,
+    },
+    RawTracePoint {
+        program: &'static str,
+        name: &'static str,
+    },
 }
 
 impl Hook {
     fn tp(program: &'static str, category: &'static str, name: impl Into<String>) -> Self {
-        Hook::TracePoint { program, category, name: name.into() }
+        Hook::TracePoint {
+            program,
+            category,
+            name: name.into(),
+        }
     }
 
     pub fn describe(&self) -> String {
@@ -67,7 +81,10 @@ impl Hook {
 /// The hooks `chaos observe` attaches. `ext4` says whether ext4's tracepoints exist here.
 pub fn observer_hooks(fsync: FsyncHook, ext4: bool) -> Vec<Hook> {
     let mut hooks = vec![
-        Hook::RawTracePoint { program: "chaos_fork", name: "sched_process_fork" },
+        Hook::RawTracePoint {
+            program: "chaos_fork",
+            name: "sched_process_fork",
+        },
         Hook::tp("chaos_exec", "sched", "sched_process_exec"),
         Hook::tp("chaos_exit", "sched", "sched_process_exit"),
         Hook::tp("chaos_signal_generate", "signal", "signal_generate"),
@@ -75,13 +92,29 @@ pub fn observer_hooks(fsync: FsyncHook, ext4: bool) -> Vec<Hook> {
     ];
     match fsync {
         FsyncHook::Fs if ext4 => {
-            hooks.push(Hook::tp("chaos_ext4_sync_enter", "ext4", "ext4_sync_file_enter"));
-            hooks.push(Hook::tp("chaos_ext4_sync_exit", "ext4", "ext4_sync_file_exit"));
+            hooks.push(Hook::tp(
+                "chaos_ext4_sync_enter",
+                "ext4",
+                "ext4_sync_file_enter",
+            ));
+            hooks.push(Hook::tp(
+                "chaos_ext4_sync_exit",
+                "ext4",
+                "ext4_sync_file_exit",
+            ));
         }
         FsyncHook::Syscalls => {
             for (name, _) in SYNC_SYSCALLS {
-                hooks.push(Hook::tp("chaos_sys_enter_sync", "syscalls", format!("sys_enter_{name}")));
-                hooks.push(Hook::tp("chaos_sys_exit_sync", "syscalls", format!("sys_exit_{name}")));
+                hooks.push(Hook::tp(
+                    "chaos_sys_enter_sync",
+                    "syscalls",
+                    format!("sys_enter_{name}"),
+                ));
+                hooks.push(Hook::tp(
+                    "chaos_sys_exit_sync",
+                    "syscalls",
+                    format!("sys_exit_{name}"),
+                ));
             }
         }
         FsyncHook::Fs | FsyncHook::Off => {}
@@ -117,7 +150,11 @@ impl Programs {
     pub fn attach(&mut self, hooks: &[Hook]) -> Result<(), BpfError> {
         for hook in hooks {
             let result = match hook {
-                Hook::TracePoint { program, category, name } => {
+                Hook::TracePoint {
+                    program,
+                    category,
+                    name,
+                } => {
                     let prog: &mut TracePoint = self.program(program)?;
                     load_once(prog.load(), program)?;
                     prog.attach(category, name).map(drop)
@@ -145,20 +182,27 @@ impl Programs {
             program: name,
             source: ProgramError::NotLoaded,
         })?;
-        program.try_into().map_err(|source| BpfError::Load { program: name, source })
+        program.try_into().map_err(|source| BpfError::Load {
+            program: name,
+            source,
+        })
     }
 
     /// Takes the target maps out of the object, for [`TargetSet`].
     pub fn target_set(&mut self) -> Result<TargetSet, BpfError> {
         Ok(TargetSet {
             targets: HashMap::try_from(self.take("TARGETS")?).map_err(map_err("TARGETS"))?,
-            comms: HashMap::try_from(self.take("TARGET_COMMS")?).map_err(map_err("TARGET_COMMS"))?,
-            cgroups: HashMap::try_from(self.take("TARGET_CGROUPS")?).map_err(map_err("TARGET_CGROUPS"))?,
+            comms: HashMap::try_from(self.take("TARGET_COMMS")?)
+                .map_err(map_err("TARGET_COMMS"))?,
+            cgroups: HashMap::try_from(self.take("TARGET_CGROUPS")?)
+                .map_err(map_err("TARGET_CGROUPS"))?,
         })
     }
 
     pub fn counters(&mut self) -> Result<Counters, BpfError> {
-        Ok(Counters(PerCpuArray::try_from(self.take("COUNTERS")?).map_err(map_err("COUNTERS"))?))
+        Ok(Counters(
+            PerCpuArray::try_from(self.take("COUNTERS")?).map_err(map_err("COUNTERS"))?,
+        ))
     }
 
     pub fn ring(&mut self) -> Result<RingBuf<MapData>, BpfError> {
@@ -173,7 +217,10 @@ impl Programs {
     }
 
     fn take(&mut self, name: &'static str) -> Result<aya::maps::Map, BpfError> {
-        self.ebpf.take_map(name).ok_or(BpfError::Map { name, source: MapError::InvalidName { name: name.into() } })
+        self.ebpf.take_map(name).ok_or(BpfError::Map {
+            name,
+            source: MapError::InvalidName { name: name.into() },
+        })
     }
 }
 
@@ -205,11 +252,15 @@ pub struct TargetSet {
 
 impl TargetSet {
     pub fn add_comm(&mut self, comm: [u8; COMM_LEN]) -> Result<(), BpfError> {
-        self.comms.insert(comm, 1, 0).map_err(map_err("TARGET_COMMS"))
+        self.comms
+            .insert(comm, 1, 0)
+            .map_err(map_err("TARGET_COMMS"))
     }
 
     pub fn add_cgroup(&mut self, id: u64) -> Result<(), BpfError> {
-        self.cgroups.insert(id, 1, 0).map_err(map_err("TARGET_CGROUPS"))
+        self.cgroups
+            .insert(id, 1, 0)
+            .map_err(map_err("TARGET_CGROUPS"))
     }
 
     /// Adds processes, merging with what the kernel may have put there meanwhile.
@@ -220,7 +271,9 @@ impl TargetSet {
                 merged.reasons |= existing.reasons;
                 merged.flags |= existing.flags;
             }
-            self.targets.insert(pid, merged, 0).map_err(map_err("TARGETS"))?;
+            self.targets
+                .insert(pid, merged, 0)
+                .map_err(map_err("TARGETS"))?;
         }
         Ok(())
     }
@@ -253,7 +306,10 @@ mod tests {
         let names = |hooks: Vec<Hook>| hooks.iter().map(Hook::describe).collect::<Vec<_>>();
         let fs = names(observer_hooks(FsyncHook::Fs, true));
         assert!(fs.contains(&"tracepoint ext4:ext4_sync_file_enter".to_string()));
-        assert!(!fs.iter().any(|h| h.contains("syscalls:")), "fs mode must not slow every syscall");
+        assert!(
+            !fs.iter().any(|h| h.contains("syscalls:")),
+            "fs mode must not slow every syscall"
+        );
         assert_eq!(observer_hooks(FsyncHook::Fs, false).len(), 5);
         assert_eq!(observer_hooks(FsyncHook::Off, true).len(), 5);
         let sys = names(observer_hooks(FsyncHook::Syscalls, true));

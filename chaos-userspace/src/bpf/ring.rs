@@ -29,11 +29,20 @@ impl RingSource {
     ) -> Result<Self, SourceError> {
         // SAFETY: the RingBuf and the logger own their fds and live inside the AsyncFd, which
         // deregisters them on drop before the fds are closed.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
         let logs = logs
-            .map(|l| unsafe { AsyncFd::register_with_interest(l, Interest::READABLE) }.map_err(|e| e.into_parts().1))
+            .map(|l| {
+                unsafe { AsyncFd::register_with_interest(l, Interest::READABLE) }
+                    .map_err(|e| e.into_parts().1)
+            })
             .transpose()?;
-        Ok(Self { ring, logs, counters, undecodable: 0 })
+        Ok(Self {
+            ring,
+            logs,
+            counters,
+            undecodable: 0,
+        })
     }
 
     fn read_ready(ring: &mut RingBuf<MapData>, out: &mut Vec<Event>, undecodable: &mut u64) {

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::programs::{BtfTracePoint, FEntry, FExit, KProbe, Lsm, Program, ProgramError, RawTracePoint, TracePoint};
+use aya::programs::{
+    BtfTracePoint, FEntry, FExit, KProbe, Lsm, Program, ProgramError, RawTracePoint, TracePoint,
+};
 use chaos_common::Layout;
 use serde::Serialize;
 
@@ -44,12 +46,22 @@ pub struct Report {
 }
 
 /// Checks without which `chaos observe` cannot run.
-const REQUIRED: [&str; 6] = ["privileges", "btf", "tracefs", "tracepoint", "raw_tracepoint", "ring_buffer"];
+const REQUIRED: [&str; 6] = [
+    "privileges",
+    "btf",
+    "tracefs",
+    "tracepoint",
+    "raw_tracepoint",
+    "ring_buffer",
+];
 
 pub fn run(args: DoctorArgs) -> Result<u8, Error> {
     let report = diagnose();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("a report always serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report always serializes")
+        );
     } else {
         print_table(&report);
     }
@@ -65,30 +77,51 @@ pub fn diagnose() -> Report {
             Ok(detail) => (Status::Ok, detail),
             Err(detail) => (Status::Unavailable, detail),
         };
-        checks.push(Check { name, status, detail, meaning });
+        checks.push(Check {
+            name,
+            status,
+            detail,
+            meaning,
+        });
     };
 
     let privileged = preflight::can_load_bpf();
-    add("privileges", privileges(privileged), "loading any eBPF program needs root or CAP_BPF+CAP_PERFMON");
+    add(
+        "privileges",
+        privileges(privileged),
+        "loading any eBPF program needs root or CAP_BPF+CAP_PERFMON",
+    );
     let btf = KernelBtf::load(Path::new(VMLINUX)).map_err(|e| chain(&e));
     add(
         "btf",
         btf.as_ref()
             .map_err(Clone::clone)
-            .and_then(|b| b.member_offset("task_struct", "exit_code").map_err(|e| chain(&e)))
+            .and_then(|b| {
+                b.member_offset("task_struct", "exit_code")
+                    .map_err(|e| chain(&e))
+            })
             .map(|off| format!("{VMLINUX}; task_struct.exit_code at +{off}")),
         "exit codes, parents and lifetimes are read at offsets found in BTF",
     );
     let tracefs = tracefs::find();
     add(
         "tracefs",
-        tracefs.as_ref().map(|p| p.display().to_string()).ok_or_else(|| {
-            "not mounted: mount -t tracefs nodev /sys/kernel/tracing".to_string()
-        }),
+        tracefs
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .ok_or_else(|| "not mounted: mount -t tracefs nodev /sys/kernel/tracing".to_string()),
         "tracepoint layouts are read from tracefs format files",
     );
-    add("lockdown", lockdown(), "integrity lockdown can refuse fentry/fexit, LSM and kprobe programs");
-    add("cgroup_v2", cgroup2_mount(), "--cgroup targets need a cgroup v2 hierarchy");
+    add(
+        "lockdown",
+        lockdown(),
+        "integrity lockdown can refuse fentry/fexit, LSM and kprobe programs",
+    );
+    add(
+        "cgroup_v2",
+        cgroup2_mount(),
+        "--cgroup targets need a cgroup v2 hierarchy",
+    );
     add(
         "seccomp_user_notif",
         seccomp_user_notif(),
@@ -97,7 +130,9 @@ pub fn diagnose() -> Report {
     add(
         "fsync_fs_hook",
         match &tracefs {
-            Some(t) if has_ext4_hooks(t) => Ok("ext4:ext4_sync_file_enter/exit (default; no cost to other syscalls)".into()),
+            Some(t) if has_ext4_hooks(t) => {
+                Ok("ext4:ext4_sync_file_enter/exit (default; no cost to other syscalls)".into())
+            }
             Some(_) => Err("no ext4 sync tracepoints: use --fsync-hook syscalls".into()),
             None => Err("needs tracefs".into()),
         },
@@ -129,10 +164,16 @@ pub fn diagnose() -> Report {
         add(probe.name, outcome, probe.meaning);
     }
 
-    let observe_works = REQUIRED
-        .iter()
-        .all(|name| checks.iter().any(|c| c.name == *name && c.status == Status::Ok));
-    Report { kernel: kernel_release(), observe_works, checks }
+    let observe_works = REQUIRED.iter().all(|name| {
+        checks
+            .iter()
+            .any(|c| c.name == *name && c.status == Status::Ok)
+    });
+    Report {
+        kernel: kernel_release(),
+        observe_works,
+        checks,
+    }
 }
 
 /// What the probes need: the observer layout (so the object loads as `observe` loads it) and
@@ -144,7 +185,8 @@ struct ProbeContext {
 
 impl ProbeContext {
     fn new(tracefs: &Path, btf: &KernelBtf) -> Result<Self, String> {
-        let layout = discover(tracefs, btf, FsyncHook::Off).map_err(|e| Error::from(e).one_line())?;
+        let layout =
+            discover(tracefs, btf, FsyncHook::Off).map_err(|e| Error::from(e).one_line())?;
         let btf = aya::Btf::from_sys_fs().map_err(|e| chain(&e))?;
         Ok(Self { layout, btf })
     }
@@ -168,7 +210,9 @@ const PROBES: &[Probe] = &[
         meaning: "events reach userspace through a BPF ring buffer (5.8+)",
         run: |c| {
             let mut p = c.programs()?;
-            program::<TracePoint>(&mut p, "probe_ringbuf")?.load().map_err(|e| chain(&e))?;
+            program::<TracePoint>(&mut p, "probe_ringbuf")?
+                .load()
+                .map_err(|e| chain(&e))?;
             Ok("ring buffer and hash maps created; reserve/discard verified".into())
         },
     },
@@ -179,7 +223,8 @@ const PROBES: &[Probe] = &[
             let mut p = c.programs()?;
             let prog = program::<TracePoint>(&mut p, "probe_tracepoint")?;
             prog.load().map_err(|e| chain(&e))?;
-            prog.attach("sched", "sched_process_fork").map_err(|e| chain(&e))?;
+            prog.attach("sched", "sched_process_fork")
+                .map_err(|e| chain(&e))?;
             Ok("loaded and attached to sched:sched_process_fork".into())
         },
     },
@@ -200,7 +245,8 @@ const PROBES: &[Probe] = &[
         run: |c| {
             let mut p = c.programs()?;
             let prog = program::<BtfTracePoint>(&mut p, "probe_btf_tracepoint")?;
-            prog.load("sched_process_fork", &c.btf).map_err(|e| chain(&e))?;
+            prog.load("sched_process_fork", &c.btf)
+                .map_err(|e| chain(&e))?;
             prog.attach().map_err(|e| chain(&e))?;
             Ok("loaded and attached to sched_process_fork".into())
         },
@@ -210,7 +256,9 @@ const PROBES: &[Probe] = &[
         meaning: "in-kernel signal injection at the Nth call of a syscall",
         run: |c| {
             let mut p = c.programs()?;
-            program::<TracePoint>(&mut p, "probe_send_signal")?.load().map_err(|e| chain(&e))?;
+            program::<TracePoint>(&mut p, "probe_send_signal")?
+                .load()
+                .map_err(|e| chain(&e))?;
             Ok("helper accepted by the verifier".into())
         },
     },
@@ -220,7 +268,8 @@ const PROBES: &[Probe] = &[
         run: |c| {
             let mut p = c.programs()?;
             let prog = program::<FEntry>(&mut p, "probe_fentry")?;
-            prog.load("vfs_fsync_range", &c.btf).map_err(|e| chain(&e))?;
+            prog.load("vfs_fsync_range", &c.btf)
+                .map_err(|e| chain(&e))?;
             prog.attach().map_err(|e| chain(&e))?;
             Ok("loaded and attached to vfs_fsync_range".into())
         },
@@ -231,7 +280,8 @@ const PROBES: &[Probe] = &[
         run: |c| {
             let mut p = c.programs()?;
             let prog = program::<FExit>(&mut p, "probe_fexit")?;
-            prog.load("vfs_fsync_range", &c.btf).map_err(|e| chain(&e))?;
+            prog.load("vfs_fsync_range", &c.btf)
+                .map_err(|e| chain(&e))?;
             prog.attach().map_err(|e| chain(&e))?;
             Ok("loaded and attached to vfs_fsync_range".into())
         },
@@ -240,16 +290,23 @@ const PROBES: &[Probe] = &[
         name: "bpf_lsm",
         meaning: "the lsm errno backend (fail open, read, write, connect, fork, exec for targets)",
         run: |c| {
-            let lsms = std::fs::read_to_string("/sys/kernel/security/lsm")
-                .map_err(|_| "cannot read /sys/kernel/security/lsm (securityfs not mounted?)".to_string())?;
+            let lsms = std::fs::read_to_string("/sys/kernel/security/lsm").map_err(|_| {
+                "cannot read /sys/kernel/security/lsm (securityfs not mounted?)".to_string()
+            })?;
             if !lsms.split(',').any(|l| l.trim() == "bpf") {
-                return Err(format!("bpf is not an active LSM ({}); boot with lsm=...,bpf", lsms.trim()));
+                return Err(format!(
+                    "bpf is not an active LSM ({}); boot with lsm=...,bpf",
+                    lsms.trim()
+                ));
             }
             let mut p = c.programs()?;
             let prog = program::<Lsm>(&mut p, "probe_lsm")?;
             prog.load("file_open", &c.btf).map_err(|e| chain(&e))?;
             prog.attach().map_err(|e| chain(&e))?;
-            Ok(format!("active LSMs {}; loaded and attached to file_open", lsms.trim()))
+            Ok(format!(
+                "active LSMs {}; loaded and attached to file_open",
+                lsms.trim()
+            ))
         },
     },
     Probe {
@@ -281,7 +338,10 @@ fn program<'a, T>(programs: &'a mut Programs, name: &str) -> Result<&'a mut T, S
 where
     &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
 {
-    let program = programs.ebpf_mut().program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
+    let program = programs
+        .ebpf_mut()
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?;
     program.try_into().map_err(|e: ProgramError| chain(&e))
 }
 
@@ -294,7 +354,11 @@ fn privileges(privileged: bool) -> Outcome {
         yes(has_cap(caps, CAP_PERFMON)),
         yes(has_cap(caps, CAP_KILL))
     );
-    if privileged { Ok(list) } else { Err(format!("{list}: run chaos with sudo")) }
+    if privileged {
+        Ok(list)
+    } else {
+        Err(format!("{list}: run chaos with sudo"))
+    }
 }
 
 fn yes(b: bool) -> &'static str {
@@ -304,7 +368,10 @@ fn yes(b: bool) -> &'static str {
 fn lockdown() -> Outcome {
     let text = std::fs::read_to_string("/sys/kernel/security/lockdown")
         .map_err(|_| "unknown: securityfs not mounted or no lockdown LSM".to_string())?;
-    let mode = text.split_whitespace().find(|w| w.starts_with('[')).unwrap_or("[none]");
+    let mode = text
+        .split_whitespace()
+        .find(|w| w.starts_with('['))
+        .unwrap_or("[none]");
     Ok(mode.trim_matches(['[', ']']).to_string())
 }
 
@@ -319,27 +386,40 @@ fn cgroup2_mount() -> Outcome {
 }
 
 fn seccomp_user_notif() -> Outcome {
-    let actions = std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail")
-        .map_err(|_| "no /proc/sys/kernel/seccomp/actions_avail (CONFIG_SECCOMP_FILTER off?)".to_string())?;
+    let actions =
+        std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").map_err(|_| {
+            "no /proc/sys/kernel/seccomp/actions_avail (CONFIG_SECCOMP_FILTER off?)".to_string()
+        })?;
     if !actions.split_whitespace().any(|a| a == "user_notif") {
-        return Err(format!("user_notif is not among the seccomp actions ({})", actions.trim()));
+        return Err(format!(
+            "user_notif is not among the seccomp actions ({})",
+            actions.trim()
+        ));
     }
     let mut sizes = [0u16; 3];
     // SAFETY: SECCOMP_GET_NOTIF_SIZES (3) writes a struct seccomp_notif_sizes (three u16s).
     let rc = unsafe { libc::syscall(libc::SYS_seccomp, 3, 0, sizes.as_mut_ptr()) };
     if rc != 0 {
-        return Err(format!("SECCOMP_GET_NOTIF_SIZES failed: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "SECCOMP_GET_NOTIF_SIZES failed: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(format!("available (notification {} bytes)", sizes[0]))
 }
 
 /// A function on the kernel's error-injection list whose name contains `needle`.
 fn error_injectable(needle: &str) -> Result<String, String> {
-    let list = ["/sys/kernel/debug/error_injection/list", "/sys/kernel/tracing/../debug/error_injection/list"]
-        .iter()
-        .map(PathBuf::from)
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .ok_or_else(|| "no error-injection list (needs debugfs and CONFIG_FUNCTION_ERROR_INJECTION)".to_string())?;
+    let list = [
+        "/sys/kernel/debug/error_injection/list",
+        "/sys/kernel/tracing/../debug/error_injection/list",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .ok_or_else(|| {
+        "no error-injection list (needs debugfs and CONFIG_FUNCTION_ERROR_INJECTION)".to_string()
+    })?;
     list.lines()
         .filter_map(|l| l.split_whitespace().next())
         .find(|f| f.contains(needle))
@@ -348,11 +428,17 @@ fn error_injectable(needle: &str) -> Result<String, String> {
 }
 
 fn kernel_release() -> String {
-    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn print_table(report: &Report) {
-    let verdict = if report.observe_works { "observation works here" } else { "observation does NOT work here" };
+    let verdict = if report.observe_works {
+        "observation works here"
+    } else {
+        "observation does NOT work here"
+    };
     println!("chaos doctor: kernel {}: {verdict}\n", report.kernel);
     for check in &report.checks {
         let status = match check.status {

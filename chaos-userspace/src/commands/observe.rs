@@ -60,13 +60,22 @@ impl ObserveConfig {
                 Duration::try_from_secs_f64(secs)
                     .ok()
                     .filter(|d| !d.is_zero())
-                    .ok_or_else(|| Error::Usage(format!("--duration {secs}: give a positive number of seconds")))
+                    .ok_or_else(|| {
+                        Error::Usage(format!(
+                            "--duration {secs}: give a positive number of seconds"
+                        ))
+                    })
             })
             .transpose()?;
-        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u32;
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .unwrap_or(4096) as u32;
         let pages = args.buffer_pages;
         if !pages.is_power_of_two() || pages.checked_mul(page).is_none() {
-            return Err(Error::Usage(format!("--buffer-pages {pages}: give a power of two (1, 2, 4, ... 1024)")));
+            return Err(Error::Usage(format!(
+                "--buffer-pages {pages}: give a power of two (1, 2, 4, ... 1024)"
+            )));
         }
         if let Some(program) = spec.command.first() {
             launch::resolve(program)?;
@@ -88,13 +97,22 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
     let layout = discover(&env.tracefs, &btf, config.fsync)?;
     let ext4 = has_ext4_hooks(&env.tracefs);
     if config.fsync == FsyncHook::Fs && !ext4 {
-        log::warn!("no ext4 sync tracepoints on this kernel: fsync events need --fsync-hook syscalls");
+        log::warn!(
+            "no ext4 sync tracepoints on this kernel: fsync events need --fsync-hook syscalls"
+        );
     }
 
     let mut programs = Programs::load(&layout, config.ring_bytes)?;
     let hooks = observer_hooks(config.fsync, ext4);
     programs.attach(&hooks)?;
-    log::info!("attached: {}", hooks.iter().map(|h| h.describe()).collect::<Vec<_>>().join(", "));
+    log::info!(
+        "attached: {}",
+        hooks
+            .iter()
+            .map(|h| h.describe())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let mut target_set = programs.target_set()?;
     for comm in &config.targets.comms {
         target_set.add_comm(*comm)?;
@@ -114,7 +132,11 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
     if let Some(child) = &launched {
         targets.pids.push(child.pid.as_raw() as u32);
     }
-    let members = initial_members(&targets, scan_processes(Path::new("/proc")), scan_cgroups(&targets.cgroups));
+    let members = initial_members(
+        &targets,
+        scan_processes(Path::new("/proc")),
+        scan_cgroups(&targets.cgroups),
+    );
     target_set.add_members(&members)?;
 
     let start_ns = monotonic_ns();
@@ -123,7 +145,10 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| Error::Io { what: "cannot start the runtime", source })?;
+        .map_err(|source| Error::Io {
+            what: "cannot start the runtime",
+            source,
+        })?;
 
     // Signal handlers go in before chaos says it is ready: a Ctrl-C from then on ends the run
     // cleanly, with a summary.
@@ -141,7 +166,11 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
     eprintln!(
         "chaos: observing {} process(es){}; Ctrl-C to stop",
         members.len(),
-        if launched.is_some() { " and the launched command's tree" } else { "" }
+        if launched.is_some() {
+            " and the launched command's tree"
+        } else {
+            ""
+        }
     );
     let command_pid = launched.as_ref().map(|l| l.pid);
     let tree_gone = match launched {
@@ -171,7 +200,10 @@ fn release_and_wait(child: Launched) -> Result<oneshot::Receiver<()>, Error> {
             while waitpid(Pid::from_raw(-1), None).is_ok() {}
             let _ = done.send(());
         })
-        .map_err(|source| Error::Io { what: "cannot start the reaper thread", source })?;
+        .map_err(|source| Error::Io {
+            what: "cannot start the reaper thread",
+            source,
+        })?;
     Ok(gone)
 }
 
@@ -259,13 +291,20 @@ async fn stream(
         sink.summary(&summary).map_err(Error::Output)?;
     }
     if counters.lost > 0 {
-        eprintln!("chaos: {} events were lost (the ring buffer was full)", counters.lost);
+        eprintln!(
+            "chaos: {} events were lost (the ring buffer was full)",
+            counters.lost
+        );
     }
     Ok(stop)
 }
 
 /// Writes a batch; false when the reader went away (a closed pipe is a normal way to stop).
-fn emit(sink: &mut Box<dyn Sink>, batch: &mut Vec<Event>, counts: &mut EventCounts) -> Result<bool, Error> {
+fn emit(
+    sink: &mut Box<dyn Sink>,
+    batch: &mut Vec<Event>,
+    counts: &mut EventCounts,
+) -> Result<bool, Error> {
     for event in batch.drain(..) {
         counts.add(&event);
         match sink.event(&event) {
@@ -281,7 +320,6 @@ pub fn monotonic_ns() -> u64 {
     let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always available");
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -305,17 +343,33 @@ mod tests {
             }
         }
         let sink = Box::new(JsonLines::new(Shared(out.clone())));
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let stops = {
             let _context = rt.enter();
             Stops::install().unwrap()
         };
-        let stop = rt.block_on(stream(source, sink, 0, stops, None, None)).unwrap();
+        let stop = rt
+            .block_on(stream(source, sink, 0, stops, None, None))
+            .unwrap();
         assert_eq!(stop, StopReason::SourceEnded);
         let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
         let lines: Vec<_> = text.lines().collect();
-        assert_eq!(serde_json::from_str::<Event>(lines[0]).unwrap(), Event::Fork(Fork { ts_ns: 1, parent_pid: 2, child_pid: 3 }));
-        assert!(lines[1].starts_with("{\"type\":\"summary\""), "{}", lines[1]);
+        assert_eq!(
+            serde_json::from_str::<Event>(lines[0]).unwrap(),
+            Event::Fork(Fork {
+                ts_ns: 1,
+                parent_pid: 2,
+                child_pid: 3
+            })
+        );
+        assert!(
+            lines[1].starts_with("{\"type\":\"summary\""),
+            "{}",
+            lines[1]
+        );
         assert!(lines[1].contains("\"fork\":1"));
     }
 }

@@ -37,24 +37,37 @@ impl KernelBtf {
     pub fn load(path: &Path) -> Result<Self, BtfError> {
         Btf::from_file(path)
             .map(|btf| Self { btf })
-            .map_err(|source| BtfError::Open { path: path.display().to_string(), source })
+            .map_err(|source| BtfError::Open {
+                path: path.display().to_string(),
+                source,
+            })
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, BtfError> {
         Btf::from_bytes(bytes)
             .map(|btf| Self { btf })
-            .map_err(|source| BtfError::Open { path: "<bytes>".into(), source })
+            .map_err(|source| BtfError::Open {
+                path: "<bytes>".into(),
+                source,
+            })
     }
 
     /// Byte offset of `member` in `struct strukt`, searching anonymous members.
     pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
-        let types = self.btf.resolve_types_by_name(strukt).map_err(|_| BtfError::NoStruct(strukt.into()))?;
-        let Some(Type::Struct(def)) = types.into_iter().find(|t| matches!(t, Type::Struct(_))) else {
+        let types = self
+            .btf
+            .resolve_types_by_name(strukt)
+            .map_err(|_| BtfError::NoStruct(strukt.into()))?;
+        let Some(Type::Struct(def)) = types.into_iter().find(|t| matches!(t, Type::Struct(_)))
+        else {
             return Err(BtfError::NoStruct(strukt.into()));
         };
-        let bits = self
-            .find_member(&def, member, 0, strukt)?
-            .ok_or_else(|| BtfError::NoMember { strukt: strukt.into(), member: member.into() })?;
+        let bits =
+            self.find_member(&def, member, 0, strukt)?
+                .ok_or_else(|| BtfError::NoMember {
+                    strukt: strukt.into(),
+                    member: member.into(),
+                })?;
         Ok(bits / 8)
     }
 
@@ -70,17 +83,20 @@ impl KernelBtf {
             let name = self.btf.resolve_name(m).map_err(BtfError::Malformed)?;
             let offset = base + m.bit_offset();
             if name == member {
-                if m.bitfield_size().is_some_and(|size| size != 0) || offset % 8 != 0 {
-                    return Err(BtfError::Bitfield { strukt: strukt.into(), member: member.into() });
+                if m.bitfield_size().is_some_and(|size| size != 0) || !offset.is_multiple_of(8) {
+                    return Err(BtfError::Bitfield {
+                        strukt: strukt.into(),
+                        member: member.into(),
+                    });
                 }
                 return Ok(Some(offset));
             }
             if name.is_empty() {
                 // An anonymous struct or union: its members belong to the outer struct.
-                if let Some(inner) = self.aggregate_of(m)? {
-                    if let Some(found) = self.find_member(&inner, member, offset, strukt)? {
-                        return Ok(Some(found));
-                    }
+                if let Some(inner) = self.aggregate_of(m)?
+                    && let Some(found) = self.find_member(&inner, member, offset, strukt)?
+                {
+                    return Ok(Some(found));
                 }
             }
         }
@@ -89,14 +105,21 @@ impl KernelBtf {
 
     /// The struct or union a member's type resolves to, through typedefs and qualifiers.
     fn aggregate_of(&self, m: &btf_rs::Member) -> Result<Option<btf_rs::Struct>, BtfError> {
-        let mut ty = self.btf.resolve_chained_type(m).map_err(BtfError::Malformed)?;
+        let mut ty = self
+            .btf
+            .resolve_chained_type(m)
+            .map_err(BtfError::Malformed)?;
         loop {
             ty = match ty {
                 Type::Struct(s) | Type::Union(s) => return Ok(Some(s)),
-                Type::Typedef(t) => self.btf.resolve_chained_type(&t).map_err(BtfError::Malformed)?,
-                Type::Const(t) | Type::Volatile(t) => {
-                    self.btf.resolve_chained_type(&t).map_err(BtfError::Malformed)?
-                }
+                Type::Typedef(t) => self
+                    .btf
+                    .resolve_chained_type(&t)
+                    .map_err(BtfError::Malformed)?,
+                Type::Const(t) | Type::Volatile(t) => self
+                    .btf
+                    .resolve_chained_type(&t)
+                    .map_err(BtfError::Malformed)?,
                 _ => return Ok(None),
             };
         }
@@ -120,7 +143,11 @@ pub(crate) mod fixture {
 
     impl BtfWriter {
         pub fn new() -> Self {
-            Self { types: Vec::new(), strings: vec![0], next_id: 1 }
+            Self {
+                types: Vec::new(),
+                strings: vec![0],
+                next_id: 1,
+            }
         }
 
         fn string(&mut self, s: &str) -> u32 {
@@ -148,14 +175,28 @@ pub(crate) mod fixture {
         }
 
         /// `members`: (name, type id, bit offset, bitfield size or 0).
-        pub fn aggregate(&mut self, union: bool, name: &str, size: u32, members: &[(&str, u32, u32, u32)]) -> u32 {
+        pub fn aggregate(
+            &mut self,
+            union: bool,
+            name: &str,
+            size: u32,
+            members: &[(&str, u32, u32, u32)],
+        ) -> u32 {
             let name = self.string(name);
             let kind = if union { UNION } else { STRUCT };
             let kind_flag = u32::from(members.iter().any(|m| m.3 != 0));
-            let mut words = vec![name, (kind_flag << 31) | (kind << 24) | members.len() as u32, size];
+            let mut words = vec![
+                name,
+                (kind_flag << 31) | (kind << 24) | members.len() as u32,
+                size,
+            ];
             for &(member, ty, bits, bitfield) in members {
                 let member = self.string(member);
-                let offset = if kind_flag == 1 { (bitfield << 24) | bits } else { bits };
+                let offset = if kind_flag == 1 {
+                    (bitfield << 24) | bits
+                } else {
+                    bits
+                };
                 words.extend_from_slice(&[member, ty, offset]);
             }
             self.push(&words)
@@ -166,7 +207,13 @@ pub(crate) mod fixture {
             out.extend_from_slice(&0xeb9f_u16.to_le_bytes());
             out.push(1); // version
             out.push(0); // flags
-            for word in [24, 0, self.types.len() as u32, self.types.len() as u32, self.strings.len() as u32] {
+            for word in [
+                24,
+                0,
+                self.types.len() as u32,
+                self.types.len() as u32,
+                self.strings.len() as u32,
+            ] {
                 out.extend_from_slice(&word.to_le_bytes());
             }
             out.extend_from_slice(&self.types);
@@ -185,7 +232,12 @@ mod tests {
     fn task_struct_fixture() -> KernelBtf {
         let mut w = BtfWriter::new();
         let u32_id = w.int("unsigned int", 4);
-        let inner = w.aggregate(false, "", 8, &[("pad", u32_id, 0, 0), ("exit_code", u32_id, 32, 0)]);
+        let inner = w.aggregate(
+            false,
+            "",
+            8,
+            &[("pad", u32_id, 0, 0), ("exit_code", u32_id, 32, 0)],
+        );
         let anon = w.aggregate(true, "", 8, &[("flags_a", u32_id, 0, 0), ("", inner, 0, 0)]);
         w.aggregate(
             false,
@@ -216,18 +268,35 @@ mod tests {
     fn reports_what_is_missing() {
         let btf = task_struct_fixture();
         assert_eq!(
-            btf.member_offset("task_struct", "real_parent").unwrap_err().to_string(),
+            btf.member_offset("task_struct", "real_parent")
+                .unwrap_err()
+                .to_string(),
             "kernel BTF: struct task_struct has no member real_parent"
         );
-        assert_eq!(btf.member_offset("mm_struct", "pgd").unwrap_err().to_string(), "kernel BTF has no struct mm_struct");
-        assert!(matches!(btf.member_offset("task_struct", "bits"), Err(BtfError::Bitfield { .. })));
+        assert_eq!(
+            btf.member_offset("mm_struct", "pgd")
+                .unwrap_err()
+                .to_string(),
+            "kernel BTF has no struct mm_struct"
+        );
+        assert!(matches!(
+            btf.member_offset("task_struct", "bits"),
+            Err(BtfError::Bitfield { .. })
+        ));
     }
 
     #[test]
     #[ignore = "reads this machine's /sys/kernel/btf/vmlinux; run by `cargo xtask test`"]
     fn running_kernel_has_the_members_the_programs_read() {
         let btf = KernelBtf::load(Path::new(VMLINUX)).unwrap();
-        for member in ["pid", "tgid", "real_parent", "group_leader", "exit_code", "start_time"] {
+        for member in [
+            "pid",
+            "tgid",
+            "real_parent",
+            "group_leader",
+            "exit_code",
+            "start_time",
+        ] {
             btf.member_offset("task_struct", member).unwrap();
         }
     }

@@ -33,7 +33,11 @@ pub struct Format {
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
     #[error("tracepoint {group}:{name} does not exist on this kernel ({path})")]
-    Missing { group: String, name: String, path: PathBuf },
+    Missing {
+        group: String,
+        name: String,
+        path: PathBuf,
+    },
     #[error("cannot read {path}")]
     Read {
         path: PathBuf,
@@ -41,11 +45,20 @@ pub enum FormatError {
         source: std::io::Error,
     },
     #[error("{path}:{line}: malformed field line: {text}")]
-    Malformed { path: PathBuf, line: usize, text: String },
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        text: String,
+    },
     #[error("tracepoint {tracepoint} has no field {field}")]
     NoField { tracepoint: String, field: String },
     #[error("field {tracepoint}.{field} is {actual} bytes, expected {expected}")]
-    Size { tracepoint: String, field: String, actual: u32, expected: u32 },
+    Size {
+        tracepoint: String,
+        field: String,
+        actual: u32,
+        expected: u32,
+    },
 }
 
 impl Format {
@@ -103,14 +116,21 @@ impl Format {
                 signed,
             });
         }
-        Ok(Self { group: group.into(), name: name.into(), fields })
+        Ok(Self {
+            group: group.into(),
+            name: name.into(),
+            fields,
+        })
     }
 
     pub fn field(&self, name: &str) -> Result<&Field, FormatError> {
-        self.fields.iter().find(|f| f.name == name).ok_or_else(|| FormatError::NoField {
-            tracepoint: self.id(),
-            field: name.into(),
-        })
+        self.fields
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| FormatError::NoField {
+                tracepoint: self.id(),
+                field: name.into(),
+            })
     }
 
     /// The offset of `name`, checking that the kernel declares it with `size` bytes.
@@ -212,9 +232,15 @@ print fmt: \"comm=%s pid=%d child_comm=%s child_pid=%d\", __get_str(parent_comm)
     fn checks_sizes_and_presence() {
         let new = parse(FORK_6_18);
         let err = new.offset_of("child_pid", 8).unwrap_err().to_string();
-        assert_eq!(err, "field sched:sched_process_fork.child_pid is 4 bytes, expected 8");
+        assert_eq!(
+            err,
+            "field sched:sched_process_fork.child_pid is 4 bytes, expected 8"
+        );
         let err = new.field("group_dead").unwrap_err().to_string();
-        assert_eq!(err, "tracepoint sched:sched_process_fork has no field group_dead");
+        assert_eq!(
+            err,
+            "tracepoint sched:sched_process_fork has no field group_dead"
+        );
         assert!(parse(FORK_6_1).data_loc_offset("parent_comm").is_err());
         assert_eq!(new.data_loc_offset("child_comm").unwrap(), 16);
     }
@@ -222,14 +248,19 @@ print fmt: \"comm=%s pid=%d child_comm=%s child_pid=%d\", __get_str(parent_comm)
     #[test]
     fn names_the_line_of_a_malformed_field() {
         let text = "format:\n\tfield:int x;\toffset:eight;\tsize:4;\tsigned:1;\n";
-        let err = Format::parse(Path::new("f"), "g", "n", text).unwrap_err().to_string();
+        let err = Format::parse(Path::new("f"), "g", "n", text)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("f:2: malformed field line"), "{err}");
     }
 
     #[test]
     fn field_names_from_declarations() {
         assert_eq!(field_name("char comm[16]").as_deref(), Some("comm"));
-        assert_eq!(field_name("__data_loc char[] filename").as_deref(), Some("filename"));
+        assert_eq!(
+            field_name("__data_loc char[] filename").as_deref(),
+            Some("filename")
+        );
         assert_eq!(field_name("const char * name").as_deref(), Some("name"));
         assert_eq!(field_name("unsigned long *ptr").as_deref(), Some("ptr"));
     }

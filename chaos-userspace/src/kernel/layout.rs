@@ -44,7 +44,10 @@ pub const SYNC_SYSCALLS: [(&str, i64); 5] = [
 
 /// Name of a sync-family syscall number, as reported in fsync events.
 pub fn sync_syscall_name(nr: u32) -> Option<&'static str> {
-    SYNC_SYSCALLS.iter().find(|(_, n)| *n == i64::from(nr)).map(|(name, _)| *name)
+    SYNC_SYSCALLS
+        .iter()
+        .find(|(_, n)| *n == i64::from(nr))
+        .map(|(name, _)| *name)
 }
 
 /// ext4's tracepoints exist only when ext4 is built in or loaded.
@@ -104,17 +107,27 @@ pub fn discover(tracefs: &Path, btf: &KernelBtf, fsync: FsyncHook) -> Result<Lay
                     .fields
                     .iter()
                     .find(|f| !f.name.starts_with("common_") && f.name != "__syscall_nr")
-                    .ok_or_else(|| LayoutError::SyscallArgs(format!("sys_enter_{name} has no arguments")))?;
+                    .ok_or_else(|| {
+                        LayoutError::SyscallArgs(format!("sys_enter_{name} has no arguments"))
+                    })?;
                 if first.size != 8 || arg0.is_some_and(|a| a != first.offset) {
-                    return Err(LayoutError::SyscallArgs(format!("sys_enter_{name}.{}", first.name)));
+                    return Err(LayoutError::SyscallArgs(format!(
+                        "sys_enter_{name}.{}",
+                        first.name
+                    )));
                 }
                 arg0 = Some(first.offset);
                 let exit = Format::read(tracefs, "syscalls", &format!("sys_exit_{name}"))?;
                 l.sys_exit_ret = exit.offset_of("ret", 8)?;
             }
             l.sys_enter_arg0 = arg0.unwrap_or(ABSENT);
-            l.fd_syscalls = [libc::SYS_fsync, libc::SYS_fdatasync, libc::SYS_sync_file_range, libc::SYS_syncfs]
-                .map(|nr| nr as u32);
+            l.fd_syscalls = [
+                libc::SYS_fsync,
+                libc::SYS_fdatasync,
+                libc::SYS_sync_file_range,
+                libc::SYS_syncfs,
+            ]
+            .map(|nr| nr as u32);
         }
         FsyncHook::Fs | FsyncHook::Off => {}
     }
@@ -143,7 +156,10 @@ mod tests {
 
     #[test]
     fn names_sync_syscalls() {
-        assert_eq!(sync_syscall_name(libc::SYS_fdatasync as u32), Some("fdatasync"));
+        assert_eq!(
+            sync_syscall_name(libc::SYS_fdatasync as u32),
+            Some("fdatasync")
+        );
         assert_eq!(sync_syscall_name(libc::SYS_getppid as u32), None);
     }
 }

@@ -38,7 +38,10 @@ pub fn check() -> Result<Environment, PreflightError> {
     }
     let tracefs = tracefs::find().ok_or(PreflightError::NoTracefs)?;
     raise_memlock();
-    Ok(Environment { tracefs, btf_path: btf_path.to_path_buf() })
+    Ok(Environment {
+        tracefs,
+        btf_path: btf_path.to_path_buf(),
+    })
 }
 
 /// The effective capability set of this process (`CapEff` in /proc/self/status).
@@ -64,7 +67,10 @@ pub fn can_load_bpf() -> bool {
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so maps load there too.
 fn raise_memlock() {
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: plain syscall with a valid pointer; failure only matters on old kernels, where the
     // map creation error that follows says so.
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };

@@ -16,7 +16,12 @@ pub struct Human<W: Write> {
 
 impl<W: Write> Human<W> {
     pub fn new(out: W, start_ns: u64) -> Self {
-        Self { out, start_ns, comms: HashMap::new(), header_done: false }
+        Self {
+            out,
+            start_ns,
+            comms: HashMap::new(),
+            header_done: false,
+        }
     }
 
     fn comm(&self, pid: u32) -> &str {
@@ -27,7 +32,11 @@ impl<W: Write> Human<W> {
 impl<W: Write> Sink for Human<W> {
     fn event(&mut self, event: &Event) -> std::io::Result<()> {
         if !self.header_done {
-            writeln!(self.out, "{:>12} {:<7} {:>8} {:<16} DETAILS", "TIME(s)", "EVENT", "PID", "COMM")?;
+            writeln!(
+                self.out,
+                "{:>12} {:<7} {:>8} {:<16} DETAILS",
+                "TIME(s)", "EVENT", "PID", "COMM"
+            )?;
             self.header_done = true;
         }
         let (pid, comm, details) = match event {
@@ -38,7 +47,11 @@ impl<W: Write> Sink for Human<W> {
             }
             Event::Exec(e) => {
                 self.comms.insert(e.pid, e.comm.clone());
-                (e.pid, e.comm.clone(), format!("ppid {} {}", e.ppid, e.filename))
+                (
+                    e.pid,
+                    e.comm.clone(),
+                    format!("ppid {} {}", e.ppid, e.filename),
+                )
             }
             Event::Exit(e) => {
                 let how = if e.signal != 0 {
@@ -47,11 +60,17 @@ impl<W: Write> Sink for Human<W> {
                     format!("code {}", e.exit_code)
                 };
                 let core = if e.core_dumped { " (core dumped)" } else { "" };
-                let details = format!("ppid {} {how}{core} after {}", e.ppid, human_duration(e.lifetime_ns));
+                let details = format!(
+                    "ppid {} {how}{core} after {}",
+                    e.ppid,
+                    human_duration(e.lifetime_ns)
+                );
                 (e.pid, e.comm.clone(), details)
             }
             Event::Signal(e) => {
-                self.comms.entry(e.target_pid).or_insert_with(|| e.target_comm.clone());
+                self.comms
+                    .entry(e.target_pid)
+                    .or_insert_with(|| e.target_comm.clone());
                 let details = format!(
                     "{} from {} ({}) {}",
                     e.signal_name, e.sender_pid, e.sender_comm, e.result
@@ -64,12 +83,21 @@ impl<W: Write> Sink for Human<W> {
                     (None, Some(dev), Some(ino)) => format!("dev {dev} ino {ino}"),
                     _ => "file ?".into(),
                 };
-                let details = format!("{} {file} {} ret {}", e.call, human_duration(e.latency_ns), e.ret);
+                let details = format!(
+                    "{} {file} {} ret {}",
+                    e.call,
+                    human_duration(e.latency_ns),
+                    e.ret
+                );
                 (e.pid, self.comm(e.pid).to_string(), details)
             }
         };
         let secs = event.ts_ns().saturating_sub(self.start_ns) as f64 / 1e9;
-        writeln!(self.out, "{secs:>12.6} {:<7} {pid:>8} {comm:<16} {details}", event.kind())?;
+        writeln!(
+            self.out,
+            "{secs:>12.6} {:<7} {pid:>8} {comm:<16} {details}",
+            event.kind()
+        )?;
         self.out.flush()
     }
 
@@ -85,8 +113,16 @@ impl<W: Write> Sink for Human<W> {
             e.signal,
             e.fsync,
             s.lost,
-            if s.targets_full > 0 { format!(", target set full {} times", s.targets_full) } else { String::new() },
-            if s.read_errors > 0 { format!(", read errors {}", s.read_errors) } else { String::new() },
+            if s.targets_full > 0 {
+                format!(", target set full {} times", s.targets_full)
+            } else {
+                String::new()
+            },
+            if s.read_errors > 0 {
+                format!(", read errors {}", s.read_errors)
+            } else {
+                String::new()
+            },
         )?;
         self.out.flush()
     }
@@ -110,14 +146,41 @@ mod tests {
             filename: "/usr/bin/svc".into(),
         }))
         .unwrap();
-        sink.event(&Event::Fork(Fork { ts_ns: 1_600_000_000, parent_pid: 42, child_pid: 43 })).unwrap();
-        sink.event(&Event::Exit(Exit::from_raw(2_000_000_000, 43, 42, "svc".into(), 0x80 | 11, 400_000_000)))
-            .unwrap();
+        sink.event(&Event::Fork(Fork {
+            ts_ns: 1_600_000_000,
+            parent_pid: 42,
+            child_pid: 43,
+        }))
+        .unwrap();
+        sink.event(&Event::Exit(Exit::from_raw(
+            2_000_000_000,
+            43,
+            42,
+            "svc".into(),
+            0x80 | 11,
+            400_000_000,
+        )))
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<_> = text.lines().collect();
-        assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["TIME(s)", "EVENT", "PID", "COMM", "DETAILS"]);
-        assert!(lines[1].contains("0.500000 exec") && lines[1].ends_with("ppid 1 /usr/bin/svc"), "{}", lines[1]);
-        assert!(lines[2].contains("svc") && lines[2].ends_with("child 43"), "{}", lines[2]);
-        assert!(lines[3].ends_with("killed by SIGSEGV (core dumped) after 400.00ms"), "{}", lines[3]);
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["TIME(s)", "EVENT", "PID", "COMM", "DETAILS"]
+        );
+        assert!(
+            lines[1].contains("0.500000 exec") && lines[1].ends_with("ppid 1 /usr/bin/svc"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains("svc") && lines[2].ends_with("child 43"),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[3].ends_with("killed by SIGSEGV (core dumped) after 400.00ms"),
+            "{}",
+            lines[3]
+        );
     }
 }

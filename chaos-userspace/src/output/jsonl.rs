@@ -45,7 +45,11 @@ mod tests {
     #[test]
     fn snapshot_of_every_line_type() {
         let events = [
-            Event::Fork(Fork { ts_ns: 10, parent_pid: 1000, child_pid: 1001 }),
+            Event::Fork(Fork {
+                ts_ns: 10,
+                parent_pid: 1000,
+                child_pid: 1001,
+            }),
             Event::Exec(Exec {
                 ts_ns: 11,
                 pid: 1001,
@@ -86,8 +90,14 @@ mod tests {
             sink.event(e).unwrap();
             counts.add(e);
         }
-        sink.summary(&Summary { duration_ns: 100, events: counts, lost: 0, targets_full: 0, read_errors: 0 })
-            .unwrap();
+        sink.summary(&Summary {
+            duration_ns: 100,
+            events: counts,
+            lost: 0,
+            targets_full: 0,
+            read_errors: 0,
+        })
+        .unwrap();
         let expected = r#"{"type":"fork","data":{"ts_ns":10,"parent_pid":1000,"child_pid":1001}}
 {"type":"exec","data":{"ts_ns":11,"pid":1001,"ppid":1000,"old_pid":1001,"comm":"true","filename":"/usr/bin/true"}}
 {"type":"exit","data":{"ts_ns":12,"pid":1001,"ppid":1000,"comm":"true","exit_code":3,"signal":0,"core_dumped":false,"lifetime_ns":2}}

@@ -21,7 +21,11 @@ use nix::{
 fn main() {
     let mut args = std::env::args().skip(1);
     let dir = args.next().map(PathBuf::from).unwrap_or_else(|| {
-        tempfile::Builder::new().prefix("chaos-sample-").tempdir_in("/var/tmp").expect("tempdir").keep()
+        tempfile::Builder::new()
+            .prefix("chaos-sample-")
+            .tempdir_in("/var/tmp")
+            .expect("tempdir")
+            .keep()
     });
     let records: u32 = args.next().and_then(|n| n.parse().ok()).unwrap_or(3);
     let journal = dir.join("journal.log");
@@ -31,7 +35,11 @@ fn main() {
     match unsafe { fork() }.expect("fork") {
         ForkResult::Child => {
             drop(ready_read);
-            let mut file = OpenOptions::new().create(true).append(true).open(&journal).expect("open journal");
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&journal)
+                .expect("open journal");
             for i in 0..records {
                 writeln!(file, "record {i}").expect("append");
                 file.sync_all().expect("fsync"); // durable before it counts
@@ -45,7 +53,9 @@ fn main() {
         ForkResult::Parent { child } => {
             drop(ready_write);
             let mut byte = [0u8; 1];
-            std::fs::File::from(ready_read).read_exact(&mut byte).expect("worker ready");
+            std::fs::File::from(ready_read)
+                .read_exact(&mut byte)
+                .expect("worker ready");
             kill(child, Signal::SIGTERM).expect("stop the worker");
             let status = waitpid(child, None).expect("reap the worker");
             println!(

@@ -11,7 +11,10 @@
 //! - `bench getppid N OUT` / `bench fsync N DIR OUT` / `bench forkexec N OUT`: the benchmark
 //!   workloads; the elapsed CLOCK_MONOTONIC nanoseconds of the loop are written to OUT.
 
-use std::{ffi::CString, fs::OpenOptions, io::Write, os::unix::fs::OpenOptionsExt as _, path::Path, time::Instant};
+use std::{
+    ffi::CString, fs::OpenOptions, io::Write, os::unix::fs::OpenOptionsExt as _, path::Path,
+    time::Instant,
+};
 
 use nix::{
     sys::{
@@ -31,7 +34,12 @@ fn main() {
             nix::unistd::pause();
         },
         "segv" => {
-            setrlimit(Resource::RLIMIT_CORE, libc::RLIM_INFINITY, libc::RLIM_INFINITY).expect("setrlimit");
+            setrlimit(
+                Resource::RLIMIT_CORE,
+                libc::RLIM_INFINITY,
+                libc::RLIM_INFINITY,
+            )
+            .expect("setrlimit");
             std::env::set_current_dir(arg(1)).expect("chdir");
             // A real invalid access, not raise(): std's SIGSEGV handler (stack overflow
             // detection) restores the default action and returns, and the access faults again.
@@ -95,13 +103,21 @@ fn fork_child(f: impl FnOnce() -> i32) {
 }
 
 fn write_and_sync(path: &Path, bytes: &[u8]) {
-    let mut file = OpenOptions::new().create(true).write(true).truncate(true).open(path).expect("open");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .expect("open");
     file.write_all(bytes).expect("write");
     file.sync_all().expect("fsync");
 }
 
 fn bench(args: &[String]) {
-    let n: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
+    let n: u64 = args
+        .get(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| usage());
     let (out, elapsed) = match args.first().map(String::as_str) {
         Some("getppid") => {
             let start = Instant::now();
