@@ -279,11 +279,7 @@ fn summary_counts_events_lost_when_the_ring_buffer_is_full() {
     // One page of ring buffer, and chaos stopped while a target floods it.
     let observer = Observer::start(&["--comm", "victim", "--buffer-pages", "1"]);
     observer.signal(Signal::SIGSTOP);
-    let mut flood = Spawned::new(Command::new(victim_bin()).args([
-        "churn",
-        "400",
-        dir.path().to_str().unwrap(),
-    ]));
+    let mut flood = Spawned::new(Command::new(victim_bin()).args(["churn", "400", dir]));
     let status = flood.wait();
     observer.signal(Signal::SIGCONT);
     assert!(status.success());
