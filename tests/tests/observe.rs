@@ -419,3 +419,28 @@ fn a_kernel_lacking_a_tracepoint_gets_a_clear_error_and_nothing_attached() {
     );
     assert!(loaded_chaos_programs().is_empty());
 }
+
+#[test]
+fn syscall_fsync_hook_reports_the_call_and_fd_on_any_filesystem() {
+    // tmpfs has no sync hook of its own; the syscall tracepoints see the call anyway.
+    let dir = tempfile::Builder::new()
+        .prefix("chaos-test-")
+        .tempdir_in("/dev/shm")
+        .expect("tmpfs dir");
+    let observer = Observer::start(&[
+        "--fsync-hook",
+        "syscalls",
+        "--",
+        victim_bin(),
+        "family",
+        dir.path().to_str().unwrap(),
+    ])
+    .finish();
+    let fsyncs: Vec<_> = observer.of_type("fsync").collect();
+    assert_eq!(fsyncs.len(), 1, "{:#?}", observer.events);
+    let f = data(fsyncs[0]);
+    assert_eq!(f["call"], "fsync");
+    assert_eq!(f["datasync"], false);
+    assert!(f["fd"].as_i64().is_some_and(|fd| fd >= 3), "{f}");
+    assert_eq!(f["ret"].as_i64(), Some(0));
+}
