@@ -156,9 +156,12 @@ pub fn diagnose() -> Report {
         (_, _, Err(_)) => Err("skipped: needs BTF".to_string()),
         (true, Some(tracefs), Ok(btf)) => ProbeContext::new(tracefs, btf),
     };
+    let locked_down = lockdown().is_ok_and(|mode| mode != "none");
     for probe in PROBES {
         let outcome = match &context {
-            Ok(context) => (probe.run)(context),
+            Ok(context) => {
+                (probe.run)(context).map_err(|detail| explain_refusal(detail, locked_down))
+            }
             Err(reason) => Err(reason.clone()),
         };
         add(probe.name, outcome, probe.meaning);
@@ -358,6 +361,20 @@ fn privileges(privileged: bool) -> Outcome {
         Ok(list)
     } else {
         Err(format!("{list}: run chaos with sudo"))
+    }
+}
+
+/// A load refused with EPERM under lockdown is the lockdown's doing, not a missing privilege.
+fn explain_refusal(detail: String, locked_down: bool) -> String {
+    let detail = detail
+        .split(". Verifier output")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    if locked_down && detail.contains("Operation not permitted") {
+        format!("refused by this kernel (EPERM at load; kernel lockdown is on): {detail}")
+    } else {
+        detail
     }
 }
 
