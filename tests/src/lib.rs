@@ -275,7 +275,8 @@ pub fn run_chaos(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Names of loaded BPF programs whose name starts with `chaos_` (from `bpftool prog show`).
+/// Names of loaded BPF programs of chaos (`chaos_*` observers, `probe_*` doctor probes), from
+/// `bpftool prog show`.
 pub fn loaded_chaos_programs() -> Vec<String> {
     let output = Command::new("bpftool")
         .args(["prog", "show", "--json"])
@@ -287,7 +288,7 @@ pub fn loaded_chaos_programs() -> Vec<String> {
         .into_iter()
         .flatten()
         .filter_map(|p| p["name"].as_str())
-        .filter(|n| n.starts_with("chaos_"))
+        .filter(|n| n.starts_with("chaos_") || n.starts_with("probe_"))
         .map(str::to_string)
         .collect()
 }
