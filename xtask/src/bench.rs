@@ -8,7 +8,7 @@ use std::{path::Path, process::Command};
 use anyhow::{Context as _, Result, bail};
 use clap::Subcommand;
 
-use crate::util::{self, workspace_root};
+use crate::util;
 
 #[derive(Subcommand)]
 pub enum Which {
@@ -65,19 +65,7 @@ struct Workload {
 pub fn run(which: Which) -> Result<()> {
     let Which::Observe { rounds, scale } = which;
     crate::setup::run()?;
-    util::cargo(&[
-        "build",
-        "--release",
-        "--package",
-        "chaos",
-        "--package",
-        "chaos-tests",
-        "--bin",
-        "chaos",
-        "--bin",
-        "victim",
-    ])?;
-    let bin = util::target_dir(&workspace_root()).join("release");
+    let bin = util::build_bins(true, &["victim"])?;
     let scratch = Path::new("/var/tmp").join(format!("chaos-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let tmpfs = scratch.join("tmpfs");

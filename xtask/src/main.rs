@@ -91,19 +91,7 @@ fn run_tests(root: &std::path::Path, tally: &mut util::Tally) -> Result<()> {
 
 fn demo() -> Result<()> {
     setup::run()?;
-    let root = util::workspace_root();
-    util::cargo(&[
-        "build",
-        "--package",
-        "chaos",
-        "--package",
-        "chaos-tests",
-        "--bin",
-        "chaos",
-        "--bin",
-        "chaos-sample",
-    ])?;
-    let target = util::target_dir(&root).join("debug");
+    let target = util::build_bins(false, &["chaos-sample"])?;
     let journal = tempfile_dir()?;
     println!(
         "\n== chaos observe -- chaos-sample {} (a parent forks a worker that appends and fsyncs three records; the parent stops it with SIGTERM)\n",

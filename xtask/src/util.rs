@@ -39,6 +39,27 @@ pub fn cargo(args: &[&str]) -> Result<()> {
         .current_dir(workspace_root()))
 }
 
+/// Builds `chaos` and the given binaries of the tests crate; returns their directory.
+pub fn build_bins(release: bool, test_bins: &[&str]) -> Result<PathBuf> {
+    let mut args = vec![
+        "build",
+        "--package",
+        "chaos",
+        "--package",
+        "chaos-tests",
+        "--bin",
+        "chaos",
+    ];
+    if release {
+        args.push("--release");
+    }
+    for bin in test_bins {
+        args.extend(["--bin", bin]);
+    }
+    cargo(&args)?;
+    Ok(target_dir(&workspace_root()).join(if release { "release" } else { "debug" }))
+}
+
 /// Runs a command and returns its stdout, or None if it cannot run or fails.
 pub fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
