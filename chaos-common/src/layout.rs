@@ -21,7 +21,6 @@ pub struct Layout {
 
     // sched:sched_process_exec.
     pub exec_filename: u32,
-    pub exec_pid: u32,
     pub exec_old_pid: u32,
 
     // sched:sched_process_exit; `group_dead` appeared in 6.16, [`ABSENT`] before.
@@ -54,7 +53,7 @@ pub struct Layout {
     /// sync_file_range, syncfs); any other hooked syscall reports fd -1.
     pub fd_syscalls: [u32; 4],
 }
-const _: () = assert!(size_of::<Layout>() == 26 * 4 + 16);
+const _: () = assert!(size_of::<Layout>() == 25 * 4 + 16);
 
 impl Layout {
     /// A layout with every field absent; the programs check before reading.
@@ -67,7 +66,6 @@ impl Layout {
             task_exit_code: ABSENT,
             task_start_time: ABSENT,
             exec_filename: ABSENT,
-            exec_pid: ABSENT,
             exec_old_pid: ABSENT,
             exit_group_dead: ABSENT,
             sig_sig: ABSENT,

@@ -32,6 +32,8 @@ pub enum BpfError {
         #[source]
         source: ProgramError,
     },
+    #[error("program {0} is missing from the eBPF object (a build mismatch)")]
+    MissingProgram(&'static str),
     #[error("cannot attach {program} to {hook}")]
     Attach {
         program: &'static str,
@@ -178,10 +180,10 @@ impl Programs {
     where
         &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
     {
-        let program = self.ebpf.program_mut(name).ok_or(BpfError::Load {
-            program: name,
-            source: ProgramError::NotLoaded,
-        })?;
+        let program = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(BpfError::MissingProgram(name))?;
         program.try_into().map_err(|source| BpfError::Load {
             program: name,
             source,
@@ -276,10 +278,6 @@ impl TargetSet {
                 .map_err(map_err("TARGETS"))?;
         }
         Ok(())
-    }
-
-    pub fn contains(&self, pid: u32) -> bool {
-        self.targets.get(&pid, 0).is_ok()
     }
 }
 

@@ -132,11 +132,13 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
     if let Some(child) = &launched {
         targets.pids.push(child.pid.as_raw() as u32);
     }
-    let members = initial_members(
-        &targets,
-        scan_processes(Path::new("/proc")),
-        scan_cgroups(&targets.cgroups),
-    );
+    // Reading every /proc/PID/comm is only worth it when a --comm rule can match.
+    let processes = if targets.comms.is_empty() {
+        Vec::new()
+    } else {
+        scan_processes(Path::new("/proc"))
+    };
+    let members = initial_members(&targets, processes, scan_cgroups(&targets.cgroups));
     target_set.add_members(&members)?;
 
     let start_ns = monotonic_ns();

@@ -69,7 +69,6 @@ pub fn discover(tracefs: &Path, btf: &KernelBtf, fsync: FsyncHook) -> Result<Lay
 
     let exec = Format::read(tracefs, "sched", "sched_process_exec")?;
     l.exec_filename = exec.data_loc_offset("filename")?;
-    l.exec_pid = exec.offset_of("pid", 4)?;
     l.exec_old_pid = exec.offset_of("old_pid", 4)?;
 
     let exit = Format::read(tracefs, "sched", "sched_process_exit")?;
