@@ -15,6 +15,8 @@ pub mod kind {
     pub const EXIT: u32 = 3;
     pub const SIGNAL: u32 = 4;
     pub const FSYNC: u32 = 5;
+    pub const REAP: u32 = 6;
+    pub const LISTEN: u32 = 7;
 }
 
 /// Values of [`FsyncEvent::call`]: which syscall or filesystem hook saw the sync.
@@ -68,8 +70,35 @@ pub struct ExitEvent {
     /// Time since the group leader started (`task_struct::start_time`), nanoseconds.
     pub lifetime_ns: u64,
     pub comm: [u8; COMM_LEN],
+    /// Bytes the process wrote since its last successful fsync-family call, as counted by the
+    /// write hooks attached with the fsync hook (0 when none are attached; userspace knows).
+    pub unsynced_bytes: u64,
 }
-const _: () = assert!(size_of::<ExitEvent>() == 48);
+const _: () = assert!(size_of::<ExitEvent>() == 56);
+
+/// A wait returned a child: `header.pid` is the waiter, `child_pid` the child it collected
+/// (syscalls:sys_exit_wait4 with a positive return, or sys_exit_waitid with `si_pid` set and an
+/// exit `si_code`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReapEvent {
+    pub header: EventHeader,
+    pub child_pid: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<ReapEvent>() == 24);
+
+/// A TCP socket of the process entered the LISTEN state (sock:inet_sock_set_state).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenEvent {
+    pub header: EventHeader,
+    /// Local port, host byte order.
+    pub port: u32,
+    /// AF_INET (2) or AF_INET6 (10).
+    pub family: u32,
+}
+const _: () = assert!(size_of::<ListenEvent>() == 24);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,8 +154,10 @@ pub struct FsyncStart {
     pub dev: u32,
     pub datasync: u32,
     pub _pad: u32,
+    /// The process's unsynced byte count when the call began; a successful call takes it off.
+    pub unsynced: u64,
 }
-const _: () = assert!(size_of::<FsyncStart>() == 40);
+const _: () = assert!(size_of::<FsyncStart>() == 48);
 
 /// Indices of the per-CPU `COUNTERS` array. Userspace sums them over CPUs.
 pub mod counter {

@@ -52,8 +52,19 @@ pub struct Layout {
     /// Syscall numbers whose first argument is a file descriptor (fsync, fdatasync,
     /// sync_file_range, syncfs); any other hooked syscall reports fd -1.
     pub fd_syscalls: [u32; 4],
+
+    // syscalls:sys_enter_waitid: the `infop` argument.
+    pub waitid_infop: u32,
+
+    // sock:inet_sock_set_state.
+    pub sock_newstate: u32,
+    pub sock_sport: u32,
+    pub sock_family: u32,
+
+    // ext4:ext4_write_end, ext4_da_write_end, ext4_journalled_write_end (one format).
+    pub ext4_write_copied: u32,
 }
-const _: () = assert!(size_of::<Layout>() == 25 * 4 + 16);
+const _: () = assert!(size_of::<Layout>() == 30 * 4 + 16);
 
 impl Layout {
     /// A layout with every field absent; the programs check before reading.
@@ -85,6 +96,11 @@ impl Layout {
             sys_enter_arg0: ABSENT,
             sys_exit_ret: ABSENT,
             fd_syscalls: [ABSENT; 4],
+            waitid_infop: ABSENT,
+            sock_newstate: ABSENT,
+            sock_sport: ABSENT,
+            sock_family: ABSENT,
+            ext4_write_copied: ABSENT,
         }
     }
 }

@@ -15,7 +15,7 @@ use chaos_common::{
 
 use crate::{
     layout::{current_task, kernel_field, offset, tp_data_loc_str, tp_field},
-    maps::{EVENTS, count},
+    maps::{EVENTS, UNSYNCED, count},
     target,
 };
 
@@ -133,6 +133,8 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     target::remove(tgid);
+    let unsynced_bytes = crate::fsync::unsynced(tgid);
+    let _ = UNSYNCED.remove(&tgid);
 
     let task = current_task();
     let exit_code: u32 = kernel_field(task, offset!(task_exit_code))?;
@@ -145,6 +147,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
         exit_code,
         lifetime_ns: 0,
         comm: [0; COMM_LEN],
+        unsynced_bytes,
     };
     // task_struct::start_time is CLOCK_MONOTONIC like bpf_ktime_get_ns (kernel/fork.c).
     event.lifetime_ns = event.header.ts_ns.saturating_sub(start_ns);

@@ -5,12 +5,18 @@
 //! per-CPU `COUNTERS` array that userspace reports; nothing is dropped silently.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![expect(
+    internal_features,
+    reason = "atomic_xadd: the bpf target has no atomic read-modify-write in core::sync"
+)]
 
 mod fsync;
 mod layout;
 mod lifecycle;
 mod maps;
 mod probes;
+mod recovery;
 mod signals;
 mod target;
 

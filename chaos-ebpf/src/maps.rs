@@ -30,6 +30,14 @@ pub static TARGET_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_RUL
 #[map]
 pub static FSYNC_START: HashMap<u64, FsyncStart> = HashMap::with_max_entries(MAX_TARGETS, 0);
 
+/// Bytes each target process wrote since its last successful sync call, keyed by tgid.
+#[map]
+pub static UNSYNCED: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// The `infop` pointer of a target thread's waitid call in flight, keyed by pid_tgid.
+#[map]
+pub static WAIT_INFOP: HashMap<u64, u64> = HashMap::with_max_entries(MAX_RULES * 16, 0);
+
 #[inline(always)]
 pub fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {

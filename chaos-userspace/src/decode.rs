@@ -5,11 +5,12 @@
 //! aligned, but a `&[u8]` promises nothing).
 
 use chaos_common::{
-    EventHeader, ExecEvent, ExitEvent, ForkEvent, FsyncEvent, SignalEvent, fsync_call, kind,
+    EventHeader, ExecEvent, ExitEvent, ForkEvent, FsyncEvent, ListenEvent, ReapEvent, SignalEvent,
+    fsync_call, kind,
 };
 
 use crate::{
-    event::{self, Event, Exec, Exit, Fork, Fsync, Signal, c_str},
+    event::{self, Event, Exec, Exit, Fork, Fsync, Listen, Reap, Signal, c_str},
     kernel::layout::sync_syscall_name,
 };
 
@@ -70,6 +71,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 c_str(&e.comm),
                 e.exit_code,
                 e.lifetime_ns,
+                Some(e.unsynced_bytes),
             ))
         }
         kind::SIGNAL => {
@@ -88,6 +90,24 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             })
         }
         kind::FSYNC => Event::Fsync(decode_fsync(header, read(bytes, "fsync event")?)),
+        kind::REAP => {
+            let e: ReapEvent = read(bytes, "reap event")?;
+            Event::Reap(Reap {
+                ts_ns: header.ts_ns,
+                pid: header.pid,
+                child_pid: e.child_pid,
+            })
+        }
+        kind::LISTEN => {
+            let e: ListenEvent = read(bytes, "listen event")?;
+            Event::Listen(Listen {
+                ts_ns: header.ts_ns,
+                pid: header.pid,
+                port: e.port as u16,
+                // AF_INET6, include/linux/socket.h.
+                family: if e.family == 10 { "inet6" } else { "inet" }.into(),
+            })
+        }
         other => return Err(DecodeError::UnknownKind(other)),
     })
 }
@@ -190,13 +210,48 @@ pub(crate) mod tests {
             exit_code: 0x80 | 6,
             lifetime_ns: 42,
             comm: name::<COMM_LEN>("victim"),
+            unsynced_bytes: 4096,
         };
         let Event::Exit(e) = decode(&bytes_of(&exit)).unwrap() else {
             panic!()
         };
         assert_eq!(
-            (e.signal, e.core_dumped, e.exit_code, e.lifetime_ns),
-            (6, true, 0, 42)
+            (
+                e.signal,
+                e.core_dumped,
+                e.exit_code,
+                e.lifetime_ns,
+                e.unsynced_bytes
+            ),
+            (6, true, 0, 42, Some(4096))
+        );
+
+        let reap = ReapEvent {
+            header: header(kind::REAP, 10),
+            child_pid: 11,
+            _pad: 0,
+        };
+        assert_eq!(
+            decode(&bytes_of(&reap)).unwrap(),
+            Event::Reap(Reap {
+                ts_ns: 1_000,
+                pid: 10,
+                child_pid: 11
+            })
+        );
+        let listen = ListenEvent {
+            header: header(kind::LISTEN, 11),
+            port: 8080,
+            family: 10,
+        };
+        assert_eq!(
+            decode(&bytes_of(&listen)).unwrap(),
+            Event::Listen(Listen {
+                ts_ns: 1_000,
+                pid: 11,
+                port: 8080,
+                family: "inet6".into()
+            })
         );
 
         let signal = SignalEvent {

@@ -11,9 +11,11 @@
 //! |---|---|
 //! | `fork` | `ts_ns`, `parent_pid`, `child_pid` |
 //! | `exec` | `ts_ns`, `pid`, `ppid`, `old_pid`, `comm`, `filename` |
-//! | `exit` | `ts_ns`, `pid`, `ppid`, `comm`, `exit_code` (0-255), `signal` (0 when not killed by a signal), `core_dumped`, `lifetime_ns` |
+//! | `exit` | `ts_ns`, `pid`, `ppid`, `comm`, `exit_code` (0-255), `signal` (0 when not killed by a signal), `core_dumped`, `lifetime_ns`, `unsynced_bytes` (bytes written since the last successful fsync-family call; null with `--fsync-hook off`) |
 //! | `signal` | `ts_ns`, `sender_pid`, `sender_comm`, `target_pid`, `target_comm`, `signal`, `signal_name`, `code` (si_code), `group`, `result` (`delivered`, `ignored`, `already_pending`, `overflow_fail`, `lose_info`) |
 //! | `fsync` | `ts_ns` (when the call returned), `pid`, `call` (`fsync`, `fdatasync`, `sync_file_range`, `syncfs`, `msync`, `ext4_sync_file`), `fd` (null where the hook does not see it), `dev` (`"major:minor"` or null), `ino` (or null), `datasync` (or null), `latency_ns`, `ret` (0 or -errno) |
+//! | `reap` | `ts_ns`, `pid` (the waiter), `child_pid` (the child its wait4/waitid collected) |
+//! | `listen` | `ts_ns`, `pid`, `port`, `family` (`inet` or `inet6`) |
 //! | `summary` | last line: `duration_ns`, `events` (count per type), `lost`, `targets_full`, `read_errors` |
 //!
 //! A pid is a thread-group id (what userspace calls a pid). `lost` counts events the kernel
@@ -30,6 +32,8 @@ pub enum Event {
     Exit(Exit),
     Signal(Signal),
     Fsync(Fsync),
+    Reap(Reap),
+    Listen(Listen),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +63,8 @@ pub struct Exit {
     pub signal: u32,
     pub core_dumped: bool,
     pub lifetime_ns: u64,
+    /// None when no write hook was attached.
+    pub unsynced_bytes: Option<u64>,
 }
 
 impl Exit {
@@ -71,6 +77,7 @@ impl Exit {
         comm: String,
         raw: u32,
         lifetime_ns: u64,
+        unsynced_bytes: Option<u64>,
     ) -> Self {
         Self {
             ts_ns,
@@ -81,6 +88,7 @@ impl Exit {
             signal: raw & 0x7f,
             core_dumped: raw & 0x80 != 0,
             lifetime_ns,
+            unsynced_bytes,
         }
     }
 }
@@ -112,6 +120,21 @@ pub struct Fsync {
     pub ret: i64,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reap {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub child_pid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listen {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub port: u16,
+    pub family: String,
+}
+
 impl Event {
     pub fn ts_ns(&self) -> u64 {
         match self {
@@ -120,6 +143,8 @@ impl Event {
             Event::Exit(e) => e.ts_ns,
             Event::Signal(e) => e.ts_ns,
             Event::Fsync(e) => e.ts_ns,
+            Event::Reap(e) => e.ts_ns,
+            Event::Listen(e) => e.ts_ns,
         }
     }
 
@@ -130,6 +155,8 @@ impl Event {
             Event::Exit(_) => "exit",
             Event::Signal(_) => "signal",
             Event::Fsync(_) => "fsync",
+            Event::Reap(_) => "reap",
+            Event::Listen(_) => "listen",
         }
     }
 }
@@ -142,6 +169,10 @@ pub struct EventCounts {
     pub exit: u64,
     pub signal: u64,
     pub fsync: u64,
+    #[serde(default)]
+    pub reap: u64,
+    #[serde(default)]
+    pub listen: u64,
 }
 
 impl EventCounts {
@@ -152,6 +183,8 @@ impl EventCounts {
             Event::Exit(_) => &mut self.exit,
             Event::Signal(_) => &mut self.signal,
             Event::Fsync(_) => &mut self.fsync,
+            Event::Reap(_) => &mut self.reap,
+            Event::Listen(_) => &mut self.listen,
         };
         *slot += 1;
     }
@@ -211,17 +244,17 @@ mod tests {
 
     #[test]
     fn exit_status_decoding_follows_wait() {
-        let normal = Exit::from_raw(1, 2, 3, "x".into(), 3 << 8, 5);
+        let normal = Exit::from_raw(1, 2, 3, "x".into(), 3 << 8, 5, None);
         assert_eq!(
             (normal.exit_code, normal.signal, normal.core_dumped),
             (3, 0, false)
         );
-        let killed = Exit::from_raw(1, 2, 3, "x".into(), 9, 5);
+        let killed = Exit::from_raw(1, 2, 3, "x".into(), 9, 5, None);
         assert_eq!(
             (killed.exit_code, killed.signal, killed.core_dumped),
             (0, 9, false)
         );
-        let dumped = Exit::from_raw(1, 2, 3, "x".into(), 0x80 | 11, 5);
+        let dumped = Exit::from_raw(1, 2, 3, "x".into(), 0x80 | 11, 5, None);
         assert_eq!(
             (dumped.exit_code, dumped.signal, dumped.core_dumped),
             (0, 11, true)

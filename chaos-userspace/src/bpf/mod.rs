@@ -16,7 +16,7 @@ use chaos_common::{COMM_LEN, Layout, TargetInfo, counter};
 
 use crate::{
     event::KernelCounters,
-    kernel::layout::{FsyncHook, SYNC_SYSCALLS},
+    kernel::layout::{Ext4Hooks, FsyncHook, HookSet, SYNC_SYSCALLS, WAIT_SYSCALLS, WRITE_SYSCALLS},
 };
 
 /// The object built by build.rs from chaos-ebpf.
@@ -80,8 +80,8 @@ impl Hook {
     }
 }
 
-/// The hooks `chaos observe` attaches. `ext4` says whether ext4's tracepoints exist here.
-pub fn observer_hooks(fsync: FsyncHook, ext4: bool) -> Vec<Hook> {
+/// The hooks for a [`HookSet`] on a kernel with the given ext4 tracepoints.
+pub fn hooks(set: HookSet, ext4: &Ext4Hooks) -> Vec<Hook> {
     let mut hooks = vec![
         Hook::RawTracePoint {
             program: "chaos_fork",
@@ -92,8 +92,29 @@ pub fn observer_hooks(fsync: FsyncHook, ext4: bool) -> Vec<Hook> {
         Hook::tp("chaos_signal_generate", "signal", "signal_generate"),
         Hook::tp("chaos_cgroup_attach", "cgroup", "cgroup_attach_task"),
     ];
-    match fsync {
-        FsyncHook::Fs if ext4 => {
+    if set.listen {
+        hooks.push(Hook::tp("chaos_sock_listen", "sock", "inet_sock_set_state"));
+    }
+    if set.reap {
+        hooks.push(Hook::tp(
+            "chaos_sys_exit_wait4",
+            "syscalls",
+            "sys_exit_wait4",
+        ));
+        hooks.push(Hook::tp(
+            "chaos_sys_enter_waitid",
+            "syscalls",
+            "sys_enter_waitid",
+        ));
+        hooks.push(Hook::tp(
+            "chaos_sys_exit_waitid",
+            "syscalls",
+            "sys_exit_waitid",
+        ));
+        debug_assert_eq!(WAIT_SYSCALLS, ["wait4", "waitid"]);
+    }
+    match set.fsync {
+        FsyncHook::Fs if ext4.sync => {
             hooks.push(Hook::tp(
                 "chaos_ext4_sync_enter",
                 "ext4",
@@ -104,6 +125,9 @@ pub fn observer_hooks(fsync: FsyncHook, ext4: bool) -> Vec<Hook> {
                 "ext4",
                 "ext4_sync_file_exit",
             ));
+            for name in &ext4.write_ends {
+                hooks.push(Hook::tp("chaos_ext4_write_end", "ext4", *name));
+            }
         }
         FsyncHook::Syscalls => {
             for (name, _) in SYNC_SYSCALLS {
@@ -118,10 +142,27 @@ pub fn observer_hooks(fsync: FsyncHook, ext4: bool) -> Vec<Hook> {
                     format!("sys_exit_{name}"),
                 ));
             }
+            for name in WRITE_SYSCALLS {
+                hooks.push(Hook::tp(
+                    "chaos_sys_exit_write",
+                    "syscalls",
+                    format!("sys_exit_{name}"),
+                ));
+            }
         }
         FsyncHook::Fs | FsyncHook::Off => {}
     }
     hooks
+}
+
+/// Whether these hooks count unsynced bytes (a write hook is among them).
+pub fn counts_unsynced(hooks: &[Hook]) -> bool {
+    hooks.iter().any(|h| {
+        matches!(
+            hook_program(h),
+            "chaos_ext4_write_end" | "chaos_sys_exit_write"
+        )
+    })
 }
 
 /// Default ring buffer size: 4 MiB holds about 60k fork events.
@@ -300,18 +341,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fsync_hook_choice_decides_what_is_attached() {
+    fn hook_set_decides_what_is_attached() {
+        let ext4 = Ext4Hooks {
+            sync: true,
+            write_ends: vec!["ext4_write_end", "ext4_da_write_end"],
+        };
+        let no_ext4 = Ext4Hooks {
+            sync: false,
+            write_ends: Vec::new(),
+        };
+        let set = |fsync, reap, listen| HookSet {
+            fsync,
+            reap,
+            listen,
+        };
         let names = |hooks: Vec<Hook>| hooks.iter().map(Hook::describe).collect::<Vec<_>>();
-        let fs = names(observer_hooks(FsyncHook::Fs, true));
+        let fs = hooks(set(FsyncHook::Fs, false, true), &ext4);
+        assert!(counts_unsynced(&fs));
+        let fs = names(fs);
         assert!(fs.contains(&"tracepoint ext4:ext4_sync_file_enter".to_string()));
+        assert!(fs.contains(&"tracepoint ext4:ext4_da_write_end".to_string()));
+        assert!(fs.contains(&"tracepoint sock:inet_sock_set_state".to_string()));
         assert!(
             !fs.iter().any(|h| h.contains("syscalls:")),
-            "fs mode must not slow every syscall"
+            "fs mode without reaping must not slow every syscall"
         );
-        assert_eq!(observer_hooks(FsyncHook::Fs, false).len(), 5);
-        assert_eq!(observer_hooks(FsyncHook::Off, true).len(), 5);
-        let sys = names(observer_hooks(FsyncHook::Syscalls, true));
+        let bare = hooks(set(FsyncHook::Fs, false, false), &no_ext4);
+        assert_eq!(bare.len(), 5);
+        assert!(!counts_unsynced(&bare));
+        assert_eq!(hooks(set(FsyncHook::Off, false, false), &ext4).len(), 5);
+        let sys = names(hooks(set(FsyncHook::Syscalls, false, false), &ext4));
         assert!(sys.contains(&"tracepoint syscalls:sys_exit_msync".to_string()));
-        assert_eq!(sys.len(), 5 + 10);
+        assert!(sys.contains(&"tracepoint syscalls:sys_exit_pwritev2".to_string()));
+        assert_eq!(sys.len(), 5 + 10 + 5);
+        let reap = names(hooks(set(FsyncHook::Off, true, false), &ext4));
+        assert!(reap.contains(&"tracepoint syscalls:sys_exit_wait4".to_string()));
+        assert!(reap.contains(&"tracepoint syscalls:sys_enter_waitid".to_string()));
     }
 }

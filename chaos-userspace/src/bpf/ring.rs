@@ -18,6 +18,8 @@ pub struct RingSource {
     /// Records userspace could not decode (a chaos bug, not a kernel limit); reported with the
     /// kernel's read errors.
     undecodable: u64,
+    /// Whether a write hook is attached; without one, exits carry no unsynced byte count.
+    counts_unsynced: bool,
 }
 
 impl RingSource {
@@ -26,6 +28,7 @@ impl RingSource {
         ring: RingBuf<MapData>,
         counters: Counters,
         logs: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+        counts_unsynced: bool,
     ) -> Result<Self, SourceError> {
         // SAFETY: the RingBuf and the logger own their fds and live inside the AsyncFd, which
         // deregisters them on drop before the fds are closed.
@@ -42,15 +45,22 @@ impl RingSource {
             logs,
             counters,
             undecodable: 0,
+            counts_unsynced,
         })
     }
 
-    fn read_ready(ring: &mut RingBuf<MapData>, out: &mut Vec<Event>, undecodable: &mut u64) {
+    fn read_ready(&mut self, out: &mut Vec<Event>) {
+        let ring = self.ring.get_mut();
         while let Some(record) = ring.next() {
             match decode(&record) {
-                Ok(event) => out.push(event),
+                Ok(mut event) => {
+                    if let (Event::Exit(exit), false) = (&mut event, self.counts_unsynced) {
+                        exit.unsynced_bytes = None;
+                    }
+                    out.push(event);
+                }
                 Err(err) => {
-                    *undecodable += 1;
+                    self.undecodable += 1;
                     log::warn!("dropping a ring buffer record: {err}");
                 }
             }
@@ -68,12 +78,11 @@ impl EventSource for RingSource {
                 }
             };
             tokio::select! {
-                guard = self.ring.readable_mut() => {
-                    let mut guard = guard?;
-                    Self::read_ready(guard.get_inner_mut(), out, &mut self.undecodable);
+                guard = self.ring.readable() => {
                     // tokio only clears readiness that predates this wake-up (it keeps a tick),
-                    // so a record committed after the loop above still wakes us.
-                    guard.clear_ready();
+                    // so a record committed after the read below still wakes us.
+                    guard?.clear_ready();
+                    self.read_ready(out);
                     return Ok(true);
                 }
                 guard = logs => {
@@ -86,7 +95,7 @@ impl EventSource for RingSource {
     }
 
     fn drain(&mut self, out: &mut Vec<Event>) -> Result<(), SourceError> {
-        Self::read_ready(self.ring.get_mut(), out, &mut self.undecodable);
+        self.read_ready(out);
         Ok(())
     }
 

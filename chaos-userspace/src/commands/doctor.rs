@@ -15,7 +15,7 @@ use crate::{
     error::{EXIT_USAGE, Error, chain},
     kernel::{
         btf::{KernelBtf, VMLINUX},
-        layout::{FsyncHook, discover, has_ext4_hooks},
+        layout::{Ext4Hooks, FsyncHook, HookSet, discover},
         preflight::{self, CAP_BPF, CAP_KILL, CAP_PERFMON, CAP_SYS_ADMIN, has_cap},
         tracefs,
     },
@@ -130,7 +130,7 @@ pub fn diagnose() -> Report {
     add(
         "fsync_fs_hook",
         match &tracefs {
-            Some(t) if has_ext4_hooks(t) => {
+            Some(t) if Ext4Hooks::probe(t).sync => {
                 Ok("ext4:ext4_sync_file_enter/exit (default; no cost to other syscalls)".into())
             }
             Some(_) => Err("no ext4 sync tracepoints: use --fsync-hook syscalls".into()),
@@ -188,8 +188,16 @@ struct ProbeContext {
 
 impl ProbeContext {
     fn new(tracefs: &Path, btf: &KernelBtf) -> Result<Self, String> {
-        let layout =
-            discover(tracefs, btf, FsyncHook::Off).map_err(|e| Error::from(e).one_line())?;
+        let layout = discover(
+            tracefs,
+            btf,
+            HookSet {
+                fsync: FsyncHook::Off,
+                reap: false,
+                listen: false,
+            },
+        )
+        .map_err(|e| Error::from(e).one_line())?;
         let btf = aya::Btf::from_sys_fs().map_err(|e| chain(&e))?;
         Ok(Self { layout, btf })
     }

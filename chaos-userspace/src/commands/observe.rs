@@ -20,13 +20,13 @@ use tokio::{
 };
 
 use crate::{
-    bpf::{Programs, observer_hooks, ring::RingSource},
+    bpf::{Programs, counts_unsynced, hooks, ring::RingSource},
     cli::ObserveArgs,
     error::Error,
     event::{Event, EventCounts, Summary},
     kernel::{
         btf::KernelBtf,
-        layout::{FsyncHook, discover, has_ext4_hooks},
+        layout::{Ext4Hooks, FsyncHook, HookSet, discover},
         preflight,
     },
     launch::{self, Launched},
@@ -94,17 +94,24 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
     let config = ObserveConfig::from_args(args)?;
     let env = preflight::check()?;
     let btf = KernelBtf::load(&env.btf_path)?;
-    let layout = discover(&env.tracefs, &btf, config.fsync)?;
-    let ext4 = has_ext4_hooks(&env.tracefs);
-    if config.fsync == FsyncHook::Fs && !ext4 {
+    // Listening sockets cost nothing to watch; reaping needs a syscall tracepoint (measure only).
+    let set = HookSet {
+        fsync: config.fsync,
+        reap: false,
+        listen: true,
+    };
+    let layout = discover(&env.tracefs, &btf, set)?;
+    let ext4 = Ext4Hooks::probe(&env.tracefs);
+    if config.fsync == FsyncHook::Fs && !ext4.sync {
         log::warn!(
             "no ext4 sync tracepoints on this kernel: fsync events need --fsync-hook syscalls"
         );
     }
 
     let mut programs = Programs::load(&layout, config.ring_bytes)?;
-    let hooks = observer_hooks(config.fsync, ext4);
+    let hooks = hooks(set, &ext4);
     programs.attach(&hooks)?;
+    let unsynced = counts_unsynced(&hooks);
     log::info!(
         "attached: {}",
         hooks
@@ -180,7 +187,7 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
         None => None,
     };
     let stop = runtime.block_on(async {
-        let source = RingSource::new(ring, counters, logs)?;
+        let source = RingSource::new(ring, counters, logs, unsynced)?;
         stream(source, sink, start_ns, stops, config.duration, tree_gone).await
     })?;
     if let (Some(pid), StopReason::Signal | StopReason::Deadline) = (command_pid, stop) {

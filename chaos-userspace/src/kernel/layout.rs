@@ -15,7 +15,7 @@ pub enum LayoutError {
     Format(#[from] FormatError),
     #[error(transparent)]
     Btf(#[from] BtfError),
-    #[error("syscall tracepoints disagree on where the first argument is ({0})")]
+    #[error("tracepoints of one hook disagree on where a field is ({0})")]
     SyscallArgs(String),
 }
 
@@ -50,14 +50,59 @@ pub fn sync_syscall_name(nr: u32) -> Option<&'static str> {
         .map(|(name, _)| *name)
 }
 
-/// ext4's tracepoints exist only when ext4 is built in or loaded.
-pub fn has_ext4_hooks(tracefs: &Path) -> bool {
+/// The write syscalls counted towards unsynced bytes in `FsyncHook::Syscalls` mode.
+pub const WRITE_SYSCALLS: [&str; 5] = ["write", "pwrite64", "writev", "pwritev", "pwritev2"];
+
+/// ext4's tracepoints that count bytes written into a file's page cache (one per data mode).
+pub const EXT4_WRITE_ENDS: [&str; 3] = [
+    "ext4_write_end",
+    "ext4_da_write_end",
+    "ext4_journalled_write_end",
+];
+
+/// The wait syscalls whose return says which child was collected.
+pub const WAIT_SYSCALLS: [&str; 2] = ["wait4", "waitid"];
+
+/// What a command asks of the kernel beyond the lifecycle and signal hooks every command uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookSet {
+    pub fsync: FsyncHook,
+    /// The wait syscalls' exits (reap events): a syscall tracepoint, with its cost.
+    pub reap: bool,
+    /// sock:inet_sock_set_state (listen events): no cost on the syscall path.
+    pub listen: bool,
+}
+
+/// The optional tracepoints this kernel has (ext4's exist only when ext4 is built in or loaded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ext4Hooks {
+    pub sync: bool,
+    pub write_ends: Vec<&'static str>,
+}
+
+impl Ext4Hooks {
+    pub fn probe(tracefs: &Path) -> Self {
+        Self {
+            sync: has_ext4_hooks(tracefs),
+            write_ends: ext4_write_ends(tracefs),
+        }
+    }
+}
+
+fn has_ext4_hooks(tracefs: &Path) -> bool {
     tracefs.join("events/ext4/ext4_sync_file_enter").is_dir()
         && tracefs.join("events/ext4/ext4_sync_file_exit").is_dir()
 }
 
-/// Reads every offset the programs need for the given fsync hook.
-pub fn discover(tracefs: &Path, btf: &KernelBtf, fsync: FsyncHook) -> Result<Layout, LayoutError> {
+fn ext4_write_ends(tracefs: &Path) -> Vec<&'static str> {
+    EXT4_WRITE_ENDS
+        .into_iter()
+        .filter(|name| tracefs.join("events/ext4").join(name).is_dir())
+        .collect()
+}
+
+/// Reads every offset the programs need for the given hooks.
+pub fn discover(tracefs: &Path, btf: &KernelBtf, hooks: HookSet) -> Result<Layout, LayoutError> {
     let mut l = Layout::absent();
     let task = |member| btf.member_offset("task_struct", member);
     l.task_pid = task("pid")?;
@@ -87,7 +132,30 @@ pub fn discover(tracefs: &Path, btf: &KernelBtf, fsync: FsyncHook) -> Result<Lay
     l.cgroup_dst_id = attach.offset_of("dst_id", 8)?;
     l.cgroup_pid = attach.offset_of("pid", 4)?;
 
-    match fsync {
+    if hooks.listen {
+        let sock = Format::read(tracefs, "sock", "inet_sock_set_state")?;
+        l.sock_newstate = sock.offset_of("newstate", 4)?;
+        l.sock_sport = sock.offset_of("sport", 2)?;
+        l.sock_family = sock.offset_of("family", 2)?;
+    }
+    if hooks.reap {
+        for name in WAIT_SYSCALLS {
+            sys_exit_ret(tracefs, name, &mut l.sys_exit_ret)?;
+        }
+    }
+    match hooks.fsync {
+        FsyncHook::Syscalls => {
+            for name in WRITE_SYSCALLS {
+                sys_exit_ret(tracefs, name, &mut l.sys_exit_ret)?;
+            }
+        }
+        FsyncHook::Fs | FsyncHook::Off => {}
+    }
+    if hooks.reap {
+        let waitid = Format::read(tracefs, "syscalls", "sys_enter_waitid")?;
+        l.waitid_infop = waitid.offset_of("infop", 8)?;
+    }
+    match hooks.fsync {
         FsyncHook::Fs if has_ext4_hooks(tracefs) => {
             let enter = Format::read(tracefs, "ext4", "ext4_sync_file_enter")?;
             l.ext4_enter_dev = enter.offset_of("dev", 4)?;
@@ -95,6 +163,14 @@ pub fn discover(tracefs: &Path, btf: &KernelBtf, fsync: FsyncHook) -> Result<Lay
             l.ext4_enter_datasync = enter.offset_of("datasync", 4)?;
             let exit = Format::read(tracefs, "ext4", "ext4_sync_file_exit")?;
             l.ext4_exit_ret = exit.offset_of("ret", 4)?;
+            for name in ext4_write_ends(tracefs) {
+                let end = Format::read(tracefs, "ext4", name)?;
+                let copied = end.offset_of("copied", 4)?;
+                if l.ext4_write_copied != ABSENT && l.ext4_write_copied != copied {
+                    return Err(LayoutError::SyscallArgs(format!("{name}.copied")));
+                }
+                l.ext4_write_copied = copied;
+            }
         }
         FsyncHook::Syscalls => {
             let mut arg0 = None;
@@ -116,8 +192,7 @@ pub fn discover(tracefs: &Path, btf: &KernelBtf, fsync: FsyncHook) -> Result<Lay
                     )));
                 }
                 arg0 = Some(first.offset);
-                let exit = Format::read(tracefs, "syscalls", &format!("sys_exit_{name}"))?;
-                l.sys_exit_ret = exit.offset_of("ret", 8)?;
+                sys_exit_ret(tracefs, name, &mut l.sys_exit_ret)?;
             }
             l.sys_enter_arg0 = arg0.unwrap_or(ABSENT);
             l.fd_syscalls = [
@@ -133,6 +208,17 @@ pub fn discover(tracefs: &Path, btf: &KernelBtf, fsync: FsyncHook) -> Result<Lay
     Ok(l)
 }
 
+/// `ret` of syscalls:sys_exit_NAME into `slot`, checking it agrees with what is there.
+fn sys_exit_ret(tracefs: &Path, name: &str, slot: &mut u32) -> Result<(), LayoutError> {
+    let exit = Format::read(tracefs, "syscalls", &format!("sys_exit_{name}"))?;
+    let ret = exit.offset_of("ret", 8)?;
+    if *slot != ABSENT && *slot != ret {
+        return Err(LayoutError::SyscallArgs(format!("sys_exit_{name}.ret")));
+    }
+    *slot = ret;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,11 +228,21 @@ mod tests {
     fn discovers_every_offset_on_the_running_kernel() {
         let tracefs = super::super::tracefs::find().unwrap();
         let btf = KernelBtf::load(Path::new(super::super::btf::VMLINUX)).unwrap();
-        for hook in [FsyncHook::Fs, FsyncHook::Syscalls] {
-            let l = discover(&tracefs, &btf, hook).unwrap();
+        for fsync in [FsyncHook::Fs, FsyncHook::Syscalls] {
+            let hooks = HookSet {
+                fsync,
+                reap: true,
+                listen: true,
+            };
+            let l = discover(&tracefs, &btf, hooks).unwrap();
+            assert_ne!(l.waitid_infop, ABSENT);
+            assert_ne!(l.sock_sport, ABSENT);
             assert_ne!(l.task_pid, ABSENT);
             assert_ne!(l.sig_result, ABSENT);
-            if hook == FsyncHook::Syscalls {
+            if fsync == FsyncHook::Fs {
+                assert_ne!(l.ext4_write_copied, ABSENT);
+            }
+            if fsync == FsyncHook::Syscalls {
                 assert_ne!(l.sys_enter_arg0, ABSENT);
                 assert_ne!(l.sys_exit_ret, ABSENT);
             }

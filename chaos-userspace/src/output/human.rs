@@ -60,8 +60,12 @@ impl<W: Write> Sink for Human<W> {
                     format!("code {}", e.exit_code)
                 };
                 let core = if e.core_dumped { " (core dumped)" } else { "" };
+                let unsynced = match e.unsynced_bytes {
+                    Some(bytes) if bytes > 0 => format!(", {bytes} bytes unsynced"),
+                    _ => String::new(),
+                };
                 let details = format!(
-                    "ppid {} {how}{core} after {}",
+                    "ppid {} {how}{core} after {}{unsynced}",
                     e.ppid,
                     human_duration(e.lifetime_ns)
                 );
@@ -91,6 +95,16 @@ impl<W: Write> Sink for Human<W> {
                 );
                 (e.pid, self.comm(e.pid).to_string(), details)
             }
+            Event::Reap(e) => (
+                e.pid,
+                self.comm(e.pid).to_string(),
+                format!("collected child {}", e.child_pid),
+            ),
+            Event::Listen(e) => (
+                e.pid,
+                self.comm(e.pid).to_string(),
+                format!("listening on {} port {}", e.family, e.port),
+            ),
         };
         let secs = event.ts_ns().saturating_sub(self.start_ns) as f64 / 1e9;
         writeln!(
@@ -105,13 +119,14 @@ impl<W: Write> Sink for Human<W> {
         let e = &s.events;
         writeln!(
             self.out,
-            "-- {}: fork {} exec {} exit {} signal {} fsync {}; lost {}{}{}",
+            "-- {}: fork {} exec {} exit {} signal {} fsync {} listen {}; lost {}{}{}",
             human_duration(s.duration_ns),
             e.fork,
             e.exec,
             e.exit,
             e.signal,
             e.fsync,
+            e.listen,
             s.lost,
             if s.targets_full > 0 {
                 format!(", target set full {} times", s.targets_full)
@@ -159,6 +174,7 @@ mod tests {
             "svc".into(),
             0x80 | 11,
             400_000_000,
+            Some(0),
         )))
         .unwrap();
         let text = String::from_utf8(out).unwrap();
