@@ -4,6 +4,7 @@ use crate::{
     bpf::BpfError,
     kernel::{btf::BtfError, layout::LayoutError, preflight::PreflightError},
     launch::LaunchError,
+    measure::{discover::DiscoverError, record::RecordError},
     source::SourceError,
     target::TargetError,
 };
@@ -31,6 +32,10 @@ pub enum Error {
     Launch(#[from] LaunchError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Discover(#[from] DiscoverError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
     #[error("cannot write output")]
     Output(#[source] std::io::Error),
     #[error("{what}")]
@@ -50,7 +55,9 @@ impl Error {
             | Error::Btf(_)
             | Error::Layout(_)
             | Error::Bpf(_)
-            | Error::Launch(_) => EXIT_USAGE,
+            | Error::Launch(_)
+            | Error::Discover(_)
+            | Error::Record(_) => EXIT_USAGE,
             Error::Source(_) | Error::Output(_) | Error::Io { .. } => EXIT_FAILURE,
         }
     }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod event;
 pub mod kernel;
 pub mod launch;
+pub mod measure;
 pub mod output;
 pub mod source;
 pub mod target;
@@ -23,5 +24,6 @@ pub fn run(cli: Cli) -> Result<u8, error::Error> {
     match cli.command {
         Command::Observe(args) => commands::observe::run(args).map(|()| 0),
         Command::Doctor(args) => commands::doctor::run(args),
+        Command::Measure(args) => commands::measure::run(args).map(|()| 0),
     }
 }

@@ -115,7 +115,7 @@ pub fn comm_key(name: &str) -> Result<[u8; COMM_LEN], TargetError> {
     Ok(key)
 }
 
-fn cgroup_rule(path: &Path) -> Result<CgroupRule, TargetError> {
+pub fn cgroup_rule(path: &Path) -> Result<CgroupRule, TargetError> {
     if !path.is_dir() {
         return Err(TargetError::NoCgroup(path.into()));
     }

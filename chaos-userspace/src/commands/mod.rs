@@ -1,4 +1,6 @@
-//! One module per subcommand.
+//! One module per subcommand, and what they share.
 
+pub mod common;
 pub mod doctor;
+pub mod measure;
 pub mod observe;

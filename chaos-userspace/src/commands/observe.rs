@@ -11,14 +11,11 @@ use nix::{
         signal::{Signal as Sig, kill},
         wait::waitpid,
     },
-    time::{ClockId, clock_gettime},
     unistd::Pid,
 };
-use tokio::{
-    signal::unix::{Signal, SignalKind, signal},
-    sync::oneshot,
-};
+use tokio::sync::oneshot;
 
+use super::common::{Stops, monotonic_ns, positive_secs, ring_bytes, runtime};
 use crate::{
     bpf::{Programs, counts_unsynced, hooks, ring::RingSource},
     cli::ObserveArgs,
@@ -56,27 +53,9 @@ impl ObserveConfig {
         };
         let duration = args
             .duration
-            .map(|secs| {
-                Duration::try_from_secs_f64(secs)
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| {
-                        Error::Usage(format!(
-                            "--duration {secs}: give a positive number of seconds"
-                        ))
-                    })
-            })
+            .map(|secs| positive_secs("--duration", secs))
             .transpose()?;
-        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-            .ok()
-            .flatten()
-            .unwrap_or(4096) as u32;
-        let pages = args.buffer_pages;
-        if !pages.is_power_of_two() || pages.checked_mul(page).is_none() {
-            return Err(Error::Usage(format!(
-                "--buffer-pages {pages}: give a power of two (1, 2, 4, ... 1024)"
-            )));
-        }
+        let ring_bytes = ring_bytes(args.buffer_pages)?;
         if let Some(program) = spec.command.first() {
             launch::resolve(program)?;
         }
@@ -85,7 +64,7 @@ impl ObserveConfig {
             json: args.json,
             duration,
             fsync: args.fsync_hook,
-            ring_bytes: pages * page,
+            ring_bytes,
         })
     }
 }
@@ -151,13 +130,7 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
     let start_ns = monotonic_ns();
     let (ring, counters) = (programs.ring()?, programs.counters()?);
     let logs = programs.logger();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Io {
-            what: "cannot start the runtime",
-            source,
-        })?;
+    let runtime = runtime()?;
 
     // Signal handlers go in before chaos says it is ready: a Ctrl-C from then on ends the run
     // cleanly, with a summary.
@@ -225,23 +198,6 @@ enum StopReason {
     OutputClosed,
 }
 
-/// SIGINT and SIGTERM, caught so that a run ends with its summary.
-struct Stops {
-    interrupt: Signal,
-    terminate: Signal,
-}
-
-impl Stops {
-    /// Installs the handlers; call inside the runtime's context.
-    fn install() -> Result<Self, Error> {
-        let catch = |kind, what| signal(kind).map_err(|source| Error::Io { what, source });
-        Ok(Self {
-            interrupt: catch(SignalKind::interrupt(), "cannot handle SIGINT")?,
-            terminate: catch(SignalKind::terminate(), "cannot handle SIGTERM")?,
-        })
-    }
-}
-
 /// Moves events from `source` to `sink` until a stop condition, then writes the summary.
 async fn stream(
     mut source: impl EventSource,
@@ -272,8 +228,7 @@ async fn stream(
     let stop = loop {
         let reason = tokio::select! {
             more = source.next_batch(&mut batch) => (!more?).then_some(StopReason::SourceEnded),
-            _ = stops.interrupt.recv() => Some(StopReason::Signal),
-            _ = stops.terminate.recv() => Some(StopReason::Signal),
+            () = stops.recv() => Some(StopReason::Signal),
             () = &mut deadline => Some(StopReason::Deadline),
             () = &mut gone => Some(StopReason::TreeGone),
         };
@@ -323,11 +278,6 @@ fn emit(
         }
     }
     Ok(true)
-}
-
-pub fn monotonic_ns() -> u64 {
-    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always available");
-    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
 #[cfg(test)]

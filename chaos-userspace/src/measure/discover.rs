@@ -1,0 +1,274 @@
+//! Finding the service on the machine when measurement starts: its running instances, their
+//! supervisors and the command name a replacement will have.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
+
+use super::service::InitialInstance;
+use crate::target::{CgroupRule, comm_key};
+
+/// How the user named the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// `--pid`: this is the first instance; its parent supervises it.
+    Pid(u32),
+    /// `--supervisor`: its children are the instances.
+    Supervisor(u32),
+    /// `--comm`: every process with this name; each one's parent supervises it.
+    Comm(String),
+    /// `--exe`: every process running this executable.
+    Exe(PathBuf),
+    /// `--cgroup`: the processes at the top of the cgroup's tree.
+    Cgroup(CgroupRule),
+}
+
+/// What was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub comm: String,
+    pub supervisors: Vec<u32>,
+    /// True when the user named the supervisor (or it is implied by one named instance).
+    pub explicit: bool,
+    pub instances: Vec<InitialInstance>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DiscoverError {
+    #[error("{flag}: no such process")]
+    NoProcess { flag: String },
+    #[error("{what}: no running instance found; start the service first")]
+    NoInstance { what: String },
+    #[error("{what}: the instances have different names ({names}); pick one with --comm")]
+    Ambiguous { what: String, names: String },
+    #[error("--exe {0}: {1}")]
+    Exe(PathBuf, String),
+}
+
+/// One process as /proc/PID/stat and /proc/PID/exe show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    pub exe: Option<PathBuf>,
+}
+
+/// Every process under `proc` (normally /proc); those that vanish while read are skipped.
+pub fn processes(proc: &Path) -> BTreeMap<u32, Proc> {
+    let Ok(entries) = std::fs::read_dir(proc) else {
+        return BTreeMap::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let dir = proc.join(pid.to_string());
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            let (comm, ppid) = parse_stat(&stat)?;
+            let exe = std::fs::read_link(dir.join("exe")).ok();
+            Some((
+                pid,
+                Proc {
+                    pid,
+                    ppid,
+                    comm,
+                    exe,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// `comm` and `ppid` from /proc/PID/stat: `pid (comm) state ppid ...`, where comm may hold
+/// spaces and parentheses, so the last `)` ends it (proc(5)).
+fn parse_stat(stat: &str) -> Option<(String, u32)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_string();
+    let mut rest = stat.get(close + 1..)?.split_whitespace();
+    let _state = rest.next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some((comm, ppid))
+}
+
+/// Resolves the selector (with an optional `--comm` filter) against `procs`; `in_cgroup`
+/// lists the pids of a `--cgroup` selector's cgroups.
+pub fn find(
+    selector: &Selector,
+    filter: Option<&str>,
+    procs: &BTreeMap<u32, Proc>,
+    in_cgroup: &[u32],
+) -> Result<Found, DiscoverError> {
+    let named = |p: &Proc| filter.is_none_or(|c| p.comm == c);
+    let (what, explicit, candidates): (String, bool, Vec<&Proc>) = match selector {
+        Selector::Pid(pid) => {
+            let p = procs.get(pid).ok_or_else(|| DiscoverError::NoProcess {
+                flag: format!("--pid {pid}"),
+            })?;
+            (format!("--pid {pid}"), true, vec![p])
+        }
+        Selector::Supervisor(s) => {
+            if !procs.contains_key(s) {
+                return Err(DiscoverError::NoProcess {
+                    flag: format!("--supervisor {s}"),
+                });
+            }
+            let children = procs
+                .values()
+                .filter(|p| p.ppid == *s && named(p))
+                .collect();
+            (format!("--supervisor {s}"), true, children)
+        }
+        Selector::Comm(comm) => {
+            let matching = procs.values().filter(|p| &p.comm == comm).collect();
+            (format!("--comm {comm}"), false, top_of(matching))
+        }
+        Selector::Exe(path) => {
+            let exe = std::fs::canonicalize(path)
+                .map_err(|e| DiscoverError::Exe(path.clone(), e.to_string()))?;
+            let matching = procs
+                .values()
+                .filter(|p| p.exe.as_deref() == Some(exe.as_path()) && named(p))
+                .collect();
+            (format!("--exe {}", path.display()), false, top_of(matching))
+        }
+        Selector::Cgroup(rule) => {
+            let members: BTreeSet<u32> = in_cgroup.iter().copied().collect();
+            let inside = procs
+                .values()
+                .filter(|p| members.contains(&p.pid) && named(p))
+                .collect();
+            let what = format!("--cgroup {}", rule.path.display());
+            (what, false, top_of(inside))
+        }
+    };
+    if candidates.is_empty() {
+        return Err(DiscoverError::NoInstance { what });
+    }
+    let names: BTreeSet<&str> = candidates.iter().map(|p| p.comm.as_str()).collect();
+    if names.len() > 1 {
+        return Err(DiscoverError::Ambiguous {
+            what,
+            names: names.into_iter().collect::<Vec<_>>().join(", "),
+        });
+    }
+    let instances: Vec<InitialInstance> = candidates
+        .iter()
+        .map(|p| InitialInstance {
+            pid: p.pid,
+            supervisor: p.ppid,
+            child: p.pid,
+        })
+        .collect();
+    let mut supervisors: Vec<u32> = instances.iter().map(|i| i.supervisor).collect();
+    supervisors.sort_unstable();
+    supervisors.dedup();
+    Ok(Found {
+        comm: candidates[0].comm.clone(),
+        supervisors,
+        explicit,
+        instances,
+    })
+}
+
+/// The processes of `set` whose parent is not in it: instances, not their same-named workers.
+fn top_of(set: Vec<&Proc>) -> Vec<&Proc> {
+    let pids: BTreeSet<u32> = set.iter().map(|p| p.pid).collect();
+    set.into_iter()
+        .filter(|p| !pids.contains(&p.ppid))
+        .collect()
+}
+
+/// Checks a `--comm` filter's length the way the kernel stores names.
+pub fn check_comm(comm: &str) -> Result<(), crate::target::TargetError> {
+    comm_key(comm).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn procs(list: &[(u32, u32, &str)]) -> BTreeMap<u32, Proc> {
+        list.iter()
+            .map(|&(pid, ppid, comm)| {
+                (
+                    pid,
+                    Proc {
+                        pid,
+                        ppid,
+                        comm: comm.into(),
+                        exe: None,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parses_stat_with_awkward_names() {
+        assert_eq!(
+            parse_stat("42 (a (b) c) S 7 42 42 0 -1"),
+            Some(("a (b) c".into(), 7))
+        );
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn finds_instances_by_each_selector() {
+        // 10 runsv -> 11 queue (-> 12 queue worker); 20 runsv -> 21 log; 30 other queue.
+        let p = procs(&[
+            (1, 0, "init"),
+            (10, 1, "runsv"),
+            (11, 10, "queue"),
+            (12, 11, "queue"),
+            (20, 1, "runsv"),
+            (21, 20, "svlogd"),
+            (30, 1, "queue"),
+        ]);
+        let sup = find(&Selector::Supervisor(10), None, &p, &[]).unwrap();
+        assert_eq!(
+            (sup.comm.as_str(), sup.supervisors.clone(), sup.explicit),
+            ("queue", vec![10], true)
+        );
+        assert_eq!(sup.instances.len(), 1);
+
+        let by_name = find(&Selector::Comm("queue".into()), None, &p, &[]).unwrap();
+        assert_eq!(by_name.supervisors, vec![1, 10]);
+        assert_eq!(
+            by_name.instances.iter().map(|i| i.pid).collect::<Vec<_>>(),
+            vec![11, 30],
+            "the worker 12 is part of instance 11"
+        );
+        assert!(!by_name.explicit);
+
+        let pid = find(&Selector::Pid(11), None, &p, &[]).unwrap();
+        assert_eq!((pid.supervisors, pid.instances[0].child), (vec![10], 11));
+
+        let rule = CgroupRule {
+            path: "/sys/fs/cgroup/svc".into(),
+            ids: vec![1],
+        };
+        let cg = find(&Selector::Cgroup(rule.clone()), None, &p, &[11, 12]).unwrap();
+        assert_eq!(cg.instances.iter().map(|i| i.pid).collect::<Vec<_>>(), [11]);
+
+        let both = find(&Selector::Cgroup(rule), None, &p, &[11, 21]).unwrap_err();
+        assert_eq!(
+            both.to_string(),
+            "--cgroup /sys/fs/cgroup/svc: the instances have different names (queue, svlogd); pick one with --comm"
+        );
+        assert_eq!(
+            find(&Selector::Supervisor(20), Some("queue"), &p, &[])
+                .unwrap_err()
+                .to_string(),
+            "--supervisor 20: no running instance found; start the service first"
+        );
+        assert_eq!(
+            find(&Selector::Pid(99), None, &p, &[])
+                .unwrap_err()
+                .to_string(),
+            "--pid 99: no such process"
+        );
+    }
+}

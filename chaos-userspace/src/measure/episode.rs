@@ -1,0 +1,604 @@
+//! Recovery episodes from a stream of events: pure code, no clock of its own, no I/O.
+//!
+//! An episode starts when an instance of the service dies and ends when a replacement is ready:
+//!
+//! ```text
+//! fault ──> exit ──> reaped ──> forked ──> exec ──> ready
+//! signal    the old  its parent  the        the      per --ready: exec, listen(),
+//! generated instance collected   supervisor replace- a TCP connect or a command
+//! (if any)  exits    it (wait)   forks      ment     that succeeds
+//!                                           execs
+//! ```
+//!
+//! Every milestone but a probed readiness is a kernel timestamp. A phase is named by its two
+//! milestones; when its first milestone was not seen (no signal, a supervisor that does not
+//! wait), it starts at the last milestone before it that was, so the phases always add up to
+//! the total.
+//!
+//! Who is an instance: a process that exec'd the service's command name (comm) and descends
+//! from a supervisor, but not from another live instance (a worker re-executing the same
+//! binary is part of its instance). The supervisor's direct child on that line is what the
+//! supervisor reaps and forks: the instance itself, or the shell of a run script that did not
+//! `exec`.
+//!
+//! Time only moves with the input: each event (and each [`Engine::advance`] call, which a
+//! recording keeps) fails the episodes whose deadline it passed. Feeding the same input
+//! therefore gives the same episodes, which is what makes `--replay` exact.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    service::{Ready, Service},
+    stats::Stats,
+};
+use crate::event::{Event, Exec, Exit, Signal, signal_name};
+
+/// One phase of an episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Phase {
+    pub name: &'static str,
+    /// For tables: what the phase is.
+    pub label: &'static str,
+}
+
+/// The phases in order; each ends at the milestone of the same index in [`MILESTONES`] + 1.
+pub const PHASES: [Phase; 5] = [
+    Phase {
+        name: "fault_to_exit",
+        label: "fault -> exit",
+    },
+    Phase {
+        name: "exit_to_reaped",
+        label: "exit -> reaped",
+    },
+    Phase {
+        name: "reaped_to_forked",
+        label: "reaped -> forked",
+    },
+    Phase {
+        name: "forked_to_exec",
+        label: "forked -> exec",
+    },
+    Phase {
+        name: "exec_to_ready",
+        label: "exec -> ready",
+    },
+];
+
+/// Milestone names, in order.
+pub const MILESTONES: [&str; 6] = ["fault", "exit", "reaped", "forked", "exec", "ready"];
+
+/// Signals that ask a process to stop: when an instance exits normally after one of them, the
+/// first such signal is the fault (a graceful shutdown is part of the recovery time).
+const STOP_REQUESTS: [u32; 3] = [
+    libc::SIGTERM as u32,
+    libc::SIGINT as u32,
+    libc::SIGQUIT as u32,
+];
+/// Signals remembered per instance; older ones are dropped.
+const SIGNALS_KEPT: usize = 8;
+/// How far up the fork tree an exec is traced to find its supervisor.
+const MAX_DEPTH: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Recovered,
+    /// No ready replacement within the recovery timeout, or the supervisor itself exited.
+    Failed,
+    /// Measurement ended first.
+    Unfinished,
+}
+
+/// The signal that started an episode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    pub signal: u32,
+    pub signal_name: String,
+    pub sender_pid: u32,
+    pub sender_comm: String,
+}
+
+/// How the old instance ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    pub exit_code: u32,
+    pub signal: u32,
+    pub core_dumped: bool,
+    pub lifetime_ns: u64,
+    /// Bytes written since its last successful fsync-family call: what a power loss at that
+    /// instant could lose. Null when no write hook was attached.
+    pub unsynced_bytes: Option<u64>,
+}
+
+/// Kernel timestamps (CLOCK_MONOTONIC ns) of each milestone seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Milestones {
+    pub fault: Option<u64>,
+    pub exit: Option<u64>,
+    pub reaped: Option<u64>,
+    pub forked: Option<u64>,
+    pub exec: Option<u64>,
+    pub ready: Option<u64>,
+}
+
+impl Milestones {
+    fn ordered(&self) -> [Option<u64>; 6] {
+        [
+            self.fault,
+            self.exit,
+            self.reaped,
+            self.forked,
+            self.exec,
+            self.ready,
+        ]
+    }
+
+    /// The name of the last milestone reached.
+    fn last(&self) -> &'static str {
+        let ordered = self.ordered();
+        (0..ordered.len())
+            .rev()
+            .find(|&i| ordered[i].is_some())
+            .map_or("none", |i| MILESTONES[i])
+    }
+}
+
+/// Duration of each phase (ns); null when its end milestone was not seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phases {
+    pub fault_to_exit: Option<u64>,
+    pub exit_to_reaped: Option<u64>,
+    pub reaped_to_forked: Option<u64>,
+    pub forked_to_exec: Option<u64>,
+    pub exec_to_ready: Option<u64>,
+}
+
+impl Phases {
+    fn from_milestones(m: &Milestones) -> Self {
+        let ordered = m.ordered();
+        let mut durations = [None; 5];
+        let mut previous = ordered[0];
+        for (i, end) in ordered.iter().enumerate().skip(1) {
+            if let Some(end) = end {
+                durations[i - 1] = previous.map(|start| end.saturating_sub(start));
+                previous = Some(*end);
+            }
+        }
+        let [
+            fault_to_exit,
+            exit_to_reaped,
+            reaped_to_forked,
+            forked_to_exec,
+            exec_to_ready,
+        ] = durations;
+        Self {
+            fault_to_exit,
+            exit_to_reaped,
+            reaped_to_forked,
+            forked_to_exec,
+            exec_to_ready,
+        }
+    }
+
+    /// (phase name, duration) in episode order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, Option<u64>)> {
+        let values = [
+            self.fault_to_exit,
+            self.exit_to_reaped,
+            self.reaped_to_forked,
+            self.forked_to_exec,
+            self.exec_to_ready,
+        ];
+        PHASES.iter().map(|p| p.name).zip(values)
+    }
+}
+
+/// One recovery, as reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Episode {
+    /// 1, 2, ... in the order episodes began.
+    pub id: u64,
+    pub outcome: Outcome,
+    pub supervisor: u32,
+    pub old_pid: u32,
+    pub new_pid: Option<u32>,
+    pub fault: Option<Fault>,
+    pub exit: ExitInfo,
+    /// Replacements that died before they were ready; the milestones after `exit` are the
+    /// last attempt's.
+    pub failed_starts: u32,
+    pub at_ns: Milestones,
+    pub phases_ns: Phases,
+    /// From the fault (or the exit when no signal was seen) to ready.
+    pub total_ns: Option<u64>,
+    /// The last milestone reached: for a failed episode, where recovery stopped.
+    pub last_milestone: String,
+    /// Why a failed or unfinished episode did not recover.
+    pub reason: Option<String>,
+}
+
+/// What the engine asks of its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// An episode ended (recovered, failed or unfinished).
+    Episode(Episode),
+    /// Start probing readiness for this episode (`--ready tcp:` or `cmd:`); report with
+    /// [`Engine::ready`]. The probe may stop once the episode has ended.
+    Probe { episode: u64, pid: u32 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Proc {
+    parent: u32,
+    forked_ns: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Instance {
+    supervisor: u32,
+    child: u32,
+}
+
+/// An episode still running.
+#[derive(Debug, Clone)]
+struct Open {
+    id: u64,
+    supervisor: u32,
+    old_pid: u32,
+    /// The supervisor's child whose reaping ends the "reaping" phase.
+    child: u32,
+    fault: Option<Fault>,
+    exit: ExitInfo,
+    at: Milestones,
+    new_pid: Option<u32>,
+    failed_starts: u32,
+    deadline_ns: u64,
+}
+
+pub struct Engine {
+    service: Service,
+    supervisors: HashSet<u32>,
+    procs: HashMap<u32, Proc>,
+    instances: HashMap<u32, Instance>,
+    signals: HashMap<u32, Vec<Signal>>,
+    open: Vec<Open>,
+    next_id: u64,
+    stats: Stats,
+}
+
+impl Engine {
+    pub fn new(service: Service) -> Self {
+        let supervisors = service.supervisors.iter().copied().collect();
+        let instances = service
+            .instances
+            .iter()
+            .map(|i| {
+                (
+                    i.pid,
+                    Instance {
+                        supervisor: i.supervisor,
+                        child: i.child,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            service,
+            supervisors,
+            procs: HashMap::new(),
+            instances,
+            signals: HashMap::new(),
+            open: Vec::new(),
+            next_id: 1,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Live instances now.
+    pub fn instance_count(&self) -> usize {
+        self.instances.len()
+    }
+
+    pub fn event(&mut self, event: &Event, out: &mut Vec<Output>) {
+        self.advance(event.ts_ns(), out);
+        match event {
+            Event::Fork(e) => {
+                self.procs.insert(
+                    e.child_pid,
+                    Proc {
+                        parent: e.parent_pid,
+                        forked_ns: e.ts_ns,
+                    },
+                );
+            }
+            Event::Exec(e) => self.exec(e, out),
+            Event::Exit(e) => self.exit(e, out),
+            Event::Signal(e) => {
+                // A signal that was ignored or blocked-and-pending changed nothing yet.
+                if self.instances.contains_key(&e.target_pid) && e.result == "delivered" {
+                    let seen = self.signals.entry(e.target_pid).or_default();
+                    if seen.len() == SIGNALS_KEPT {
+                        seen.remove(0);
+                    }
+                    seen.push(e.clone());
+                }
+            }
+            Event::Reap(e) => {
+                let open = self.open.iter_mut().find(|o| {
+                    o.supervisor == e.pid
+                        && o.child == e.child_pid
+                        && o.at.reaped.is_none()
+                        && o.at.exec.is_none()
+                });
+                if let Some(open) = open {
+                    open.at.reaped = Some(e.ts_ns);
+                }
+                self.procs.remove(&e.child_pid);
+            }
+            Event::Listen(e) => {
+                if self.service.ready == Ready::Listen {
+                    let at = self
+                        .open
+                        .iter()
+                        .position(|o| o.new_pid.is_some_and(|p| self.descends(e.pid, p)));
+                    if let Some(at) = at {
+                        let open = self.open.remove(at);
+                        self.end(open, Outcome::Recovered, e.ts_ns, None, out);
+                    }
+                }
+            }
+            Event::Fsync(e) => {
+                if e.ret == 0 && self.instance_of(e.pid).is_some() {
+                    self.stats.fsync(e.latency_ns);
+                }
+            }
+        }
+    }
+
+    /// A probe found the replacement of `episode` ready at `ts_ns`.
+    pub fn ready(&mut self, episode: u64, ts_ns: u64, out: &mut Vec<Output>) {
+        self.advance(ts_ns, out);
+        if let Some(at) = self
+            .open
+            .iter()
+            .position(|o| o.id == episode && o.at.exec.is_some())
+        {
+            let open = self.open.remove(at);
+            let ready = ts_ns.max(open.at.exec.unwrap_or(0));
+            self.end(open, Outcome::Recovered, ready, None, out);
+        }
+    }
+
+    /// Fails every episode whose deadline is before `now_ns`.
+    pub fn advance(&mut self, now_ns: u64, out: &mut Vec<Output>) {
+        while let Some(at) = self.open.iter().position(|o| o.deadline_ns < now_ns) {
+            let open = self.open.remove(at);
+            let reason = format!(
+                "not recovered within {}",
+                crate::output::human_duration(self.service.recovery_timeout_ns)
+            );
+            self.end(open, Outcome::Failed, 0, Some(reason), out);
+        }
+    }
+
+    /// Ends measurement: episodes still open are reported as unfinished.
+    pub fn finish(&mut self, end_ns: u64, out: &mut Vec<Output>) {
+        self.advance(end_ns, out);
+        for open in std::mem::take(&mut self.open) {
+            let reason = Some("measurement ended first".to_string());
+            self.end(open, Outcome::Unfinished, 0, reason, out);
+        }
+    }
+
+    fn exec(&mut self, e: &Exec, out: &mut Vec<Output>) {
+        if e.comm != self.service.comm || self.instances.contains_key(&e.pid) {
+            return;
+        }
+        if self.instance_of_ancestor(e.pid, e.ppid).is_some() {
+            return; // a worker of a live instance
+        }
+        let Some((supervisor, child)) = self.supervisor_of(e.pid, e.ppid) else {
+            return;
+        };
+        self.instances.insert(e.pid, Instance { supervisor, child });
+        let forked = self.procs.get(&child).map(|p| p.forked_ns);
+        let Some(open) = self
+            .open
+            .iter_mut()
+            .find(|o| o.supervisor == supervisor && o.new_pid.is_none())
+        else {
+            return; // a new instance with no death before it (a first start, a scale-up)
+        };
+        open.new_pid = Some(e.pid);
+        open.at.forked = forked;
+        open.at.exec = Some(e.ts_ns);
+        let id = open.id;
+        match &self.service.ready {
+            Ready::Exec => {
+                let at = self
+                    .open
+                    .iter()
+                    .position(|o| o.id == id)
+                    .expect("just found");
+                let open = self.open.remove(at);
+                self.end(open, Outcome::Recovered, e.ts_ns, None, out);
+            }
+            Ready::Listen => {}
+            Ready::Tcp { .. } | Ready::Cmd { .. } => out.push(Output::Probe {
+                episode: id,
+                pid: e.pid,
+            }),
+        }
+    }
+
+    fn exit(&mut self, e: &Exit, out: &mut Vec<Output>) {
+        if self.supervisors.contains(&e.pid) {
+            // Nothing will restart what this supervisor ran.
+            while let Some(at) = self.open.iter().position(|o| o.supervisor == e.pid) {
+                let open = self.open.remove(at);
+                let reason = Some(format!("the supervisor ({}) exited", e.pid));
+                self.end(open, Outcome::Failed, 0, reason, out);
+            }
+            self.supervisors.remove(&e.pid);
+        }
+        let Some(instance) = self.instances.remove(&e.pid) else {
+            return;
+        };
+        let signals = self.signals.remove(&e.pid).unwrap_or_default();
+        if let Some(open) = self.open.iter_mut().find(|o| o.new_pid == Some(e.pid)) {
+            // The replacement died before it was ready: the same outage goes on.
+            open.failed_starts += 1;
+            open.new_pid = None;
+            open.child = instance.child;
+            open.at.reaped = None;
+            open.at.forked = None;
+            open.at.exec = None;
+            return;
+        }
+        let fault = fault_of(e, &signals);
+        let start = fault.as_ref().map_or(e.ts_ns, |(ts, _)| *ts);
+        let open = Open {
+            id: self.next_id,
+            supervisor: instance.supervisor,
+            old_pid: e.pid,
+            child: instance.child,
+            fault: fault.as_ref().map(|(_, f)| f.clone()),
+            exit: ExitInfo {
+                exit_code: e.exit_code,
+                signal: e.signal,
+                core_dumped: e.core_dumped,
+                lifetime_ns: e.lifetime_ns,
+                unsynced_bytes: e.unsynced_bytes,
+            },
+            at: Milestones {
+                fault: fault.map(|(ts, _)| ts),
+                exit: Some(e.ts_ns),
+                ..Milestones::default()
+            },
+            new_pid: None,
+            failed_starts: 0,
+            deadline_ns: start.saturating_add(self.service.recovery_timeout_ns),
+        };
+        self.next_id += 1;
+        self.open.push(open);
+    }
+
+    fn end(
+        &mut self,
+        open: Open,
+        outcome: Outcome,
+        ready_ns: u64,
+        reason: Option<String>,
+        out: &mut Vec<Output>,
+    ) {
+        let mut at = open.at;
+        if outcome == Outcome::Recovered {
+            at.ready = Some(ready_ns);
+        }
+        let start = at.fault.or(at.exit);
+        let episode = Episode {
+            id: open.id,
+            outcome,
+            supervisor: open.supervisor,
+            old_pid: open.old_pid,
+            new_pid: open.new_pid,
+            fault: open.fault,
+            exit: open.exit,
+            failed_starts: open.failed_starts,
+            at_ns: at,
+            phases_ns: Phases::from_milestones(&at),
+            total_ns: at.ready.zip(start).map(|(r, s)| r.saturating_sub(s)),
+            last_milestone: at.last().to_string(),
+            reason,
+        };
+        self.stats.add(&episode);
+        out.push(Output::Episode(episode));
+    }
+
+    /// The live instance `pid` is, or descends from.
+    fn instance_of(&self, pid: u32) -> Option<u32> {
+        let mut pid = pid;
+        for _ in 0..MAX_DEPTH {
+            if self.instances.contains_key(&pid) {
+                return Some(pid);
+            }
+            pid = self.procs.get(&pid)?.parent;
+        }
+        None
+    }
+
+    /// Like [`Self::instance_of`] for the parent of a process that just exec'd (its own pid
+    /// is not an instance yet; `ppid` comes from the exec event for processes forked before
+    /// measurement began).
+    fn instance_of_ancestor(&self, pid: u32, ppid: u32) -> Option<u32> {
+        let parent = self.procs.get(&pid).map_or(ppid, |p| p.parent);
+        self.instance_of(parent)
+    }
+
+    /// Whether `pid` is `ancestor` or one of its descendants.
+    fn descends(&self, pid: u32, ancestor: u32) -> bool {
+        let mut pid = pid;
+        for _ in 0..MAX_DEPTH {
+            if pid == ancestor {
+                return true;
+            }
+            match self.procs.get(&pid) {
+                Some(p) => pid = p.parent,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// The supervisor of a new instance and the supervisor's direct child on its line.
+    fn supervisor_of(&mut self, pid: u32, ppid: u32) -> Option<(u32, u32)> {
+        let mut child = pid;
+        let mut parent = self.procs.get(&pid).map_or(ppid, |p| p.parent);
+        for _ in 0..MAX_DEPTH {
+            if self.supervisors.contains(&parent) {
+                return Some((parent, child));
+            }
+            child = parent;
+            match self.procs.get(&child) {
+                Some(p) => parent = p.parent,
+                None => break,
+            }
+        }
+        if self.service.explicit_supervisors {
+            return None;
+        }
+        // Found by name or cgroup under a parent not seen before: that parent supervises it.
+        self.supervisors.insert(ppid);
+        Some((ppid, pid))
+    }
+}
+
+/// The fault of an exit: the last generation of the signal that killed it, or for a normal
+/// exit the first stop request it received; None when neither was seen.
+fn fault_of(exit: &Exit, signals: &[Signal]) -> Option<(u64, Fault)> {
+    let signal = if exit.signal != 0 {
+        signals.iter().rev().find(|s| s.signal == exit.signal)
+    } else {
+        signals.iter().find(|s| STOP_REQUESTS.contains(&s.signal))
+    }?;
+    Some((
+        signal.ts_ns,
+        Fault {
+            signal: signal.signal,
+            signal_name: signal_name(signal.signal),
+            sender_pid: signal.sender_pid,
+            sender_comm: signal.sender_comm.clone(),
+        },
+    ))
+}
+
+#[cfg(test)]
+#[path = "episode_tests.rs"]
+mod tests;

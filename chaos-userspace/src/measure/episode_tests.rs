@@ -1,0 +1,437 @@
+//! The episode logic on synthetic streams: each test is a story a supervisor can tell.
+
+use super::*;
+use crate::{
+    event::{Exec, Exit, Fork, Fsync, Listen, Reap, Signal},
+    measure::service::InitialInstance,
+};
+
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000 * MS;
+
+fn service(ready: Ready, instances: &[(u32, u32)]) -> Service {
+    let mut supervisors: Vec<u32> = instances.iter().map(|&(_, s)| s).collect();
+    supervisors.sort_unstable();
+    supervisors.dedup();
+    Service {
+        comm: "svc".into(),
+        supervisors,
+        explicit_supervisors: true,
+        instances: instances
+            .iter()
+            .map(|&(pid, supervisor)| InitialInstance {
+                pid,
+                supervisor,
+                child: pid,
+            })
+            .collect(),
+        ready,
+        recovery_timeout_ns: 30 * SEC,
+    }
+}
+
+/// Builds events at increasing times.
+struct Story {
+    engine: Engine,
+    out: Vec<Output>,
+}
+
+impl Story {
+    fn new(service: Service) -> Self {
+        Self {
+            engine: Engine::new(service),
+            out: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, event: Event) -> &mut Self {
+        self.engine.event(&event, &mut self.out);
+        self
+    }
+
+    fn kill(&mut self, ts: u64, pid: u32, sig: u32) -> &mut Self {
+        self.feed(Event::Signal(Signal {
+            ts_ns: ts,
+            sender_pid: 99,
+            sender_comm: "chaos".into(),
+            target_pid: pid,
+            target_comm: "svc".into(),
+            signal: sig,
+            signal_name: signal_name(sig),
+            code: 0,
+            group: true,
+            result: "delivered".into(),
+        }))
+    }
+
+    fn exit(&mut self, ts: u64, pid: u32, ppid: u32, sig: u32, code: u32) -> &mut Self {
+        self.feed(Event::Exit(Exit {
+            ts_ns: ts,
+            pid,
+            ppid,
+            comm: "svc".into(),
+            exit_code: code,
+            signal: sig,
+            core_dumped: false,
+            lifetime_ns: 5 * SEC,
+            unsynced_bytes: Some(512),
+        }))
+    }
+
+    fn reap(&mut self, ts: u64, waiter: u32, child: u32) -> &mut Self {
+        self.feed(Event::Reap(Reap {
+            ts_ns: ts,
+            pid: waiter,
+            child_pid: child,
+        }))
+    }
+
+    fn fork(&mut self, ts: u64, parent: u32, child: u32) -> &mut Self {
+        self.feed(Event::Fork(Fork {
+            ts_ns: ts,
+            parent_pid: parent,
+            child_pid: child,
+        }))
+    }
+
+    fn exec(&mut self, ts: u64, pid: u32, ppid: u32, comm: &str) -> &mut Self {
+        self.feed(Event::Exec(Exec {
+            ts_ns: ts,
+            pid,
+            ppid,
+            old_pid: pid,
+            comm: comm.into(),
+            filename: format!("/usr/bin/{comm}"),
+        }))
+    }
+
+    fn listen(&mut self, ts: u64, pid: u32) -> &mut Self {
+        self.feed(Event::Listen(Listen {
+            ts_ns: ts,
+            pid,
+            port: 8080,
+            family: "inet".into(),
+        }))
+    }
+
+    /// A settled death and restart under supervisor `sup`: KILL at `t`, then 1 ms per step.
+    fn restart(&mut self, t: u64, sup: u32, old: u32, new: u32) -> &mut Self {
+        self.kill(t, old, 9)
+            .exit(t + MS, old, sup, 9, 0)
+            .reap(t + 2 * MS, sup, old)
+            .fork(t + 3 * MS, sup, new)
+            .exec(t + 4 * MS, new, sup, "svc")
+    }
+
+    fn episodes(&mut self) -> Vec<Episode> {
+        self.out
+            .drain(..)
+            .filter_map(|o| match o {
+                Output::Episode(e) => Some(e),
+                Output::Probe { .. } => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_settled_restart_has_every_phase() {
+    let mut story = Story::new(service(Ready::Exec, &[(11, 10)]));
+    let episodes = story.restart(100 * MS, 10, 11, 12).episodes();
+    assert_eq!(episodes.len(), 1);
+    let e = &episodes[0];
+    assert_eq!(e.outcome, Outcome::Recovered);
+    assert_eq!((e.old_pid, e.new_pid, e.supervisor), (11, Some(12), 10));
+    assert_eq!(e.fault.as_ref().unwrap().signal_name, "SIGKILL");
+    assert_eq!(e.exit.unsynced_bytes, Some(512));
+    assert_eq!(
+        e.phases_ns,
+        Phases {
+            fault_to_exit: Some(MS),
+            exit_to_reaped: Some(MS),
+            reaped_to_forked: Some(MS),
+            forked_to_exec: Some(MS),
+            exec_to_ready: Some(0),
+        }
+    );
+    assert_eq!(e.total_ns, Some(4 * MS));
+    assert_eq!(e.last_milestone, "ready");
+    assert_eq!(story.engine.stats().recovered, 1);
+}
+
+#[test]
+fn a_supervisor_restarting_twice_gives_two_episodes() {
+    let mut story = Story::new(service(Ready::Exec, &[(11, 10)]));
+    story
+        .restart(100 * MS, 10, 11, 12)
+        .restart(2 * SEC, 10, 12, 13);
+    let episodes = story.episodes();
+    assert_eq!(
+        episodes
+            .iter()
+            .map(|e| (e.id, e.old_pid, e.new_pid))
+            .collect::<Vec<_>>(),
+        [(1, 11, Some(12)), (2, 12, Some(13))]
+    );
+}
+
+#[test]
+fn interleaved_services_keep_to_their_own_supervisor() {
+    let mut story = Story::new(service(Ready::Exec, &[(11, 10), (21, 20)]));
+    story
+        .kill(100 * MS, 11, 9)
+        .kill(100 * MS + 1, 21, 15)
+        .exit(101 * MS, 11, 10, 9, 0)
+        .exit(102 * MS, 21, 20, 15, 0)
+        .reap(103 * MS, 20, 21)
+        .reap(104 * MS, 10, 11)
+        .fork(105 * MS, 20, 22)
+        .fork(106 * MS, 10, 12)
+        .exec(107 * MS, 12, 10, "svc")
+        .exec(108 * MS, 22, 20, "svc");
+    let episodes = story.episodes();
+    let pairs: Vec<_> = episodes
+        .iter()
+        .map(|e| {
+            (
+                e.supervisor,
+                e.old_pid,
+                e.new_pid.unwrap(),
+                e.total_ns.unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [(10, 11, 12, 7 * MS), (20, 21, 22, 8 * MS - 1)],
+        "each death pairs with its own supervisor's replacement"
+    );
+    assert_eq!(episodes[1].fault.as_ref().unwrap().signal_name, "SIGTERM");
+}
+
+#[test]
+fn a_reused_pid_is_a_new_process() {
+    let mut story = Story::new(service(Ready::Exec, &[(11, 10)]));
+    // The replacement gets the dead instance's pid back (possible once it was reaped).
+    story.restart(100 * MS, 10, 11, 11);
+    let first = story.episodes();
+    assert_eq!((first[0].old_pid, first[0].new_pid), (11, Some(11)));
+    story.restart(SEC, 10, 11, 12);
+    let second = story.episodes();
+    assert_eq!(second.len(), 1, "the reused pid is the live instance");
+    assert_eq!(second[0].phases_ns.reaped_to_forked, Some(MS));
+}
+
+#[test]
+fn a_death_during_startup_is_a_failed_start_of_the_same_outage() {
+    let mut story = Story::new(service(Ready::Listen, &[(11, 10)]));
+    story
+        .restart(100 * MS, 10, 11, 12)
+        // The replacement dies before listening; the supervisor throttles for a second.
+        .exit(110 * MS, 12, 10, 0, 1)
+        .reap(111 * MS, 10, 12)
+        .fork(1111 * MS, 10, 13)
+        .exec(1112 * MS, 13, 10, "svc")
+        .listen(1120 * MS, 13);
+    let episodes = story.episodes();
+    assert_eq!(episodes.len(), 1);
+    let e = &episodes[0];
+    assert_eq!((e.failed_starts, e.new_pid), (1, Some(13)));
+    assert_eq!(
+        e.total_ns,
+        Some(1020 * MS),
+        "from the first fault to the ready"
+    );
+    assert_eq!(
+        e.phases_ns.reaped_to_forked,
+        Some(SEC),
+        "the last attempt's phases"
+    );
+    assert_eq!(e.phases_ns.exec_to_ready, Some(8 * MS));
+}
+
+#[test]
+fn exits_of_workers_and_threads_are_not_deaths() {
+    let mut story = Story::new(service(Ready::Exec, &[(11, 10)]));
+    story
+        .fork(SEC, 11, 14)
+        .feed(Event::Fsync(Fsync {
+            ts_ns: SEC + 1,
+            pid: 14,
+            call: "fsync".into(),
+            fd: Some(3),
+            dev: None,
+            ino: None,
+            datasync: Some(false),
+            latency_ns: 2 * MS,
+            ret: 0,
+        }))
+        .exit(SEC + 2, 14, 11, 0, 0)
+        // A worker that execs the service's own binary is still part of instance 11.
+        .fork(SEC + 3, 11, 15)
+        .exec(SEC + 4, 15, 11, "svc")
+        .exit(SEC + 5, 15, 11, 9, 0);
+    assert!(story.episodes().is_empty());
+    assert_eq!(story.engine.instance_count(), 1);
+    assert_eq!(story.engine.stats().fsync_latency.len(), 1);
+}
+
+#[test]
+fn other_children_of_the_supervisor_are_not_replacements() {
+    let mut story = Story::new(service(Ready::Exec, &[(11, 10)]));
+    story
+        .kill(100 * MS, 11, 9)
+        .exit(101 * MS, 11, 10, 9, 0)
+        .reap(102 * MS, 10, 11)
+        // runsv runs ./finish, then the log service's svlogd restarts for its own reasons.
+        .fork(103 * MS, 10, 30)
+        .exec(104 * MS, 30, 10, "finish")
+        .exit(105 * MS, 30, 10, 0, 0)
+        .reap(106 * MS, 10, 30)
+        .fork(107 * MS, 10, 31)
+        .exec(108 * MS, 31, 10, "svlogd")
+        // Then the run script, a shell that does not exec, starts the service.
+        .fork(110 * MS, 10, 12)
+        .exec(111 * MS, 12, 10, "sh")
+        .fork(112 * MS, 12, 13)
+        .exec(113 * MS, 13, 12, "svc");
+    let episodes = story.episodes();
+    assert_eq!(episodes.len(), 1);
+    let e = &episodes[0];
+    assert_eq!(e.new_pid, Some(13));
+    assert_eq!(
+        e.at_ns.forked,
+        Some(110 * MS),
+        "the shell's fork is the restart"
+    );
+    assert_eq!(e.phases_ns.reaped_to_forked, Some(8 * MS));
+    // The next death is the service under the shell; the supervisor reaps the shell.
+    story
+        .kill(2 * SEC, 13, 9)
+        .exit(2 * SEC + 1, 13, 12, 9, 0)
+        .exit(2 * SEC + 2, 12, 10, 0, 137)
+        .reap(2 * SEC + 3, 10, 12);
+    story.engine.advance(40 * SEC, &mut story.out);
+    let e = &story.episodes()[0];
+    assert_eq!(e.at_ns.reaped, Some(2 * SEC + 3));
+    assert_eq!(e.outcome, Outcome::Failed);
+}
+
+#[test]
+fn a_death_with_no_restart_fails_at_the_timeout() {
+    let mut story = Story::new(service(Ready::Exec, &[(11, 10)]));
+    story
+        .kill(SEC, 11, 9)
+        .exit(SEC + MS, 11, 10, 9, 0)
+        .reap(SEC + 2 * MS, 10, 11);
+    story.engine.advance(30 * SEC, &mut story.out);
+    assert!(story.episodes().is_empty(), "not yet: the deadline is 31 s");
+    story.engine.advance(31 * SEC + 1, &mut story.out);
+    let episodes = story.episodes();
+    let e = &episodes[0];
+    assert_eq!(e.outcome, Outcome::Failed);
+    assert_eq!(e.last_milestone, "reaped");
+    assert_eq!(e.reason.as_deref(), Some("not recovered within 30.000s"));
+    assert_eq!(e.total_ns, None);
+    // A replacement after the deadline starts no episode of its own.
+    story
+        .fork(32 * SEC, 10, 12)
+        .exec(32 * SEC + 1, 12, 10, "svc");
+    assert!(story.episodes().is_empty());
+    assert_eq!(story.engine.stats().failed, 1);
+}
+
+#[test]
+fn a_supervisor_that_exits_fails_its_episode_at_once() {
+    let mut story = Story::new(service(Ready::Exec, &[(11, 10)]));
+    story.exit(SEC, 11, 10, 0, 1).exit(SEC + MS, 10, 1, 0, 111);
+    let e = &story.episodes()[0];
+    assert_eq!(e.outcome, Outcome::Failed);
+    assert_eq!(e.reason.as_deref(), Some("the supervisor (10) exited"));
+    assert!(
+        e.fault.is_none(),
+        "exit code 1 with no signal: the exit is the start"
+    );
+}
+
+#[test]
+fn a_graceful_stop_starts_at_the_request() {
+    let mut story = Story::new(service(Ready::Exec, &[(11, 10)]));
+    story
+        .kill(SEC, 11, 1) // SIGHUP: a reload, not a stop
+        .kill(SEC + MS, 11, 15)
+        .exit(SEC + 50 * MS, 11, 10, 0, 0)
+        .reap(SEC + 51 * MS, 10, 11)
+        .fork(SEC + 52 * MS, 10, 12)
+        .exec(SEC + 53 * MS, 12, 10, "svc");
+    let e = &story.episodes()[0];
+    assert_eq!(e.fault.as_ref().unwrap().signal_name, "SIGTERM");
+    assert_eq!(e.phases_ns.fault_to_exit, Some(49 * MS));
+}
+
+#[test]
+fn a_missing_milestone_folds_into_the_next_phase() {
+    let mut story = Story::new(service(Ready::Exec, &[(11, 10)]));
+    // No reap seen (--no-reap) and no signal (it crashed on its own, exit code 2).
+    story
+        .exit(SEC, 11, 10, 0, 2)
+        .fork(SEC + 5 * MS, 10, 12)
+        .exec(SEC + 6 * MS, 12, 10, "svc");
+    let e = &story.episodes()[0];
+    assert_eq!(e.phases_ns.exit_to_reaped, None);
+    assert_eq!(e.phases_ns.reaped_to_forked, Some(5 * MS));
+    assert_eq!(e.total_ns, Some(6 * MS));
+}
+
+#[test]
+fn probed_readiness_asks_for_a_probe_and_takes_its_time() {
+    let tcp = Ready::Tcp {
+        addr: "127.0.0.1:9".into(),
+    };
+    let mut story = Story::new(service(tcp, &[(11, 10)]));
+    story.restart(SEC, 10, 11, 12);
+    assert_eq!(
+        story.out,
+        [Output::Probe {
+            episode: 1,
+            pid: 12
+        }]
+    );
+    story.out.clear();
+    story.engine.ready(7, SEC + 9 * MS, &mut story.out);
+    assert!(story.out.is_empty(), "an unknown episode is ignored");
+    story.engine.ready(1, SEC + 9 * MS, &mut story.out);
+    let e = &story.episodes()[0];
+    assert_eq!(e.phases_ns.exec_to_ready, Some(5 * MS));
+}
+
+#[test]
+fn found_by_name_a_new_parent_becomes_a_supervisor() {
+    let mut by_name = service(Ready::Exec, &[(11, 10)]);
+    by_name.explicit_supervisors = false;
+    let mut story = Story::new(by_name);
+    // Another copy appears under a parent chaos did not know: it is an instance.
+    story.exec(SEC, 41, 40, "svc");
+    assert_eq!(story.engine.instance_count(), 2);
+    story.restart(2 * SEC, 40, 41, 42);
+    assert_eq!(story.episodes()[0].supervisor, 40);
+
+    let mut story = Story::new(service(Ready::Exec, &[(11, 10)]));
+    story.exec(SEC, 41, 40, "svc");
+    assert_eq!(
+        story.engine.instance_count(),
+        1,
+        "explicit supervisors only"
+    );
+}
+
+#[test]
+fn measurement_end_leaves_open_episodes_unfinished() {
+    let mut story = Story::new(service(Ready::Exec, &[(11, 10)]));
+    story.kill(SEC, 11, 9).exit(SEC + 1, 11, 10, 9, 0);
+    story.engine.finish(2 * SEC, &mut story.out);
+    let e = &story.episodes()[0];
+    assert_eq!(e.outcome, Outcome::Unfinished);
+    assert_eq!(e.last_milestone, "exit");
+    assert_eq!(story.engine.stats().unfinished, 1);
+}

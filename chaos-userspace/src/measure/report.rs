@@ -1,0 +1,219 @@
+//! How `chaos measure` reports: one line per episode as it ends, then a summary with the
+//! histograms; as a table or as JSON Lines.
+//!
+//! # Wire format (`--json`)
+//!
+//! `{"type":"episode","data":{...}}` per episode ([`Episode`]: `id`, `outcome` (`recovered`,
+//! `failed`, `unfinished`), `supervisor`, `old_pid`, `new_pid`, `fault` (`signal`,
+//! `signal_name`, `sender_pid`, `sender_comm`, or null), `exit` (`exit_code`, `signal`,
+//! `core_dumped`, `lifetime_ns`, `unsynced_bytes`), `failed_starts`, `at_ns` (CLOCK_MONOTONIC
+//! of `fault`, `exit`, `reaped`, `forked`, `exec`, `ready`, each or null), `phases_ns`
+//! (`fault_to_exit`, `exit_to_reaped`, `reaped_to_forked`, `forked_to_exec`, `exec_to_ready`),
+//! `total_ns`, `last_milestone`, `reason`), then one `{"type":"summary","data":{...}}`
+//! ([`MeasureSummary`]) with `count`, `min`, `p50`, `p90`, `p99`, `p99_9`, `max`, `mean` per
+//! phase, for the total, for fsync latency and for unsynced bytes at exit.
+
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    episode::{Episode, Outcome, PHASES},
+    stats::{PhaseSummary, Quantiles},
+};
+use crate::output::human_duration;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeasureSummary {
+    pub duration_ns: u64,
+    pub comm: String,
+    pub ready: String,
+    #[serde(flatten)]
+    pub stats: PhaseSummary,
+    pub lost: u64,
+    pub targets_full: u64,
+    pub read_errors: u64,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+enum Line<'a> {
+    Episode(&'a Episode),
+    Summary(&'a MeasureSummary),
+}
+
+pub trait Report {
+    fn episode(&mut self, episode: &Episode) -> std::io::Result<()>;
+    fn summary(&mut self, summary: &MeasureSummary) -> std::io::Result<()>;
+}
+
+pub struct JsonReport<W: Write>(pub W);
+
+impl<W: Write> Report for JsonReport<W> {
+    fn episode(&mut self, episode: &Episode) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.0, &Line::Episode(episode))?;
+        self.0.write_all(b"\n")?;
+        self.0.flush()
+    }
+
+    fn summary(&mut self, summary: &MeasureSummary) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.0, &Line::Summary(summary))?;
+        self.0.write_all(b"\n")?;
+        self.0.flush()
+    }
+}
+
+pub struct TableReport<W: Write>(pub W);
+
+impl<W: Write> Report for TableReport<W> {
+    fn episode(&mut self, e: &Episode) -> std::io::Result<()> {
+        let cause = match &e.fault {
+            Some(f) => format!(
+                "{} from {} ({})",
+                f.signal_name, f.sender_pid, f.sender_comm
+            ),
+            None if e.exit.signal != 0 => {
+                format!("killed by {}", crate::event::signal_name(e.exit.signal))
+            }
+            None => format!("exit code {}", e.exit.exit_code),
+        };
+        let head = match e.outcome {
+            Outcome::Recovered => format!(
+                "#{} recovered in {}",
+                e.id,
+                e.total_ns.map_or("?".into(), human_duration)
+            ),
+            Outcome::Failed | Outcome::Unfinished => format!(
+                "#{} {} after {}: {}",
+                e.id,
+                if e.outcome == Outcome::Failed {
+                    "FAILED"
+                } else {
+                    "unfinished"
+                },
+                e.last_milestone,
+                e.reason.as_deref().unwrap_or("")
+            ),
+        };
+        let phases = e
+            .phases_ns
+            .iter()
+            .zip(PHASES)
+            .filter_map(|((_, value), phase)| {
+                let to = phase.label.rsplit(' ').next().unwrap_or(phase.label);
+                value.map(|v| format!("{to} +{}", human_duration(v)))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let new = e.new_pid.map_or("?".to_string(), |p| p.to_string());
+        let restarts = if e.failed_starts > 0 {
+            format!("; {} failed start(s)", e.failed_starts)
+        } else {
+            String::new()
+        };
+        let unsynced = match e.exit.unsynced_bytes {
+            Some(bytes) if bytes > 0 => format!("; {bytes} bytes unsynced at exit"),
+            _ => String::new(),
+        };
+        writeln!(
+            self.0,
+            "{head}  pid {} -> {new}  {cause}  [{phases}]{restarts}{unsynced}",
+            e.old_pid
+        )?;
+        self.0.flush()
+    }
+
+    fn summary(&mut self, s: &MeasureSummary) -> std::io::Result<()> {
+        let out = &mut self.0;
+        writeln!(
+            out,
+            "\n{} episode(s) of {} in {}: {} recovered, {} failed, {} unfinished; {} failed start(s); ready = {}",
+            s.stats.recovered + s.stats.failed + s.stats.unfinished,
+            s.comm,
+            human_duration(s.duration_ns),
+            s.stats.recovered,
+            s.stats.failed,
+            s.stats.unfinished,
+            s.stats.failed_starts,
+            s.ready,
+        )?;
+        writeln!(
+            out,
+            "{:<24} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "phase", "count", "min", "p50", "p90", "p99", "p99.9", "max"
+        )?;
+        let labels = PHASES.iter().map(|p| p.label).chain(["total"]);
+        for ((_, q), label) in s.stats.phases_ns.iter().zip(labels) {
+            row(out, label, q, human_duration)?;
+        }
+        row(
+            out,
+            "fsync latency",
+            &s.stats.fsync_latency_ns,
+            human_duration,
+        )?;
+        row(
+            out,
+            "unsynced bytes at exit",
+            &s.stats.unsynced_bytes_at_exit,
+            |b| b.to_string(),
+        )?;
+        if let Some((label, share)) = slowest_phase(s) {
+            writeln!(out, "slowest phase (p50): {label}, {share}")?;
+        }
+        if s.lost > 0 {
+            writeln!(
+                out,
+                "{} events were lost (ring buffer full): episodes may be missing",
+                s.lost
+            )?;
+        }
+        out.flush()
+    }
+}
+
+fn row(
+    out: &mut impl Write,
+    label: &str,
+    q: &Quantiles,
+    show: impl Fn(u64) -> String,
+) -> std::io::Result<()> {
+    if q.count == 0 {
+        return writeln!(out, "{label:<24} {:>6}", 0);
+    }
+    writeln!(
+        out,
+        "{label:<24} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        q.count,
+        show(q.min),
+        show(q.p50),
+        show(q.p90),
+        show(q.p99),
+        show(q.p99_9),
+        show(q.max)
+    )
+}
+
+/// The phase holding most of the median recovery: where a supervisor's throttle shows.
+fn slowest_phase(s: &MeasureSummary) -> Option<(&'static str, String)> {
+    let total = s.stats.phases_ns.last()?.1;
+    if total.count == 0 || total.p50 == 0 {
+        return None;
+    }
+    let (index, q) = s
+        .stats
+        .phases_ns
+        .iter()
+        .take(PHASES.len())
+        .enumerate()
+        .max_by_key(|(_, (_, q))| q.p50)?;
+    let percent = q.1.p50 as f64 * 100.0 / total.p50 as f64;
+    Some((
+        PHASES[index].label,
+        format!(
+            "{} of {} total ({percent:.0}%)",
+            human_duration(q.1.p50),
+            human_duration(total.p50)
+        ),
+    ))
+}
