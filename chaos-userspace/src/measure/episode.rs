@@ -224,7 +224,7 @@ pub struct Episode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// An episode ended (recovered, failed or unfinished).
-    Episode(Episode),
+    Episode(Box<Episode>),
     /// Start probing readiness for this episode (`--ready tcp:` or `cmd:`); report with
     /// [`Engine::ready`]. The probe may stop once the episode has ended.
     Probe { episode: u64, pid: u32 },
@@ -519,7 +519,7 @@ impl Engine {
             reason,
         };
         self.stats.add(&episode);
-        out.push(Output::Episode(episode));
+        out.push(Output::Episode(Box::new(episode)));
     }
 
     /// The live instance `pid` is, or descends from.

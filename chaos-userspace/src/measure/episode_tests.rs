@@ -127,7 +127,7 @@ impl Story {
         self.out
             .drain(..)
             .filter_map(|o| match o {
-                Output::Episode(e) => Some(e),
+                Output::Episode(e) => Some(*e),
                 Output::Probe { .. } => None,
             })
             .collect()

@@ -48,6 +48,14 @@ fn histogram() -> Histogram<u64> {
     Histogram::new(SIGFIG).expect("3 significant figures is a valid precision")
 }
 
+/// Records into an auto-resizing histogram (`saturating_record` would clamp to its current,
+/// tiny range instead of growing it).
+fn record(h: &mut Histogram<u64>, value: u64) {
+    if h.record(value).is_err() {
+        h.saturating_record(value);
+    }
+}
+
 /// Histograms of one measurement run.
 #[derive(Debug, Clone)]
 pub struct Stats {
@@ -87,7 +95,7 @@ impl Stats {
     pub fn add(&mut self, episode: &Episode) {
         self.failed_starts += u64::from(episode.failed_starts);
         if let Some(bytes) = episode.exit.unsynced_bytes {
-            self.unsynced_at_exit.saturating_record(bytes);
+            record(&mut self.unsynced_at_exit, bytes);
         }
         match episode.outcome {
             Outcome::Recovered => self.recovered += 1,
@@ -102,16 +110,16 @@ impl Stats {
         }
         for (phase, value) in episode.phases_ns.iter() {
             if let (Some(value), Some(h)) = (value, self.phases.get_mut(phase)) {
-                h.saturating_record(value);
+                record(h, value);
             }
         }
         if let (Some(total), Some(h)) = (episode.total_ns, self.phases.get_mut("total")) {
-            h.saturating_record(total);
+            record(h, total);
         }
     }
 
     pub fn fsync(&mut self, latency_ns: u64) {
-        self.fsync_latency.saturating_record(latency_ns);
+        record(&mut self.fsync_latency, latency_ns);
     }
 
     /// The phases in episode order, then the total.
@@ -204,7 +212,9 @@ mod tests {
     fn the_interval_log_reads_back_with_its_tags() {
         let mut stats = Stats::default();
         stats.fsync(1500);
-        stats.fsync(2500);
+        stats.fsync(2_500_000);
+        let max = stats.fsync_latency.max();
+        assert!((2_497_500..=2_502_500).contains(&max), "grown, not clamped: {max}");
         let mut out = Vec::new();
         let start = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         stats

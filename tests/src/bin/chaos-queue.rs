@@ -1,0 +1,142 @@
+//! The sample service for recovery measurement: a tiny durable queue.
+//!
+//! `chaos-queue serve --dir DIR --port PORT [--interval-ms N] [--notify-fd FD]`
+//!   On start it recovers: reads `DIR/queue.log`, keeps the complete, valid records and cuts a
+//!   torn tail. Then it listens on 127.0.0.1:PORT (that is "ready"; with --notify-fd it also
+//!   writes a newline to FD, s6's readiness notification). Every N ms (default 10) it appends a
+//!   record, fdatasyncs the log, and only then acknowledges it by writing its sequence number
+//!   to `DIR/acked` (fdatasync'd too). A connection gets `records N` and is closed.
+//! `chaos-queue verify --dir DIR`
+//!   Exits 0 when every acknowledged record is in the log, intact and in order; else prints
+//!   what is missing and exits 1.
+//!
+//! Records are 32 bytes: `seq` (u64 LE), `seq ^ SALT` (u64 LE) and 16 bytes of padding ending in
+//! a newline, so a torn or stray write is detected.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{Read as _, Seek as _, SeekFrom, Write as _},
+    net::TcpListener,
+    os::{
+        fd::{AsFd as _, FromRawFd as _},
+        unix::fs::FileExt as _,
+    },
+    path::{Path, PathBuf},
+};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+const RECORD: usize = 32;
+const SALT: u64 = 0x5eed_c0de_d00d_f00d;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
+    };
+    let dir = PathBuf::from(flag("--dir").unwrap_or_else(|| usage()));
+    match args.first().map(String::as_str) {
+        Some("serve") => {
+            let port: u16 = flag("--port").and_then(|p| p.parse().ok()).unwrap_or_else(|| usage());
+            let interval: i32 = flag("--interval-ms").map_or(10, |n| n.parse().unwrap_or_else(|_| usage()));
+            let notify = flag("--notify-fd").map(|n| n.parse::<i32>().unwrap_or_else(|_| usage()));
+            serve(&dir, port, interval, notify);
+        }
+        Some("verify") => std::process::exit(verify(&dir)),
+        _ => usage(),
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: chaos-queue serve --dir DIR --port PORT [--interval-ms N] [--notify-fd FD]");
+    eprintln!("       chaos-queue verify --dir DIR");
+    std::process::exit(2);
+}
+
+fn record(seq: u64) -> [u8; RECORD] {
+    let mut r = [0u8; RECORD];
+    r[..8].copy_from_slice(&seq.to_le_bytes());
+    r[8..16].copy_from_slice(&(seq ^ SALT).to_le_bytes());
+    r[RECORD - 1] = b'\n';
+    r
+}
+
+/// The valid records at the head of the log: their count.
+fn valid_records(bytes: &[u8]) -> u64 {
+    let mut count = 0;
+    for chunk in bytes.chunks_exact(RECORD) {
+        if chunk != record(count) {
+            break;
+        }
+        count += 1;
+    }
+    count
+}
+
+fn read_acked(dir: &Path) -> u64 {
+    std::fs::read(dir.join("acked"))
+        .ok()
+        .and_then(|b| b.get(..8).map(|s| u64::from_le_bytes(s.try_into().unwrap())))
+        .unwrap_or(0)
+}
+
+fn serve(dir: &Path, port: u16, interval_ms: i32, notify: Option<i32>) {
+    std::fs::create_dir_all(dir).expect("create the queue directory");
+    let mut log = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(dir.join("queue.log"))
+        .expect("open queue.log");
+    let mut bytes = Vec::new();
+    log.read_to_end(&mut bytes).expect("read queue.log");
+    let mut next = valid_records(&bytes);
+    // Recovery: cut whatever follows the last valid record (a torn write).
+    log.set_len(next * RECORD as u64).expect("truncate the torn tail");
+    log.seek(SeekFrom::End(0)).expect("seek");
+    let acked = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("acked"))
+        .expect("open acked");
+
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("listen");
+    if let Some(fd) = notify {
+        // SAFETY: the supervisor handed us this fd for exactly this use.
+        let mut pipe = unsafe { File::from_raw_fd(fd) };
+        let _ = pipe.write_all(b"\n");
+    }
+    loop {
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        let ready = poll(&mut fds, PollTimeout::try_from(interval_ms).unwrap_or(PollTimeout::MAX))
+            .unwrap_or(0);
+        if ready > 0 {
+            if let Ok((mut conn, _)) = listener.accept() {
+                let _ = writeln!(conn, "records {next}");
+            }
+            continue;
+        }
+        log.write_all(&record(next)).expect("append");
+        log.sync_data().expect("fdatasync the log");
+        next += 1;
+        acked.write_all_at(&next.to_le_bytes(), 0).expect("acknowledge");
+        acked.sync_data().expect("fdatasync acked");
+    }
+}
+
+fn verify(dir: &Path) -> i32 {
+    let bytes = std::fs::read(dir.join("queue.log")).unwrap_or_default();
+    let valid = valid_records(&bytes);
+    let acked = read_acked(dir);
+    if valid >= acked {
+        println!("ok: {acked} acknowledged, {valid} intact records");
+        0
+    } else {
+        println!("LOST: {acked} acknowledged but only {valid} intact records");
+        1
+    }
+}
