@@ -79,9 +79,19 @@ pub struct Observer {
 impl Observer {
     /// Starts `chaos observe --json ARGS` and returns once it reports that it is attached.
     pub fn start(args: &[&str]) -> Self {
+        Self::launch("observe", args, "chaos: observing")
+    }
+
+    /// Starts `chaos measure --json ARGS` and returns once it reports that it is measuring;
+    /// episodes arrive as events.
+    pub fn measure(args: &[&str]) -> Self {
+        Self::launch("measure", args, "chaos: measuring")
+    }
+
+    fn launch(subcommand: &str, args: &[&str], ready: &str) -> Self {
         let mut command = Command::new(chaos_bin());
         command
-            .arg("observe")
+            .arg(subcommand)
             .arg("--json")
             .args(args)
             .stdout(Stdio::piped())
@@ -121,13 +131,13 @@ impl Observer {
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|_| {
                     panic!(
-                        "chaos observe never became ready; stderr: {}",
+                        "chaos {subcommand} never became ready; stderr: {}",
                         observer.stderr
                     )
                 });
             observer.stderr.push_str(&line);
             observer.stderr.push('\n');
-            if line.starts_with("chaos: observing") {
+            if line.starts_with(ready) {
                 break;
             }
         }
@@ -256,10 +266,71 @@ impl TestCgroup {
     }
 }
 
+impl TestCgroup {
+    /// Every process in this cgroup (which only the test's own processes ever join).
+    pub fn procs(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.path.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    }
+}
+
 impl Drop for TestCgroup {
     fn drop(&mut self) {
+        // cgroup.kill (Linux 5.14) SIGKILLs exactly this cgroup's processes: the supervisors a
+        // test started and whatever they started in turn.
+        if !self.procs().is_empty() {
+            let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
+            let deadline = Instant::now() + DEADLINE;
+            while !self.procs().is_empty() && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+        }
         let _ = std::fs::remove_dir(&self.path);
     }
+}
+
+/// Re-checks `done` every `every` until it holds; panics after [`DEADLINE`]. The interval is
+/// how often to look, not a guess at how long the thing takes.
+pub fn wait_until(what: &str, every: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {DEADLINE:?}");
+        std::thread::park_timeout(every);
+    }
+}
+
+/// The children of `pid` (its threads' `children` files in /proc).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// The command name of `pid`, or "" once it is gone.
+pub fn comm_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_default()
+}
+
+/// A free loopback TCP port (free when asked; the kernel does not hand it out again soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
 }
 
 /// Runs chaos to completion with `args`; returns (exit code, stdout, stderr).

@@ -8,8 +8,22 @@ use anyhow::{Context as _, Result, bail};
 use crate::util::{self, output};
 
 /// Debian packages: LLVM for bpf-linker; bpftool (tests check nothing stays attached);
-/// strace and bpftrace (`bench observe` compares against them).
-const PACKAGES: [&str; 4] = ["llvm-22-dev", "bpftool", "strace", "bpftrace"];
+/// strace and bpftrace (`bench observe` compares against them); the supervisors
+/// `chaos measure` is tested against (runit, s6, daemontools, supervisord).
+const PACKAGES: [&str; 8] = [
+    "llvm-22-dev",
+    "bpftool",
+    "strace",
+    "bpftrace",
+    "runit",
+    "s6",
+    "daemontools",
+    "supervisor",
+];
+
+/// Debian's hook that tells package scripts whether they may start services; exit 101 means
+/// no (man invoke-rc.d). Installing the supervisors must not start system-wide daemons.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Filesystems chaos reads: (type, mount point).
@@ -48,12 +62,27 @@ fn packages() -> Result<()> {
     }
     eprintln!("setup: installing {}", missing.join(" "));
     util::run(Command::new("apt-get").arg("update").arg("-qq"))?;
-    util::run(
+    let own_policy = !std::path::Path::new(POLICY_RC_D).exists();
+    if own_policy {
+        std::fs::write(POLICY_RC_D, "#!/bin/sh\nexit 101\n")
+            .and_then(|()| {
+                std::fs::set_permissions(
+                    POLICY_RC_D,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                )
+            })
+            .with_context(|| format!("cannot write {POLICY_RC_D}"))?;
+    }
+    let installed = util::run(
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    );
+    if own_policy {
+        let _ = std::fs::remove_file(POLICY_RC_D);
+    }
+    installed
 }
 
 fn rust_src() -> Result<()> {

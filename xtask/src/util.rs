@@ -82,7 +82,7 @@ pub fn cargo_test(args: &[&str], envs: &[(&str, &Path)], tally: &mut Tally) -> R
     use std::io::{BufRead as _, BufReader};
     let mut command = Command::new(env!("CARGO"));
     command
-        .arg("test")
+        .args(["test", "--no-fail-fast"])
         .args(args)
         .current_dir(workspace_root())
         .stdout(std::process::Stdio::piped());

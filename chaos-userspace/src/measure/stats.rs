@@ -214,7 +214,10 @@ mod tests {
         stats.fsync(1500);
         stats.fsync(2_500_000);
         let max = stats.fsync_latency.max();
-        assert!((2_497_500..=2_502_500).contains(&max), "grown, not clamped: {max}");
+        assert!(
+            (2_497_500..=2_502_500).contains(&max),
+            "grown, not clamped: {max}"
+        );
         let mut out = Vec::new();
         let start = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         stats

@@ -40,8 +40,11 @@ fn main() {
     let dir = PathBuf::from(flag("--dir").unwrap_or_else(|| usage()));
     match args.first().map(String::as_str) {
         Some("serve") => {
-            let port: u16 = flag("--port").and_then(|p| p.parse().ok()).unwrap_or_else(|| usage());
-            let interval: i32 = flag("--interval-ms").map_or(10, |n| n.parse().unwrap_or_else(|_| usage()));
+            let port: u16 = flag("--port")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| usage());
+            let interval: i32 =
+                flag("--interval-ms").map_or(10, |n| n.parse().unwrap_or_else(|_| usage()));
             let notify = flag("--notify-fd").map(|n| n.parse::<i32>().unwrap_or_else(|_| usage()));
             serve(&dir, port, interval, notify);
         }
@@ -79,7 +82,10 @@ fn valid_records(bytes: &[u8]) -> u64 {
 fn read_acked(dir: &Path) -> u64 {
     std::fs::read(dir.join("acked"))
         .ok()
-        .and_then(|b| b.get(..8).map(|s| u64::from_le_bytes(s.try_into().unwrap())))
+        .and_then(|b| {
+            b.get(..8)
+                .map(|s| u64::from_le_bytes(s.try_into().unwrap()))
+        })
         .unwrap_or(0)
 }
 
@@ -95,7 +101,8 @@ fn serve(dir: &Path, port: u16, interval_ms: i32, notify: Option<i32>) {
     log.read_to_end(&mut bytes).expect("read queue.log");
     let mut next = valid_records(&bytes);
     // Recovery: cut whatever follows the last valid record (a torn write).
-    log.set_len(next * RECORD as u64).expect("truncate the torn tail");
+    log.set_len(next * RECORD as u64)
+        .expect("truncate the torn tail");
     log.seek(SeekFrom::End(0)).expect("seek");
     let acked = OpenOptions::new()
         .create(true)
@@ -112,8 +119,11 @@ fn serve(dir: &Path, port: u16, interval_ms: i32, notify: Option<i32>) {
     }
     loop {
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-        let ready = poll(&mut fds, PollTimeout::try_from(interval_ms).unwrap_or(PollTimeout::MAX))
-            .unwrap_or(0);
+        let ready = poll(
+            &mut fds,
+            PollTimeout::try_from(interval_ms).unwrap_or(PollTimeout::MAX),
+        )
+        .unwrap_or(0);
         if ready > 0 {
             if let Ok((mut conn, _)) = listener.accept() {
                 let _ = writeln!(conn, "records {next}");
@@ -123,7 +133,9 @@ fn serve(dir: &Path, port: u16, interval_ms: i32, notify: Option<i32>) {
         log.write_all(&record(next)).expect("append");
         log.sync_data().expect("fdatasync the log");
         next += 1;
-        acked.write_all_at(&next.to_le_bytes(), 0).expect("acknowledge");
+        acked
+            .write_all_at(&next.to_le_bytes(), 0)
+            .expect("acknowledge");
         acked.sync_data().expect("fdatasync acked");
     }
 }

@@ -1,0 +1,420 @@
+//! `chaos measure` against real supervisors from Debian's packages (runit, daemontools, s6,
+//! supervisord) and one with a known restart delay. Every supervisor runs in a cgroup the test
+//! creates; the test kills only the instance it finds as its own supervisor's child.
+
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use chaos_tests::{
+    Observer, Spawned, TestCgroup, children_of, comm_of, free_port, run_chaos, scratch_dir,
+    wait_until,
+};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use serde_json::Value;
+
+const QUEUE: &str = env!("CARGO_BIN_EXE_chaos-queue");
+const QUEUE_COMM: &str = "chaos-queue";
+/// How often the test looks again for a process or a listening port.
+const LOOK: Duration = Duration::from_millis(2);
+/// runsv and supervise wait a second before restarting a service that ran for less than one
+/// (runit's runsv.c, daemontools' supervise.c); an instance older than this is "settled".
+const SETTLED: Duration = Duration::from_millis(1100);
+
+/// A supervisor the test started in its own cgroup, running the sample queue.
+struct Supervised {
+    // Dropped last: kills whatever the supervisor left behind.
+    _cgroup: TestCgroup,
+    supervisor: Spawned,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Supervised {
+    /// Starts `program` (a supervisor command line) inside a new cgroup.
+    fn start(name: &str, dir: tempfile::TempDir, port: u16, program: &[&str]) -> Self {
+        // The test runs as a subreaper, so that nothing it starts is ever left to pid 1.
+        nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+        let cgroup = TestCgroup::new(name);
+        let procs = cgroup.path.join("cgroup.procs");
+        let script = format!("echo $$ > {} && exec \"$@\"", procs.display());
+        let supervisor = Spawned::new(
+            Command::new("sh")
+                .args(["-c", &script, "sh"])
+                .args(program)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        );
+        Self {
+            _cgroup: cgroup,
+            supervisor,
+            port,
+            dir,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.supervisor.pid()
+    }
+
+    /// The supervisor's child running the queue, once it accepts connections.
+    fn ready_instance(&self) -> u32 {
+        let mut found = 0;
+        wait_until("a listening instance", LOOK, || {
+            found = children_of(self.pid())
+                .into_iter()
+                .find(|&c| comm_of(c) == QUEUE_COMM)
+                .unwrap_or(0);
+            found != 0 && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+        found
+    }
+
+    fn queue_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+/// A service directory whose `run` execs the queue (runit, daemontools and s6 all read one).
+fn service_dir(port: u16, notify_fd: Option<u32>) -> tempfile::TempDir {
+    let dir = scratch_dir();
+    let data = dir.path().join("data");
+    let notify = notify_fd.map_or(String::new(), |fd| format!(" --notify-fd {fd}"));
+    let run = format!(
+        "#!/bin/sh\nexec {QUEUE} serve --dir {} --port {port}{notify}\n",
+        data.display()
+    );
+    let path = dir.path().join("run");
+    std::fs::write(&path, run).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    if let Some(fd) = notify_fd {
+        std::fs::write(dir.path().join("notification-fd"), format!("{fd}\n")).unwrap();
+    }
+    dir
+}
+
+fn kill_instance(pid: u32) {
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill our own instance");
+}
+
+/// Kills the instance once per entry of `settle`, each after that much uptime, waiting for
+/// each episode.
+fn measure_kills(svc: &Supervised, extra: &[&str], settle: &[Duration]) -> Observer {
+    let first = svc.ready_instance();
+    let pid = svc.pid().to_string();
+    let kills = settle.len() as u64;
+    let episodes = kills.to_string();
+    let mut args = vec![
+        "--supervisor",
+        &pid,
+        "--ready",
+        "listen",
+        "--episodes",
+        &episodes,
+    ];
+    args.extend_from_slice(extra);
+    let mut measure = Observer::measure(&args);
+    let mut instance = first;
+    let mut since = Instant::now();
+    for (id, &settle) in (1..=kills).zip(settle) {
+        wait_until("the instance to settle", LOOK, || since.elapsed() >= settle);
+        kill_instance(instance);
+        measure.wait_for(&format!("episode {id}"), |e| {
+            e["type"] == "episode" && e["data"]["id"] == id
+        });
+        if id < kills {
+            instance = svc.ready_instance();
+            since = Instant::now();
+        }
+    }
+    measure.finish()
+}
+
+fn episodes(m: &Observer) -> Vec<&Value> {
+    m.of_type("episode").map(|e| &e["data"]).collect()
+}
+
+fn phase(episode: &Value, name: &str) -> u64 {
+    episode["phases_ns"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {name} in {episode:#}"))
+}
+
+/// Every episode recovered, with every milestone seen, the killer named, and the instance
+/// replaced by a new one of the same supervisor.
+fn assert_complete(m: &Observer, supervisor: u32) {
+    for e in episodes(m) {
+        assert_eq!(e["outcome"], "recovered", "{e:#}");
+        assert_eq!(e["supervisor"], supervisor);
+        assert_eq!(e["fault"]["signal_name"], "SIGKILL");
+        assert_eq!(e["fault"]["sender_pid"], std::process::id());
+        assert_ne!(e["new_pid"], e["old_pid"]);
+        for milestone in ["fault", "exit", "reaped", "forked", "exec", "ready"] {
+            assert!(e["at_ns"][milestone].is_u64(), "{milestone} missing: {e:#}");
+        }
+        let sum: u64 = e["phases_ns"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter_map(Value::as_u64)
+            .sum();
+        assert_eq!(
+            Some(sum),
+            e["total_ns"].as_u64(),
+            "phases add up to the total"
+        );
+    }
+}
+
+fn summary_phase<'a>(m: &'a Observer, name: &str) -> &'a Value {
+    let phases = m.summary.as_ref().expect("summary")["data"]["phases_ns"]
+        .as_array()
+        .unwrap();
+    &phases.iter().find(|p| p[0] == name).unwrap()[1]
+}
+
+#[test]
+fn a_known_restart_delay_is_measured_within_a_millisecond_and_replays_exactly() {
+    let port = free_port();
+    let dir = scratch_dir();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap().to_string();
+    let port_arg = port.to_string();
+    let svc = Supervised::start(
+        "delay",
+        dir,
+        port,
+        &[
+            env!("CARGO_BIN_EXE_delay-supervisor"),
+            "200",
+            QUEUE,
+            "serve",
+            "--dir",
+            &data,
+            "--port",
+            &port_arg,
+        ],
+    );
+    let record = svc.dir.path().join("measure.jsonl");
+    let hdr = svc.dir.path().join("measure.hlog");
+    let m = measure_kills(
+        &svc,
+        &[
+            "--record",
+            record.to_str().unwrap(),
+            "--hdr-log",
+            hdr.to_str().unwrap(),
+        ],
+        &[Duration::ZERO; 4],
+    );
+    assert_complete(&m, svc.pid());
+    for e in episodes(&m) {
+        let delay = phase(e, "reaped_to_forked");
+        assert!(
+            (200_000_000..201_000_000).contains(&delay),
+            "reaped -> forked is the 200 ms delay to within 1 ms: {delay} ns"
+        );
+    }
+    assert_eq!(summary_phase(&m, "reaped_to_forked")["count"], 4);
+
+    // The recording, replayed without the kernel, gives the same lines.
+    let (code, stdout, stderr) =
+        run_chaos(&["measure", "--replay", record.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let replayed: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut live: Vec<Value> = m.events.clone();
+    live.push(m.summary.clone().unwrap());
+    assert_eq!(replayed, live);
+    let log = std::fs::read_to_string(&hdr).unwrap();
+    assert!(log.contains("Tag=reaped_to_forked,"), "{log}");
+}
+
+#[test]
+fn runit_restarts_a_settled_service_in_milliseconds_and_throttles_a_quick_death() {
+    let port = free_port();
+    let dir = service_dir(port, None);
+    let path = dir.path().to_str().unwrap().to_string();
+    let svc = Supervised::start("runit", dir, port, &["runsv", &path]);
+    // Twice settled, then killed again right after it came back: runsv waits out the second.
+    let m = measure_kills(&svc, &[], &[SETTLED, SETTLED, Duration::ZERO]);
+    assert_complete(&m, svc.pid());
+    let all = episodes(&m);
+    for e in &all[..2] {
+        assert!(phase(e, "reaped_to_forked") < 50_000_000, "settled: {e:#}");
+    }
+    let e = all[2];
+    let throttle = phase(e, "reaped_to_forked");
+    assert!(
+        (900_000_000..1_200_000_000).contains(&throttle),
+        "runsv's one-second throttle sits in reaped -> forked: {e:#}"
+    );
+    let verify = Command::new(QUEUE)
+        .args(["verify", "--dir", svc.queue_dir().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{verify:?}");
+}
+
+#[test]
+fn daemontools_restarts_a_settled_service_in_milliseconds_and_throttles_a_quick_death() {
+    let port = free_port();
+    let dir = service_dir(port, None);
+    let path = dir.path().to_str().unwrap().to_string();
+    let svc = Supervised::start("daemontools", dir, port, &["supervise", &path]);
+    let m = measure_kills(&svc, &[], &[SETTLED, SETTLED, Duration::ZERO]);
+    assert_complete(&m, svc.pid());
+    let all = episodes(&m);
+    for e in &all[..2] {
+        assert!(phase(e, "reaped_to_forked") < 50_000_000, "settled: {e:#}");
+    }
+    // supervise sleeps a second after each start before it looks at its child again
+    // (daemontools' supervise.c, trystart: deepsleep(1)), so here the second is spent before
+    // the reap, not after it as with runsv.
+    let throttle = phase(all[2], "exit_to_reaped");
+    assert!(
+        (800_000_000..1_200_000_000).contains(&throttle),
+        "supervise reaps a quick death only after its one-second sleep: {:#}",
+        all[2]
+    );
+    let fsyncs = &m.summary.as_ref().unwrap()["data"]["fsync_latency_ns"];
+    assert!(
+        fsyncs["count"].as_u64().unwrap() > 10,
+        "the queue's fdatasyncs: {fsyncs}"
+    );
+}
+
+#[test]
+fn s6_waits_a_second_by_default_and_not_with_readiness_notification() {
+    let port = free_port();
+    let dir = service_dir(port, None);
+    let path = dir.path().to_str().unwrap().to_string();
+    let svc = Supervised::start("s6", dir, port, &["s6-supervise", &path]);
+    let m = measure_kills(&svc, &[], &[SETTLED]);
+    assert_complete(&m, svc.pid());
+    let e = episodes(&m)[0];
+    assert!(
+        (900_000_000..1_200_000_000).contains(&phase(e, "reaped_to_forked")),
+        "{e:#}"
+    );
+    drop(svc);
+
+    let port = free_port();
+    let dir = service_dir(port, Some(3));
+    let path = dir.path().to_str().unwrap().to_string();
+    let svc = Supervised::start("s6-notify", dir, port, &["s6-supervise", &path]);
+    let m = measure_kills(&svc, &[], &[SETTLED; 2]);
+    assert_complete(&m, svc.pid());
+    for e in episodes(&m) {
+        assert!(
+            phase(e, "reaped_to_forked") < 50_000_000,
+            "with notification-fd: {e:#}"
+        );
+    }
+}
+
+#[test]
+fn supervisord_restarts_after_a_second_and_gives_up_after_quick_deaths() {
+    let port = free_port();
+    let dir = scratch_dir();
+    let conf = dir.path().join("supervisord.conf");
+    let base = dir.path().display();
+    std::fs::write(
+        &conf,
+        format!(
+            "[supervisord]\nnodaemon=true\nlogfile={base}/supervisord.log\npidfile={base}/supervisord.pid\n\
+             [program:queue]\ncommand={QUEUE} serve --dir {base}/data --port {port}\n\
+             autorestart=true\nstartsecs=1\nstartretries=3\n"
+        ),
+    )
+    .unwrap();
+    let conf = conf.to_str().unwrap().to_string();
+    let svc = Supervised::start(
+        "supervisord",
+        dir,
+        port,
+        &["supervisord", "-n", "-c", &conf],
+    );
+    let m = measure_kills(&svc, &[], &[SETTLED]);
+    assert_complete(&m, svc.pid());
+    let delay = phase(episodes(&m)[0], "reaped_to_forked");
+    assert!((500_000_000..1_500_000_000).contains(&delay), "{delay}");
+
+    // Deaths within startsecs: supervisord backs off, then marks the program FATAL.
+    let first = svc.ready_instance();
+    let pid = svc.pid().to_string();
+    let mut measure = Observer::measure(&[
+        "--supervisor",
+        &pid,
+        "--ready",
+        "listen",
+        "--recovery-timeout",
+        "6",
+        "--duration",
+        "40",
+    ]);
+    let mut instance = first;
+    let failed = 'kills: {
+        for id in 1..=6u64 {
+            kill_instance(instance);
+            let e = measure.wait_for(&format!("episode {id}"), |e| {
+                e["type"] == "episode" && e["data"]["id"] == id
+            });
+            if e["data"]["outcome"] == "failed" {
+                break 'kills e;
+            }
+            instance = svc.ready_instance();
+        }
+        panic!("supervisord never gave up: {:#?}", measure.events);
+    };
+    let m = measure.stop();
+    assert_eq!(failed["data"]["last_milestone"], "reaped", "{failed:#}");
+    assert!(failed["data"]["id"].as_u64().unwrap() >= 3, "{failed:#}");
+    assert!(children_of(svc.pid()).is_empty(), "FATAL: nothing runs");
+    let data = &m.summary.as_ref().unwrap()["data"];
+    assert_eq!(data["failed"], 1);
+}
+
+#[test]
+fn bad_measure_input_is_refused_with_the_reason() {
+    let missing = Path::new("/nonexistent/rec.jsonl");
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["measure"],
+            "the following required arguments were not provided",
+        ),
+        (
+            &["measure", "--pid", "1", "--ready", "http"],
+            "--ready http: give exec, listen",
+        ),
+        (
+            &["measure", "--supervisor", "4194304"],
+            "--supervisor 4194304: no such process",
+        ),
+        (
+            &["measure", "--comm", "no-such-name-xy"],
+            "--comm no-such-name-xy: no running instance found",
+        ),
+        (
+            &["measure", "--comm", "x", "--episodes", "0"],
+            "--episodes 0: give at least 1",
+        ),
+        (
+            &["measure", "--replay", missing.to_str().unwrap()],
+            "cannot read /nonexistent/rec.jsonl",
+        ),
+    ];
+    for (args, expected) in cases {
+        let (code, _, stderr) = run_chaos(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
