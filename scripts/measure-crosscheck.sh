@@ -23,12 +23,14 @@ cleanup() {
   [ -n "${bt:-}" ] && kill -INT "$bt" 2>/dev/null && wait "$bt" 2>/dev/null || true
   echo 1 > "$cg/cgroup.kill" 2>/dev/null || true
   while [ -s "$cg/cgroup.procs" ]; do :; done
+  wait "$reaper" 2>/dev/null || true
   rmdir "$cg" 2>/dev/null || true
 }
 trap cleanup EXIT
 
-sh -c "echo \$\$ > $cg/cgroup.procs && exec $bin/delay-supervisor $delay $bin/chaos-queue serve --dir $work/data --port $port" &
-sup=$!
+"$bin/victim" subreaper sh -c "echo \$\$ > $cg/cgroup.procs && exec $bin/delay-supervisor $delay $bin/chaos-queue serve --dir $work/data --port $port" &
+reaper=$!
+until sup=$(cat /proc/$reaper/task/*/children 2>/dev/null | awk '{print $1}') && [ -n "$sup" ]; do :; done
 instance() { for c in $(cat /proc/$sup/task/*/children 2>/dev/null); do
   [ "$(cat /proc/$c/comm 2>/dev/null)" = chaos-queue ] && echo "$c" && return; done; }
 ready() { (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; }

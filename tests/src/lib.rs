@@ -281,14 +281,25 @@ impl Drop for TestCgroup {
     fn drop(&mut self) {
         // cgroup.kill (Linux 5.14) SIGKILLs exactly this cgroup's processes: the supervisors a
         // test started and whatever they started in turn.
-        if !self.procs().is_empty() {
+        let inside = self.procs();
+        if !inside.is_empty() {
             let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
-            let deadline = Instant::now() + DEADLINE;
-            while !self.procs().is_empty() && Instant::now() < deadline {
-                std::thread::yield_now();
-            }
         }
-        let _ = std::fs::remove_dir(&self.path);
+        // A dead process keeps its cgroup busy until it is reaped; those orphaned to the test
+        // (a subreaper) are reaped here, by pid, so no other child's status is taken.
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            for &pid in &inside {
+                let _ = nix::sys::wait::waitpid(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
+            }
+            if std::fs::remove_dir(&self.path).is_ok() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::yield_now();
+        }
     }
 }
 

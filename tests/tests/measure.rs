@@ -29,11 +29,11 @@ const SETTLED: Duration = Duration::from_millis(1100);
 
 /// A supervisor the test started in its own cgroup, running the sample queue.
 struct Supervised {
-    // Dropped last: kills whatever the supervisor left behind.
-    _cgroup: TestCgroup,
     supervisor: Spawned,
     port: u16,
     dir: tempfile::TempDir,
+    // Dropped last (fields drop in order): kills whatever the supervisor left behind.
+    _cgroup: TestCgroup,
 }
 
 impl Supervised {
@@ -52,10 +52,10 @@ impl Supervised {
                 .stderr(std::process::Stdio::null()),
         );
         Self {
-            _cgroup: cgroup,
             supervisor,
             port,
             dir,
+            _cgroup: cgroup,
         }
     }
 

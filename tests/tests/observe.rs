@@ -444,3 +444,42 @@ fn syscall_fsync_hook_reports_the_call_and_fd_on_any_filesystem() {
     assert!(f["fd"].as_i64().is_some_and(|fd| fd >= 3), "{f}");
     assert_eq!(f["ret"].as_i64(), Some(0));
 }
+
+#[test]
+fn an_exit_reports_the_bytes_written_since_the_last_sync_with_either_hook() {
+    let dir = scratch_dir();
+    for hook in ["fs", "syscalls"] {
+        let observer = Observer::start(&[
+            "--fsync-hook",
+            hook,
+            "--",
+            victim_bin(),
+            "unsynced",
+            "2500",
+            dir.path().to_str().unwrap(),
+        ])
+        .finish();
+        let exits: Vec<_> = observer.of_type("exit").collect();
+        assert_eq!(exits.len(), 1, "{hook}: {:#?}", observer.events);
+        assert_eq!(
+            data(exits[0])["unsynced_bytes"],
+            2500,
+            "{hook}: the 4096 synced bytes are not counted, the 2500 after are"
+        );
+    }
+    let observer = Observer::start(&[
+        "--fsync-hook",
+        "off",
+        "--",
+        victim_bin(),
+        "unsynced",
+        "10",
+        dir.path().to_str().unwrap(),
+    ])
+    .finish();
+    let exit = observer.of_type("exit").next().unwrap();
+    assert!(
+        data(exit)["unsynced_bytes"].is_null(),
+        "no write hook, no count"
+    );
+}

@@ -8,6 +8,11 @@
 //! - `segv DIR`: allow core dumps, chdir to DIR, write through a null pointer (SIGSEGV).
 //! - `churn N DIR`: fork N children that exit at once (waiting for each), fsync DIR/churn.dat, exit 0.
 //! - `on-usr1`: wait for SIGUSR1, then fork a child that exits, wait for it, exit 5.
+//! - `unsynced N DIR`: write 4096 bytes to DIR/unsynced.dat and fsync them, then write N more
+//!   bytes (in 1000-byte writes) without syncing, exit 0.
+//! - `subreaper CMD [ARGS...]`: become a child subreaper, run CMD, and reap every descendant
+//!   orphaned on the way (so that nothing a script starts is ever left to pid 1); exit when
+//!   none is left, with CMD's status.
 //! - `bench getppid N OUT` / `bench fsync N DIR OUT` / `bench forkexec N OUT`: the benchmark
 //!   workloads; the elapsed CLOCK_MONOTONIC nanoseconds of the loop are written to OUT.
 
@@ -63,13 +68,49 @@ fn main() {
             fork_child(|| 0);
             std::process::exit(5);
         }
+        "unsynced" => {
+            let n: usize = arg(1).parse().expect("N");
+            let path = Path::new(arg(2)).join("unsynced.dat");
+            write_and_sync(&path, &[b's'; 4096]);
+            let mut file = OpenOptions::new().append(true).open(&path).expect("open");
+            for chunk in vec![b'u'; n].chunks(1000) {
+                file.write_all(chunk).expect("write");
+            }
+            std::process::exit(0);
+        }
+        "subreaper" => subreaper(&args[1..]),
         "bench" => bench(&args[1..]),
         _ => usage(),
     }
 }
 
+fn subreaper(command: &[String]) -> ! {
+    if command.is_empty() {
+        usage();
+    }
+    nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+    let child = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", command[0]));
+    let first = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut code = 0;
+    while let Ok(status) = waitpid(None, None) {
+        if status.pid() == Some(first) {
+            code = match status {
+                nix::sys::wait::WaitStatus::Exited(_, c) => c,
+                nix::sys::wait::WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+                _ => 0,
+            };
+        }
+    }
+    std::process::exit(code)
+}
+
 fn usage() -> ! {
-    eprintln!("usage: victim family DIR | pause | segv DIR | churn N DIR | on-usr1 | bench ...");
+    eprintln!(
+        "usage: victim family DIR | pause | segv DIR | churn N DIR | on-usr1 | subreaper CMD... | bench ..."
+    );
     std::process::exit(64)
 }
 
