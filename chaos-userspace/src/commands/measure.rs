@@ -335,7 +335,7 @@ async fn drive(
                 probe.abort();
             }
         }
-        for (episode, _pid) in measurement.take_probes() {
+        for episode in measurement.take_probes() {
             let probe = spawn_probe(
                 &config.ready,
                 episode,

@@ -227,7 +227,7 @@ pub enum Output {
     Episode(Box<Episode>),
     /// Start probing readiness for this episode (`--ready tcp:` or `cmd:`); report with
     /// [`Engine::ready`]. The probe may stop once the episode has ended.
-    Probe { episode: u64, pid: u32 },
+    Probe { episode: u64 },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -431,14 +431,14 @@ impl Engine {
                 self.end(open, Outcome::Recovered, e.ts_ns, None, out);
             }
             Ready::Listen => {}
-            Ready::Tcp { .. } | Ready::Cmd { .. } => out.push(Output::Probe {
-                episode: id,
-                pid: e.pid,
-            }),
+            Ready::Tcp { .. } | Ready::Cmd { .. } => out.push(Output::Probe { episode: id }),
         }
     }
 
     fn exit(&mut self, e: &Exit, out: &mut Vec<Output>) {
+        // Only live processes are traced up to their supervisor; the dead one's entry goes
+        // (else a long run without reap events would keep every fork).
+        self.procs.remove(&e.pid);
         if self.supervisors.contains(&e.pid) {
             // Nothing will restart what this supervisor ran.
             while let Some(at) = self.open.iter().position(|o| o.supervisor == e.pid) {

@@ -32,8 +32,8 @@ pub struct Measurement {
     limit: Option<u64>,
     ended: u64,
     outputs: Vec<Output>,
-    /// Readiness probes the driver should start: (episode, pid).
-    probes: Vec<(u64, u32)>,
+    /// Episodes whose readiness the driver should start probing.
+    probes: Vec<u64>,
     /// Episodes that ended since the driver last asked (to stop their probes).
     finished: Vec<u64>,
 }
@@ -85,14 +85,14 @@ impl Measurement {
                     self.finished.push(episode.id);
                     self.report.episode(&episode)?;
                 }
-                Output::Probe { episode, pid } => self.probes.push((episode, pid)),
+                Output::Probe { episode } => self.probes.push(episode),
             }
         }
         Ok(())
     }
 
-    /// Probes to start since the last call.
-    pub fn take_probes(&mut self) -> Vec<(u64, u32)> {
+    /// Episodes to start probing since the last call.
+    pub fn take_probes(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.probes)
     }
 
