@@ -36,6 +36,8 @@ pub struct Measurement {
     probes: Vec<u64>,
     /// Episodes that ended since the driver last asked (to stop their probes).
     finished: Vec<u64>,
+    /// The reader of the report went away (a closed pipe is a normal way to stop).
+    closed: bool,
 }
 
 impl Measurement {
@@ -56,10 +58,11 @@ impl Measurement {
             outputs: Vec::new(),
             probes: Vec::new(),
             finished: Vec::new(),
+            closed: false,
         })
     }
 
-    /// Feeds one input; true once `--episodes` is reached.
+    /// Feeds one input; true once `--episodes` is reached or the report's reader is gone.
     pub fn feed(&mut self, input: Input) -> std::io::Result<bool> {
         match &input {
             Input::Event(event) => self.engine.event(event, &mut self.outputs),
@@ -74,16 +77,33 @@ impl Measurement {
             recorder.input(&input)?;
         }
         self.drain_outputs()?;
-        Ok(self.limit.is_some_and(|limit| self.ended >= limit))
+        Ok(self.closed || self.limit.is_some_and(|limit| self.ended >= limit))
+    }
+
+    /// Writes to the report unless its reader is gone.
+    fn report(
+        &mut self,
+        write: impl FnOnce(&mut dyn Report) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        match write(self.report.as_mut()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     fn drain_outputs(&mut self) -> std::io::Result<()> {
-        for output in self.outputs.drain(..) {
+        for output in std::mem::take(&mut self.outputs) {
             match output {
                 Output::Episode(episode) => {
                     self.ended += 1;
                     self.finished.push(episode.id);
-                    self.report.episode(&episode)?;
+                    self.report(|r| r.episode(&episode))?;
                 }
                 Output::Probe { episode } => self.probes.push(episode),
             }
@@ -124,7 +144,7 @@ impl Measurement {
             targets_full: end.counters.targets_full,
             read_errors: end.counters.read_errors,
         };
-        self.report.summary(&summary)?;
+        self.report(|r| r.summary(&summary))?;
         if let Some(recorder) = self.recorder.take() {
             recorder.end(&end)?;
         }
