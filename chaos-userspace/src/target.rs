@@ -193,14 +193,18 @@ pub fn initial_members(
     members
 }
 
-/// Every (pid, comm) under `proc`. Processes that vanish while being read are skipped.
-pub fn scan_processes(proc: &Path) -> Vec<(u32, String)> {
-    let Ok(entries) = std::fs::read_dir(proc) else {
-        return Vec::new();
-    };
-    entries
+/// The pids under `proc` (its numeric entries).
+pub fn proc_pids(proc: &Path) -> impl Iterator<Item = u32> {
+    std::fs::read_dir(proc)
+        .into_iter()
+        .flatten()
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+}
+
+/// Every (pid, comm) under `proc`. Processes that vanish while being read are skipped.
+pub fn scan_processes(proc: &Path) -> Vec<(u32, String)> {
+    proc_pids(proc)
         .filter_map(|pid| {
             let comm = std::fs::read_to_string(proc.join(pid.to_string()).join("comm")).ok()?;
             Some((pid, comm.trim_end_matches('\n').to_string()))

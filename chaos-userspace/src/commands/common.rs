@@ -62,13 +62,19 @@ pub fn ring_bytes(pages: u32) -> Result<u32, Error> {
     Ok(pages * page)
 }
 
-/// A tokio runtime on this thread.
-pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_current_thread()
+/// A tokio runtime on this thread, with SIGINT and SIGTERM already caught: call it before
+/// chaos says it is ready, so that a Ctrl-C from then on ends the run cleanly, with a summary.
+pub fn runtime_with_stops() -> Result<(tokio::runtime::Runtime, Stops), Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|source| Error::Io {
             what: "cannot start the runtime",
             source,
-        })
+        })?;
+    let stops = {
+        let _context = runtime.enter();
+        Stops::install()?
+    };
+    Ok((runtime, stops))
 }

@@ -15,7 +15,7 @@ use std::{
 use chaos_common::{TargetInfo, reason, target_flag};
 use tokio::{sync::mpsc, task::AbortHandle};
 
-use super::common::{Stops, monotonic_ns, positive_secs, ring_bytes, runtime};
+use super::common::{Stops, monotonic_ns, positive_secs, ring_bytes, runtime_with_stops};
 use crate::{
     bpf::{Programs, counts_unsynced, hooks, ring::RingSource},
     cli::MeasureArgs,
@@ -252,11 +252,7 @@ fn live(config: MeasureConfig) -> Result<(), Error> {
 
     let (ring, counters) = (programs.ring()?, programs.counters()?);
     let logs = programs.logger();
-    let runtime = runtime()?;
-    let stops = {
-        let _context = runtime.enter();
-        Stops::install()?
-    };
+    let (runtime, stops) = runtime_with_stops()?;
     eprintln!(
         "chaos: measuring {} ({} instance(s), supervisor(s) {}); ready = {}; Ctrl-C to stop",
         found.comm,

@@ -15,7 +15,7 @@ use nix::{
 };
 use tokio::sync::oneshot;
 
-use super::common::{Stops, monotonic_ns, positive_secs, ring_bytes, runtime};
+use super::common::{Stops, monotonic_ns, positive_secs, ring_bytes, runtime_with_stops};
 use crate::{
     bpf::{Programs, counts_unsynced, hooks, ring::RingSource},
     cli::ObserveArgs,
@@ -130,14 +130,7 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
     let start_ns = monotonic_ns();
     let (ring, counters) = (programs.ring()?, programs.counters()?);
     let logs = programs.logger();
-    let runtime = runtime()?;
-
-    // Signal handlers go in before chaos says it is ready: a Ctrl-C from then on ends the run
-    // cleanly, with a summary.
-    let stops = {
-        let _context = runtime.enter();
-        Stops::install()?
-    };
+    let (runtime, stops) = runtime_with_stops()?;
     let stdout = std::io::stdout().lock();
     let sink: Box<dyn Sink> = if config.json {
         Box::new(JsonLines::new(stdout))
@@ -282,39 +275,21 @@ fn emit(
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-
     use super::*;
-    use crate::{event::Fork, source::ReplaySource};
+    use crate::{event::Fork, output::SharedBuf, source::ReplaySource};
 
     #[test]
     fn replayed_stream_reaches_the_sink_with_a_summary() {
         let text = "{\"type\":\"fork\",\"data\":{\"ts_ns\":1,\"parent_pid\":2,\"child_pid\":3}}\n";
         let source = ReplaySource::from_reader(Path::new("r"), text.as_bytes()).unwrap();
-        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl Write for Shared {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().write(buf)
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let sink = Box::new(JsonLines::new(Shared(out.clone())));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let stops = {
-            let _context = rt.enter();
-            Stops::install().unwrap()
-        };
+        let out = SharedBuf::default();
+        let sink = Box::new(JsonLines::new(out.clone()));
+        let (rt, stops) = runtime_with_stops().unwrap();
         let stop = rt
             .block_on(stream(source, sink, 0, stops, None, None))
             .unwrap();
         assert_eq!(stop, StopReason::SourceEnded);
-        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let text = out.text();
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(
             serde_json::from_str::<Event>(lines[0]).unwrap(),

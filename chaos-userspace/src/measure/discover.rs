@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::service::InitialInstance;
-use crate::target::{CgroupRule, comm_key};
+use crate::target::{CgroupRule, comm_key, proc_pids};
 
 /// How the user named the service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,12 +57,7 @@ pub struct Proc {
 
 /// Every process under `proc` (normally /proc); those that vanish while read are skipped.
 pub fn processes(proc: &Path) -> BTreeMap<u32, Proc> {
-    let Ok(entries) = std::fs::read_dir(proc) else {
-        return BTreeMap::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    proc_pids(proc)
         .filter_map(|pid| {
             let dir = proc.join(pid.to_string());
             let stat = std::fs::read_to_string(dir.join("stat")).ok()?;

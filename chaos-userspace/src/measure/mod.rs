@@ -164,56 +164,18 @@ impl Measurement {
 
 #[cfg(test)]
 mod tests {
-    use std::{cell::RefCell, rc::Rc};
-
     use super::{record::Recording, report::JsonReport, *};
     use crate::{
         event::{Event, Exec, Exit, Fork, KernelCounters, Reap, Signal},
-        measure::{
-            record::{ReadyMark, Tick, VERSION},
-            service::{InitialInstance, Ready, Service},
-        },
+        measure::record::{ReadyMark, Tick},
+        output::SharedBuf as Shared,
     };
 
-    /// A writer the test can read after handing it away.
-    #[derive(Clone, Default)]
-    struct Shared(Rc<RefCell<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.borrow_mut().write(buf)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Shared {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.borrow().clone()).unwrap()
-        }
-    }
-
     fn header() -> Header {
-        Header {
-            version: VERSION,
-            start_ns: 0,
-            start_unix_ns: 1_700_000_000_000_000_000,
-            service: Service {
-                comm: "svc".into(),
-                supervisors: vec![10],
-                explicit_supervisors: true,
-                instances: vec![InitialInstance {
-                    pid: 11,
-                    supervisor: 10,
-                    child: 11,
-                }],
-                ready: Ready::Tcp {
-                    addr: "127.0.0.1:9".into(),
-                },
-                recovery_timeout_ns: 1_000_000_000,
-            },
-        }
+        let mut header = record::tests::header();
+        header.start_ns = 0;
+        header.service.recovery_timeout_ns = 1_000_000_000;
+        header
     }
 
     /// Three deaths: two recover (probed readiness), the last never does (a tick fails it).

@@ -205,7 +205,7 @@ impl Recording {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{
         event::Fork,
