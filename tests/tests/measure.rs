@@ -99,6 +99,14 @@ fn service_dir(port: u16, notify_fd: Option<u32>) -> tempfile::TempDir {
     dir
 }
 
+/// `supervisor DIR` (runsv, supervise, s6-supervise) on a fresh service directory.
+fn supervise_run_dir(name: &str, supervisor: &str, notify_fd: Option<u32>) -> Supervised {
+    let port = free_port();
+    let dir = service_dir(port, notify_fd);
+    let path = dir.path().to_str().unwrap().to_string();
+    Supervised::start(name, dir, port, &[supervisor, &path])
+}
+
 fn kill_instance(pid: u32) {
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill our own instance");
 }
@@ -240,10 +248,7 @@ fn a_known_restart_delay_is_measured_within_a_millisecond_and_replays_exactly() 
 
 #[test]
 fn runit_restarts_a_settled_service_in_milliseconds_and_throttles_a_quick_death() {
-    let port = free_port();
-    let dir = service_dir(port, None);
-    let path = dir.path().to_str().unwrap().to_string();
-    let svc = Supervised::start("runit", dir, port, &["runsv", &path]);
+    let svc = supervise_run_dir("runit", "runsv", None);
     // Twice settled, then killed again right after it came back: runsv waits out the second.
     let m = measure_kills(&svc, &[], &[SETTLED, SETTLED, Duration::ZERO]);
     assert_complete(&m, svc.pid());
@@ -266,10 +271,7 @@ fn runit_restarts_a_settled_service_in_milliseconds_and_throttles_a_quick_death(
 
 #[test]
 fn daemontools_restarts_a_settled_service_in_milliseconds_and_throttles_a_quick_death() {
-    let port = free_port();
-    let dir = service_dir(port, None);
-    let path = dir.path().to_str().unwrap().to_string();
-    let svc = Supervised::start("daemontools", dir, port, &["supervise", &path]);
+    let svc = supervise_run_dir("daemontools", "supervise", None);
     let m = measure_kills(&svc, &[], &[SETTLED, SETTLED, Duration::ZERO]);
     assert_complete(&m, svc.pid());
     let all = episodes(&m);
@@ -294,10 +296,7 @@ fn daemontools_restarts_a_settled_service_in_milliseconds_and_throttles_a_quick_
 
 #[test]
 fn s6_waits_a_second_by_default_and_not_with_readiness_notification() {
-    let port = free_port();
-    let dir = service_dir(port, None);
-    let path = dir.path().to_str().unwrap().to_string();
-    let svc = Supervised::start("s6", dir, port, &["s6-supervise", &path]);
+    let svc = supervise_run_dir("s6", "s6-supervise", None);
     let m = measure_kills(&svc, &[], &[SETTLED]);
     assert_complete(&m, svc.pid());
     let e = episodes(&m)[0];
@@ -307,10 +306,7 @@ fn s6_waits_a_second_by_default_and_not_with_readiness_notification() {
     );
     drop(svc);
 
-    let port = free_port();
-    let dir = service_dir(port, Some(3));
-    let path = dir.path().to_str().unwrap().to_string();
-    let svc = Supervised::start("s6-notify", dir, port, &["s6-supervise", &path]);
+    let svc = supervise_run_dir("s6-notify", "s6-supervise", Some(3));
     let m = measure_kills(&svc, &[], &[SETTLED; 2]);
     assert_complete(&m, svc.pid());
     for e in episodes(&m) {
