@@ -142,7 +142,7 @@ pub struct MeasureArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "replay")]
     pub record: Option<PathBuf>,
     /// Recompute the episodes of a --record file (no root needed).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["supervisor", "pid", "comm", "exe", "cgroup", "duration", "episodes", "no_reap"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["supervisor", "pid", "comm", "exe", "cgroup", "duration", "episodes", "no_reap", "ready", "recovery_timeout", "fsync_hook", "buffer_pages"])]
     pub replay: Option<PathBuf>,
     /// Which hook reports fsync calls and unsynced bytes (as for observe).
     #[arg(long, value_enum, default_value = "fs", value_name = "HOOK")]
