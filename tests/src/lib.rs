@@ -56,6 +56,18 @@ impl Spawned {
     pub fn wait(&mut self) -> std::process::ExitStatus {
         self.0.wait().expect("wait")
     }
+
+    /// Starts `victim on-usr1` and returns once it has blocked SIGUSR1 (it says `ready`), so
+    /// that the signal a test sends is the one it waits for, not one that kills it.
+    pub fn on_usr1(victim: &str) -> Self {
+        let mut spawned = Self::new(Command::new(victim).arg("on-usr1").stdout(Stdio::piped()));
+        let mut line = String::new();
+        BufReader::new(spawned.0.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("read the victim's stdout");
+        assert_eq!(line.trim(), "ready", "victim on-usr1 did not get ready");
+        spawned
+    }
 }
 
 impl Drop for Spawned {

@@ -168,7 +168,7 @@ fn sigsegv_with_core_dumps_enabled_sets_core_dumped() {
 #[test]
 fn bystander_with_the_same_comm_is_invisible_under_pid() {
     let dir = scratch_dir();
-    let mut target = Spawned::new(Command::new(victim_bin()).arg("on-usr1"));
+    let mut target = Spawned::on_usr1(victim_bin());
     let mut observer = Observer::start(&["--pid", &target.pid().to_string()]);
     let mut bystander = Spawned::new(Command::new(victim_bin()).args([
         "churn",
@@ -202,8 +202,8 @@ fn cgroup_target_picks_up_a_process_moved_in_and_ignores_bystanders() {
     let cgroup = TestCgroup::new("moved");
     let _dir = scratch_dir();
     let mut observer = Observer::start(&["--cgroup", cgroup.path.to_str().unwrap()]);
-    let mut target = Spawned::new(Command::new(victim_bin()).arg("on-usr1"));
-    let mut bystander = Spawned::new(Command::new(victim_bin()).arg("on-usr1"));
+    let mut target = Spawned::on_usr1(victim_bin());
+    let mut bystander = Spawned::on_usr1(victim_bin());
     cgroup.add(target.pid());
     for victim in [&target, &bystander] {
         nix::sys::signal::kill(Pid::from_raw(victim.pid() as i32), Signal::SIGUSR1).unwrap();
@@ -251,7 +251,7 @@ fn comm_target_follows_exec_into_the_name() {
 
 #[test]
 fn no_follow_stops_at_the_named_process() {
-    let mut target = Spawned::new(Command::new(victim_bin()).arg("on-usr1"));
+    let mut target = Spawned::on_usr1(victim_bin());
     let pid = target.pid() as u64;
     let mut observer = Observer::start(&["--pid", &pid.to_string(), "--no-follow"]);
     nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGUSR1).unwrap();

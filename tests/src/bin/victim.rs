@@ -7,7 +7,8 @@
 //! - `pause`: wait until killed.
 //! - `segv DIR`: allow core dumps, chdir to DIR, write through a null pointer (SIGSEGV).
 //! - `churn N DIR`: fork N children that exit at once (waiting for each), fsync DIR/churn.dat, exit 0.
-//! - `on-usr1`: wait for SIGUSR1, then fork a child that exits, wait for it, exit 5.
+//! - `on-usr1`: block SIGUSR1 and say `ready` on stdout, wait for SIGUSR1, then fork a child
+//!   that exits, wait for it, exit 5.
 //! - `unsynced N DIR`: write 4096 bytes to DIR/unsynced.dat and fsync them, then write N more
 //!   bytes (in 1000-byte writes) without syncing, exit 0.
 //! - `subreaper CMD [ARGS...]`: become a child subreaper, run CMD, and reap every descendant
@@ -64,6 +65,8 @@ fn main() {
             let mut set = SigSet::empty();
             set.add(Signal::SIGUSR1);
             set.thread_block().expect("block SIGUSR1");
+            // Before this line a SIGUSR1 would kill us (its default action): tests wait for it.
+            println!("ready");
             set.wait().expect("sigwait");
             fork_child(|| 0);
             std::process::exit(5);
