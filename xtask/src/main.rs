@@ -1,11 +1,14 @@
-//! Developer workflows: `cargo xtask setup | test | demo | bench observe`.
+//! Developer workflows: `cargo xtask setup | test [--kernel K] | demo | bench observe`.
 
 mod bench;
 mod setup;
 mod util;
+mod vm;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "chaos development workflows")]
@@ -19,8 +22,13 @@ enum Command {
     /// Install what a fresh machine lacks (LLVM, rust-src, bpf-linker, test packages) and mount
     /// tracefs, bpffs, securityfs and debugfs. Idempotent; seconds when all is there.
     Setup,
-    /// Setup, then every test: unit tests, then the privileged suite as root, one at a time.
-    Test,
+    /// Setup, then every test: unit tests and the privileged suite as root on this kernel, then
+    /// the observer suite in QEMU guests running Debian's 6.1 and 6.12 cloud kernels.
+    Test {
+        /// Which kernels: this machine's (host), a guest (6.1, 6.12), or all of them.
+        #[arg(long, value_enum, default_value = "all")]
+        kernel: KernelChoice,
+    },
     /// Setup, build, and observe the sample service (README's first command).
     Demo,
     /// Benchmarks (never part of `test`): `bench observe` measures observer overhead.
@@ -33,24 +41,127 @@ enum Command {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Setup => setup::run(),
-        Command::Test => test(),
+        Command::Test { kernel } => test(kernel),
         Command::Demo => demo(),
         Command::Bench { which } => bench::run(which),
     }
 }
 
-fn test() -> Result<()> {
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum KernelChoice {
+    Host,
+    #[value(name = "6.1")]
+    V6_1,
+    #[value(name = "6.12")]
+    V6_12,
+    All,
+}
+
+/// Test suites (tests/tests/*.rs) that also run in the guests. `measure` stays on the host: it
+/// asserts restart times to the millisecond, which software emulation cannot keep, and runs
+/// supervisord (Python).
+const GUEST_SUITES: [&str; 2] = ["doctor", "observe"];
+
+fn test(kernel: KernelChoice) -> Result<()> {
     setup::run()?;
     let root = util::workspace_root();
     util::cargo(&["build", "--package", "chaos", "--package", "chaos-tests"])?;
-    let mut tally = util::Tally::default();
-    let result = run_tests(&root, &mut tally);
-    // The closing line CI reads: every test of every step.
+    let series: Vec<&str> = match kernel {
+        KernelChoice::Host => vec![],
+        KernelChoice::V6_1 => vec!["6.1"],
+        KernelChoice::V6_12 => vec!["6.12"],
+        KernelChoice::All => vm::SERIES.to_vec(),
+    };
+    let mut runs: Vec<(String, util::Tally, Result<()>)> = Vec::new();
+    if matches!(kernel, KernelChoice::Host | KernelChoice::All) {
+        let mut tally = util::Tally::default();
+        let result = run_tests(&root, &mut tally);
+        runs.push(("host".into(), tally, result));
+    }
+    for series in series {
+        let mut tally = util::Tally::default();
+        let mut label = format!("guest {series}");
+        let result = run_guest(&root, series, &mut tally, &mut label);
+        runs.push((label, tally, result));
+    }
+    // The closing lines CI reads: each kernel, then every test of every step.
+    let mut total = util::Tally::default();
+    println!();
+    for (label, tally, result) in &runs {
+        let note = match result {
+            Ok(()) => String::new(),
+            Err(e) => format!(" ({e:#})"),
+        };
+        println!(
+            "xtask test [{label}]: {} passed, {} failed{note}",
+            tally.passed, tally.failed
+        );
+        total.add(*tally);
+    }
     println!(
-        "\nxtask test: {} passed, {} failed",
-        tally.passed, tally.failed
+        "xtask test: {} passed, {} failed",
+        total.passed, total.failed
     );
-    result
+    runs.into_iter()
+        .find_map(|(_, _, r)| r.err())
+        .map_or(Ok(()), Err)
+}
+
+/// Boots a Debian cloud kernel of `series` with the guest suites and adds their results.
+fn run_guest(root: &Path, series: &str, tally: &mut util::Tally, label: &mut String) -> Result<()> {
+    let work = util::target_dir(root).join("vm");
+    let kernel = vm::Kernel::fetch(series, &work.join("kernels"))?;
+    *label = format!("guest {}", kernel.release);
+    println!("\n== {label} ({}) under QEMU (TCG)", kernel.package);
+    let debug = util::target_dir(root).join("debug");
+    let payload = vm::Payload {
+        chaos: debug.join("chaos"),
+        programs: vec![debug.join("victim")],
+        tests: test_executables(&GUEST_SUITES)?,
+    };
+    let initrd = vm::initramfs(&kernel, &payload, &work)?;
+    let log = work.join(format!("console-{}.log", kernel.release));
+    vm::boot(&kernel, &initrd, &log, tally)
+}
+
+/// The executables of the tests crate's suites named, built if needed.
+fn test_executables(suites: &[&str]) -> Result<Vec<PathBuf>> {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "test",
+            "--package",
+            "chaos-tests",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .current_dir(util::workspace_root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cargo test --no-run")?;
+    anyhow::ensure!(out.status.success(), "building the test executables failed");
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let name = message["target"]["name"].as_str().unwrap_or_default();
+        let is_test = message["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "test"));
+        if let (true, true, Some(exe)) = (
+            is_test,
+            suites.contains(&name),
+            message["executable"].as_str(),
+        ) {
+            found.push((name.to_string(), PathBuf::from(exe)));
+        }
+    }
+    found.sort();
+    anyhow::ensure!(
+        found.len() == suites.len(),
+        "expected the test suites {suites:?}, found {found:?}"
+    );
+    Ok(found.into_iter().map(|(_, exe)| exe).collect())
 }
 
 fn run_tests(root: &std::path::Path, tally: &mut util::Tally) -> Result<()> {

@@ -9,8 +9,9 @@ use crate::util::{self, output};
 
 /// Debian packages: LLVM for bpf-linker; bpftool (tests check nothing stays attached);
 /// strace and bpftrace (`bench observe` compares against them); the supervisors
-/// `chaos measure` is tested against (runit, s6, daemontools, supervisord).
-const PACKAGES: [&str; 8] = [
+/// `chaos measure` is tested against (runit, s6, daemontools, supervisord); QEMU and a static
+/// busybox for the kernel-matrix guests.
+const PACKAGES: [&str; 10] = [
     "llvm-22-dev",
     "bpftool",
     "strace",
@@ -19,6 +20,8 @@ const PACKAGES: [&str; 8] = [
     "s6",
     "daemontools",
     "supervisor",
+    "qemu-system-x86",
+    "busybox-static",
 ];
 
 /// Debian's hook that tells package scripts whether they may start services; exit 101 means

@@ -69,11 +69,40 @@ pub fn output(program: &str, args: &[&str]) -> Option<String> {
 }
 
 /// Tally of `cargo test` runs, printed as the closing line of `cargo xtask test`.
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 pub struct Tally {
     pub passed: u64,
     pub failed: u64,
     pub ignored: u64,
+}
+
+impl Tally {
+    /// Adds a libtest `test result: ...` line (other lines are ignored).
+    pub fn line(&mut self, line: &str) {
+        let Some(rest) = line.trim_start().strip_prefix("test result: ") else {
+            return;
+        };
+        let count = |word: &str| {
+            rest.split(';')
+                .find_map(|part| {
+                    part.trim()
+                        .trim_start_matches("ok. ")
+                        .trim_start_matches("FAILED. ")
+                        .strip_suffix(word)
+                })
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        self.passed += count(" passed");
+        self.failed += count(" failed");
+        self.ignored += count(" ignored");
+    }
+
+    pub fn add(&mut self, other: Tally) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
 }
 
 /// Runs `cargo test ARGS` with `envs`, echoing its output and adding its `test result:` lines
@@ -96,22 +125,7 @@ pub fn cargo_test(args: &[&str], envs: &[(&str, &Path)], tally: &mut Tally) -> R
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let line = line?;
         println!("{line}");
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            let count = |word: &str| {
-                rest.split(';')
-                    .find_map(|part| {
-                        part.trim()
-                            .trim_start_matches("ok. ")
-                            .trim_start_matches("FAILED. ")
-                            .strip_suffix(word)
-                    })
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            tally.passed += count(" passed");
-            tally.failed += count(" failed");
-            tally.ignored += count(" ignored");
-        }
+        tally.line(&line);
     }
     let status = child.wait()?;
     if !status.success() {

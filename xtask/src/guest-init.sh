@@ -1,0 +1,36 @@
+#!/bin/sh
+# /init of the test guests (busybox sh), written by xtask/src/vm.rs: mounts what chaos and the
+# tests read, gives them an ext4 scratch filesystem, runs `chaos doctor` and the test
+# executables, prints the verdict line the host waits for, and powers off.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export HOME=/root RUST_BACKTRACE=1
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/shm /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /tmp
+mount -t securityfs securityfs /sys/kernel/security
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t bpf bpf /sys/fs/bpf
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+ip link set lo up
+# ext4 for the tests' scratch directories (/var/tmp): the fs fsync hook is ext4's. The image is
+# sparse on the initramfs (tmpfs), so it costs only what is written.
+insmod /lib/modules/loop.ko
+truncate -s 1G /scratch.img
+mkfs.ext4 -q /scratch.img
+mount -o loop /scratch.img /var/tmp
+echo "guest: $(uname -r), lockdown $(cat /sys/kernel/security/lockdown)"
+echo "== chaos doctor"
+@CHAOS@ doctor
+export CHAOS_BIN=@CHAOS@
+rc=0
+for test in @TESTS@; do
+  echo "== $test"
+  "$test" --test-threads=1 || rc=1
+done
+echo "CHAOS-GUEST-RESULT rc=$rc"
+sync
+poweroff -f
