@@ -26,6 +26,9 @@ const LOOK: Duration = Duration::from_millis(2);
 /// runsv and supervise wait a second before restarting a service that ran for less than one
 /// (runit's runsv.c, daemontools' supervise.c); an instance older than this is "settled".
 const SETTLED: Duration = Duration::from_millis(1100);
+/// A settled restart takes milliseconds here (median 2 to 4 ms); on a busy CI machine it may
+/// take tens. Anything under this is clearly not a one-second throttle.
+const NOT_THROTTLED: u64 = 500_000_000;
 
 /// A supervisor the test started in its own cgroup, running the sample queue.
 struct Supervised {
@@ -254,12 +257,15 @@ fn runit_restarts_a_settled_service_in_milliseconds_and_throttles_a_quick_death(
     assert_complete(&m, svc.pid());
     let all = episodes(&m);
     for e in &all[..2] {
-        assert!(phase(e, "reaped_to_forked") < 50_000_000, "settled: {e:#}");
+        assert!(
+            phase(e, "reaped_to_forked") < NOT_THROTTLED,
+            "settled: {e:#}"
+        );
     }
     let e = all[2];
     let throttle = phase(e, "reaped_to_forked");
     assert!(
-        (900_000_000..1_200_000_000).contains(&throttle),
+        (900_000_000..1_500_000_000).contains(&throttle),
         "runsv's one-second throttle sits in reaped -> forked: {e:#}"
     );
     let verify = Command::new(QUEUE)
@@ -276,14 +282,17 @@ fn daemontools_restarts_a_settled_service_in_milliseconds_and_throttles_a_quick_
     assert_complete(&m, svc.pid());
     let all = episodes(&m);
     for e in &all[..2] {
-        assert!(phase(e, "reaped_to_forked") < 50_000_000, "settled: {e:#}");
+        assert!(
+            phase(e, "reaped_to_forked") < NOT_THROTTLED,
+            "settled: {e:#}"
+        );
     }
     // supervise sleeps a second after each start before it looks at its child again
     // (daemontools' supervise.c, trystart: deepsleep(1)), so here the second is spent before
     // the reap, not after it as with runsv.
     let throttle = phase(all[2], "exit_to_reaped");
     assert!(
-        (800_000_000..1_200_000_000).contains(&throttle),
+        (800_000_000..1_500_000_000).contains(&throttle),
         "supervise reaps a quick death only after its one-second sleep: {:#}",
         all[2]
     );
@@ -301,7 +310,7 @@ fn s6_waits_a_second_by_default_and_not_with_readiness_notification() {
     assert_complete(&m, svc.pid());
     let e = episodes(&m)[0];
     assert!(
-        (900_000_000..1_200_000_000).contains(&phase(e, "reaped_to_forked")),
+        (900_000_000..1_500_000_000).contains(&phase(e, "reaped_to_forked")),
         "{e:#}"
     );
     drop(svc);
@@ -311,7 +320,7 @@ fn s6_waits_a_second_by_default_and_not_with_readiness_notification() {
     assert_complete(&m, svc.pid());
     for e in episodes(&m) {
         assert!(
-            phase(e, "reaped_to_forked") < 50_000_000,
+            phase(e, "reaped_to_forked") < NOT_THROTTLED,
             "with notification-fd: {e:#}"
         );
     }

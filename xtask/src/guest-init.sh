@@ -9,7 +9,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/shm /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs tmpfs /tmp
+# / is the initramfs (tmpfs), writable; /tmp stays on it (the payload may live under /tmp).
 mount -t securityfs securityfs /sys/kernel/security
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug
@@ -21,6 +21,11 @@ ip link set lo up
 insmod /lib/modules/loop.ko
 truncate -s 1G /scratch.img
 mkfs.ext4 -q /scratch.img
+mkdir -p /mnt/scratch
+mount -o loop /scratch.img /mnt/scratch
+# Whatever the payload put under /var/tmp (a checkout there) moves onto the ext4 first.
+cp -a /var/tmp/. /mnt/scratch/
+umount /mnt/scratch
 mount -o loop /scratch.img /var/tmp
 echo "guest: $(uname -r), lockdown $(cat /sys/kernel/security/lockdown)"
 echo "== chaos doctor"
