@@ -17,6 +17,10 @@ pub mod kind {
     pub const FSYNC: u32 = 5;
     pub const REAP: u32 = 6;
     pub const LISTEN: u32 = 7;
+    /// [`crate::InjectEvent`].
+    pub const INJECT: u32 = 8;
+    /// [`crate::SyscallErrorEvent`].
+    pub const SYSCALL_ERROR: u32 = 9;
 }
 
 /// Values of [`FsyncEvent::call`]: which syscall or filesystem hook saw the sync.

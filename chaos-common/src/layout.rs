@@ -63,8 +63,12 @@ pub struct Layout {
 
     // ext4:ext4_write_end, ext4_da_write_end, ext4_journalled_write_end (one format).
     pub ext4_write_copied: u32,
+
+    // raw_syscalls:sys_exit (proof of effect of errno injection).
+    pub raw_exit_id: u32,
+    pub raw_exit_ret: u32,
 }
-const _: () = assert!(size_of::<Layout>() == 30 * 4 + 16);
+const _: () = assert!(size_of::<Layout>() == 32 * 4 + 16);
 
 impl Layout {
     /// A layout with every field absent; the programs check before reading.
@@ -101,6 +105,8 @@ impl Layout {
             sock_sport: ABSENT,
             sock_family: ABSENT,
             ext4_write_copied: ABSENT,
+            raw_exit_id: ABSENT,
+            raw_exit_ret: ABSENT,
         }
     }
 }

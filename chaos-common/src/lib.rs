@@ -6,10 +6,12 @@
 #![no_std]
 
 pub mod event;
+pub mod inject;
 pub mod layout;
 pub mod target;
 
 pub use event::*;
+pub use inject::*;
 pub use layout::*;
 pub use target::*;
 

@@ -135,6 +135,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
     target::remove(tgid);
     let unsynced_bytes = crate::fsync::unsynced(tgid);
     let _ = UNSYNCED.remove(&tgid);
+    crate::inject::forget(tgid);
 
     let task = current_task();
     let exit_code: u32 = kernel_field(task, offset!(task_exit_code))?;

@@ -12,6 +12,7 @@
 )]
 
 mod fsync;
+mod inject;
 mod layout;
 mod lifecycle;
 mod maps;

@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use chaos_common::{COMM_LEN, FsyncStart, MAX_RULES, MAX_TARGETS, TargetInfo, counter};
 
@@ -37,6 +37,30 @@ pub static UNSYNCED: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TARGETS, 
 /// The `infop` pointer of a target thread's waitid call in flight, keyed by pid_tgid.
 #[map]
 pub static WAIT_INFOP: HashMap<u64, u64> = HashMap::with_max_entries(MAX_RULES * 16, 0);
+
+/// Calls of the trigger's syscall per target process (`chaos inject signal --on`).
+#[map]
+pub static TRIGGER_CALLS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// Calls of the faulted LSM hook per target process.
+#[map]
+pub static LSM_CALLS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// Injections so far, and the current one-minute window's start and count (LSM backend).
+#[map]
+pub static INJECT_STATE: Array<u64> = Array::with_max_entries(3, 0);
+
+/// Processes no fault may touch (chaos itself and its ancestors), by tgid.
+#[map]
+pub static DENY_PIDS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_RULES, 0);
+
+/// Command names no fault may touch (init, systemd, sshd, ...).
+#[map]
+pub static DENY_COMMS: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entries(MAX_RULES, 0);
+
+/// Syscall numbers whose errors in targets are reported (proof of injected errnos).
+#[map]
+pub static CONFIRM_NRS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_RULES, 0);
 
 #[inline(always)]
 pub fn count(index: u32) {

@@ -5,12 +5,14 @@
 //! aligned, but a `&[u8]` promises nothing).
 
 use chaos_common::{
-    EventHeader, ExecEvent, ExitEvent, ForkEvent, FsyncEvent, ListenEvent, ReapEvent, SignalEvent,
-    fsync_call, kind,
+    EventHeader, ExecEvent, ExitEvent, ForkEvent, FsyncEvent, InjectEvent, ListenEvent, ReapEvent,
+    SignalEvent, SyscallErrorEvent, fault, fsync_call, kind, lsm_hook,
 };
 
 use crate::{
-    event::{self, Event, Exec, Exit, Fork, Fsync, Listen, Reap, Signal, c_str},
+    event::{
+        self, Event, Exec, Exit, Fork, Fsync, Inject, Listen, Reap, Signal, SyscallError, c_str,
+    },
     kernel::layout::sync_syscall_name,
 };
 
@@ -108,8 +110,61 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 family: if e.family == 10 { "inet6" } else { "inet" }.into(),
             })
         }
+        kind::INJECT => {
+            let e: InjectEvent = read(bytes, "inject event")?;
+            let (fault_name, what, value) = match e.fault {
+                fault::TRIGGER_SIGNAL => (
+                    "signal_trigger",
+                    event::syscall_name(e.what),
+                    event::signal_name(e.value),
+                ),
+                fault::LSM_ERRNO => (
+                    "lsm_errno",
+                    lsm_hook_name(e.what).to_string(),
+                    event::errno_name(e.value as i32),
+                ),
+                _ => ("unknown", e.what.to_string(), e.value.to_string()),
+            };
+            Event::Inject(Inject {
+                ts_ns: header.ts_ns,
+                pid: header.pid,
+                tid: e.tid,
+                fault: fault_name.into(),
+                what,
+                value,
+                nth: e.nth,
+                dry_run: e.dry_run != 0,
+            })
+        }
+        kind::SYSCALL_ERROR => {
+            let e: SyscallErrorEvent = read(bytes, "syscall error event")?;
+            Event::SyscallError(SyscallError {
+                ts_ns: header.ts_ns,
+                pid: header.pid,
+                tid: e.tid,
+                syscall: event::syscall_name(e.nr),
+                ret: e.ret,
+                errno: event::errno_name((-e.ret) as i32),
+            })
+        }
         other => return Err(DecodeError::UnknownKind(other)),
     })
+}
+
+/// The LSM hook chaos names in its events and `--help`.
+pub fn lsm_hook_name(hook: u32) -> &'static str {
+    match hook {
+        lsm_hook::FILE_OPEN => "file_open",
+        lsm_hook::FILE_READ => "file_permission(read)",
+        lsm_hook::FILE_WRITE => "file_permission(write)",
+        lsm_hook::SOCKET_CONNECT => "socket_connect",
+        lsm_hook::TASK_ALLOC => "task_alloc",
+        lsm_hook::BPRM_CHECK => "bprm_check_security",
+        lsm_hook::INODE_UNLINK => "inode_unlink",
+        lsm_hook::INODE_RENAME => "inode_rename",
+        lsm_hook::INODE_MKDIR => "inode_mkdir",
+        _ => "unknown",
+    }
 }
 
 fn decode_fsync(header: EventHeader, e: FsyncEvent) -> Fsync {

@@ -16,6 +16,8 @@
 //! | `fsync` | `ts_ns` (when the call returned), `pid`, `call` (`fsync`, `fdatasync`, `sync_file_range`, `syncfs`, `msync`, `ext4_sync_file`), `fd` (null where the hook does not see it), `dev` (`"major:minor"` or null), `ino` (or null), `datasync` (or null), `latency_ns`, `ret` (0 or -errno) |
 //! | `reap` | `ts_ns`, `pid` (the waiter), `child_pid` (the child its wait4/waitid collected) |
 //! | `listen` | `ts_ns`, `pid`, `port`, `family` (`inet` or `inet6`) |
+//! | `inject` | `ts_ns`, `pid`, `tid`, `fault` (`signal_trigger`, `lsm_errno`), `what` (the syscall or LSM hook), `value` (the signal or errno name), `nth`, `dry_run`: a fault the kernel injected (`chaos inject`) |
+//! | `syscall_error` | `ts_ns`, `pid`, `tid`, `syscall`, `ret`, `errno`: a target's syscall failed (`chaos inject errno`, proof of effect) |
 //! | `summary` | last line: `duration_ns`, `events` (count per type), `lost`, `targets_full`, `read_errors` |
 //!
 //! A pid is a thread-group id (what userspace calls a pid). `lost` counts events the kernel
@@ -34,6 +36,8 @@ pub enum Event {
     Fsync(Fsync),
     Reap(Reap),
     Listen(Listen),
+    Inject(Inject),
+    SyscallError(SyscallError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +139,28 @@ pub struct Listen {
     pub family: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inject {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub fault: String,
+    pub what: String,
+    pub value: String,
+    pub nth: u32,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyscallError {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub syscall: String,
+    pub ret: i64,
+    pub errno: String,
+}
+
 impl Event {
     pub fn ts_ns(&self) -> u64 {
         match self {
@@ -145,6 +171,8 @@ impl Event {
             Event::Fsync(e) => e.ts_ns,
             Event::Reap(e) => e.ts_ns,
             Event::Listen(e) => e.ts_ns,
+            Event::Inject(e) => e.ts_ns,
+            Event::SyscallError(e) => e.ts_ns,
         }
     }
 
@@ -157,6 +185,8 @@ impl Event {
             Event::Fsync(_) => "fsync",
             Event::Reap(_) => "reap",
             Event::Listen(_) => "listen",
+            Event::Inject(_) => "inject",
+            Event::SyscallError(_) => "syscall_error",
         }
     }
 }
@@ -173,6 +203,14 @@ pub struct EventCounts {
     pub reap: u64,
     #[serde(default)]
     pub listen: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub inject: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub syscall_error: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl EventCounts {
@@ -185,6 +223,8 @@ impl EventCounts {
             Event::Fsync(_) => &mut self.fsync,
             Event::Reap(_) => &mut self.reap,
             Event::Listen(_) => &mut self.listen,
+            Event::Inject(_) => &mut self.inject,
+            Event::SyscallError(_) => &mut self.syscall_error,
         };
         *slot += 1;
     }
@@ -230,6 +270,20 @@ pub fn signal_name(signal: u32) -> String {
         return format!("SIGRTMIN+{}", signal - rtmin);
     }
     format!("SIG{signal}")
+}
+
+/// `EIO` for 5, or the number when unknown.
+pub fn errno_name(errno: i32) -> String {
+    match nix::errno::Errno::from_raw(errno) {
+        nix::errno::Errno::UnknownErrno => format!("E{errno}"),
+        known => format!("{known:?}"),
+    }
+}
+
+/// `fsync` for its number on this architecture.
+pub fn syscall_name(nr: u32) -> String {
+    syscalls::Sysno::new(nr as usize)
+        .map_or_else(|| format!("syscall_{nr}"), |s| s.name().to_string())
 }
 
 /// A NUL-padded kernel string as text.

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod decode;
 pub mod error;
 pub mod event;
+pub mod inject;
 pub mod kernel;
 pub mod launch;
 pub mod measure;

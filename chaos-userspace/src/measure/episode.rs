@@ -359,6 +359,7 @@ impl Engine {
                     self.stats.fsync(e.latency_ns);
                 }
             }
+            Event::Inject(_) | Event::SyscallError(_) => {}
         }
     }
 

@@ -105,6 +105,27 @@ impl<W: Write> Sink for Human<W> {
                 self.comm(e.pid).to_string(),
                 format!("listening on {} port {}", e.family, e.port),
             ),
+            Event::Inject(e) => (
+                e.pid,
+                self.comm(e.pid).to_string(),
+                format!(
+                    "{}{} {} at call {} of {}",
+                    if e.dry_run {
+                        "would inject "
+                    } else {
+                        "injected "
+                    },
+                    e.fault,
+                    e.value,
+                    e.nth,
+                    e.what
+                ),
+            ),
+            Event::SyscallError(e) => (
+                e.pid,
+                self.comm(e.pid).to_string(),
+                format!("{} returned {} (tid {})", e.syscall, e.errno, e.tid),
+            ),
         };
         let secs = event.ts_ns().saturating_sub(self.start_ns) as f64 / 1e9;
         writeln!(
