@@ -27,6 +27,9 @@ pub enum Command {
     /// phase by phase, from kernel timestamps.
     #[command(after_help = MEASURE_EXAMPLES)]
     Measure(MeasureArgs),
+    /// Inject faults, deny-by-default, each confirmed by the kernel event that shows its effect.
+    #[command(subcommand)]
+    Inject(InjectCommand),
     /// Probe what this kernel allows (by loading tiny programs) and what that means for chaos.
     #[command(after_help = DOCTOR_EXAMPLES)]
     Doctor(DoctorArgs),
@@ -60,6 +63,40 @@ within --recovery-timeout is reported as failed with the last milestone reached.
 Reaping is seen through the wait4/waitid syscall tracepoints: while chaos measure runs, every
 syscall on the machine takes the slower traced path (about +450 ns each here); --no-reap
 avoids that and folds the reaping phase into the next one.";
+
+const INJECT_SIGNAL_EXAMPLES: &str = "\
+Examples:
+  chaos inject signal --signal TERM --pid 4242                       one SIGTERM, through a pidfd
+  chaos inject signal --signal TERM --escalate-after 5s --comm queue   TERM, then KILL if still alive
+  chaos inject signal --signal KILL --count 10 --interval 2s --jitter 500ms --seed 7 --cgroup /sys/fs/cgroup/app
+  chaos inject signal --signal STOP --for 3s --pid 4242               freeze for 3 s, then SIGCONT
+  chaos inject signal --signal KILL --on fsync:nth=3 -- ./db          from the kernel, at the 3rd fsync
+  chaos inject signal --signal KILL --on fsync:nth=3 --before -- ./db before that fsync runs
+  chaos inject signal --signal TERM --comm queue --dry-run            what would be hit, and when
+
+--on sends from eBPF (bpf_send_signal) at the Nth call of the syscall, counted per process.
+The call itself still runs to completion before the signal acts (the signal is delivered on
+the way back to user mode): a SIGKILL at the 3rd fsync lets that fsync finish. --before uses
+the seccomp backend instead (-- CMD only): the signal is sent and the call fails with EINTR
+without running.
+
+Targets: --pid, --comm, --cgroup or -- CMD. Never hit: pid 1, kernel threads, chaos and its
+ancestors, and system infrastructure (init, systemd and its helpers, sshd, dbus, journald,
+udevd, login). Every fault stops when chaos stops, however it stops: a frozen process is
+thawed by chaos's watchdog if chaos dies.";
+
+const INJECT_ERRNO_EXAMPLES: &str = "\
+Examples:
+  chaos inject errno --syscall fsync --errno EIO --nth 3 -- ./db             the 3rd fsync fails
+  chaos inject errno --syscall openat --errno ENOENT --path /data/ -- ./db   opens under /data/
+  chaos inject errno --syscall write --errno ENOSPC --probability 0.1 --seed 7 -- ./db
+  chaos inject errno --syscall connect --errno ECONNREFUSED --backend lsm --comm client
+
+Backends: seccomp (-- CMD only; any syscall; works on any kernel since 5.5; the filter is
+inherited by the command's children) and lsm (BPF LSM, any target; open/openat, read, write,
+connect, fork/clone, execve, unlink, rename, mkdir; needs a kernel that allows BPF LSM, see
+chaos doctor). Default: seccomp with -- CMD, else lsm. Every injected errno is confirmed by
+the syscall's return value seen in the kernel.";
 
 const DOCTOR_EXAMPLES: &str = "\
 Examples:
@@ -153,6 +190,122 @@ pub struct MeasureArgs {
     /// Ring buffer size in pages (a power of two).
     #[arg(long, default_value_t = 1024, value_name = "PAGES")]
     pub buffer_pages: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InjectCommand {
+    /// Send signals: scheduled from userspace through a pidfd, or from the kernel at the Nth
+    /// call of a syscall.
+    #[command(after_help = INJECT_SIGNAL_EXAMPLES)]
+    Signal(InjectSignalArgs),
+    /// Make a syscall fail with an errno.
+    #[command(after_help = INJECT_ERRNO_EXAMPLES)]
+    Errno(InjectErrnoArgs),
+}
+
+/// What to hit: as `chaos observe`, but a target must be named.
+#[derive(Debug, Args)]
+pub struct InjectTargetArgs {
+    /// A process (and the children it forks from now on).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Every process with this command name, now or after a later exec.
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+    /// Every process in this cgroup v2 directory or below it.
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<PathBuf>,
+    /// Command to launch and fault.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// Flags every fault shares.
+#[derive(Debug, Args)]
+pub struct InjectCommonArgs {
+    /// Seed of every random choice (printed when not given, so a run can be repeated).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Show exactly what would be hit and when; hit nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Stop injecting after this long, whatever else is asked (default: when the launched
+    /// command's tree is gone, or on Ctrl-C).
+    #[arg(long, value_name = "DURATION")]
+    pub max_duration: Option<String>,
+    /// A hard ceiling on faults per minute (at most 600).
+    #[arg(long, default_value_t = 600, value_name = "N")]
+    pub max_per_minute: u32,
+    /// JSON Lines: a line per fault and per confirmation, then a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InjectSignalArgs {
+    /// The signal: a name (TERM, SIGKILL) or a number.
+    #[arg(long, value_name = "SIG")]
+    pub signal: String,
+    /// How many signals (each to one target chosen among the live ones).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub count: u32,
+    /// Time between two signals.
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub interval: String,
+    /// A random delay in [0, DURATION] added to each signal's time (seeded).
+    #[arg(long, value_name = "DURATION")]
+    pub jitter: Option<String>,
+    /// Send SIGKILL if the target is still alive this long after the signal.
+    #[arg(long, value_name = "DURATION")]
+    pub escalate_after: Option<String>,
+    /// With --signal STOP: send SIGCONT this long after (a freeze).
+    #[arg(long = "for", value_name = "DURATION")]
+    pub freeze_for: Option<String>,
+    /// From the kernel: send at the Nth call of SYSCALL, per process (SYSCALL:nth=N).
+    #[arg(long, value_name = "SYSCALL:nth=N")]
+    pub on: Option<String>,
+    /// With --on: stop the call from running (seccomp; needs -- CMD).
+    #[arg(long, requires = "on")]
+    pub before: bool,
+    #[command(flatten)]
+    pub common: InjectCommonArgs,
+    #[command(flatten)]
+    pub targets: InjectTargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InjectErrnoArgs {
+    /// The syscall to fail (this architecture's name: openat, fsync, connect, ...).
+    #[arg(long, value_name = "NAME")]
+    pub syscall: String,
+    /// The errno to return: a name (EIO, ENOSPC) or a number.
+    #[arg(long, value_name = "ENAME")]
+    pub errno: String,
+    /// Fail each candidate call with this probability (seeded).
+    #[arg(long, default_value_t = 1.0, value_name = "P")]
+    pub probability: f64,
+    /// Only the Nth call of each process is a candidate.
+    #[arg(long, value_name = "N")]
+    pub nth: Option<u32>,
+    /// At most this many failures in all.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u32>,
+    /// Only calls whose path starts with PREFIX are candidates (seccomp backend).
+    #[arg(long, value_name = "PREFIX")]
+    pub path: Option<String>,
+    /// seccomp or lsm (default: seccomp with -- CMD, else lsm).
+    #[arg(long, value_enum)]
+    pub backend: Option<ErrnoBackend>,
+    #[command(flatten)]
+    pub common: InjectCommonArgs,
+    #[command(flatten)]
+    pub targets: InjectTargetArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ErrnoBackend {
+    Seccomp,
+    Lsm,
 }
 
 #[derive(Debug, Args)]

@@ -26,5 +26,6 @@ pub fn run(cli: Cli) -> Result<u8, error::Error> {
         Command::Observe(args) => commands::observe::run(args).map(|()| 0),
         Command::Doctor(args) => commands::doctor::run(args),
         Command::Measure(args) => commands::measure::run(args).map(|()| 0),
+        Command::Inject(args) => commands::inject::run(args),
     }
 }

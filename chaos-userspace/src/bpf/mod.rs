@@ -8,11 +8,11 @@ pub mod ring;
 use std::collections::BTreeMap;
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, RawTracePoint, TracePoint},
+    programs::{Lsm, ProgramError, RawTracePoint, TracePoint},
 };
-use chaos_common::{COMM_LEN, Layout, TargetInfo, counter};
+use chaos_common::{COMM_LEN, Layout, LsmFault, TargetInfo, Trigger, counter, lsm_hook};
 
 use crate::{
     event::KernelCounters,
@@ -61,6 +61,11 @@ pub enum Hook {
         program: &'static str,
         name: &'static str,
     },
+    /// A BPF LSM program on `hook` (`security_<hook>`).
+    Lsm {
+        program: &'static str,
+        hook: &'static str,
+    },
 }
 
 impl Hook {
@@ -76,6 +81,7 @@ impl Hook {
         match self {
             Hook::TracePoint { category, name, .. } => format!("tracepoint {category}:{name}"),
             Hook::RawTracePoint { name, .. } => format!("raw tracepoint {name}"),
+            Hook::Lsm { hook, .. } => format!("lsm {hook}"),
         }
     }
 }
@@ -155,6 +161,24 @@ pub fn hooks(set: HookSet, ext4: &Ext4Hooks) -> Vec<Hook> {
     hooks
 }
 
+/// The LSM program and hook that fail calls for an [`lsm_hook`] value.
+pub fn lsm_program(hook: u32) -> Option<Hook> {
+    let (program, hook) = match hook {
+        lsm_hook::FILE_OPEN => ("chaos_lsm_file_open", "file_open"),
+        lsm_hook::FILE_READ | lsm_hook::FILE_WRITE => {
+            ("chaos_lsm_file_permission", "file_permission")
+        }
+        lsm_hook::SOCKET_CONNECT => ("chaos_lsm_socket_connect", "socket_connect"),
+        lsm_hook::TASK_ALLOC => ("chaos_lsm_task_alloc", "task_alloc"),
+        lsm_hook::BPRM_CHECK => ("chaos_lsm_bprm_check", "bprm_check_security"),
+        lsm_hook::INODE_UNLINK => ("chaos_lsm_inode_unlink", "inode_unlink"),
+        lsm_hook::INODE_RENAME => ("chaos_lsm_inode_rename", "inode_rename"),
+        lsm_hook::INODE_MKDIR => ("chaos_lsm_inode_mkdir", "inode_mkdir"),
+        _ => return None,
+    };
+    Some(Hook::Lsm { program, hook })
+}
+
 /// Whether these hooks count unsynced bytes (a write hook is among them).
 pub fn counts_unsynced(hooks: &[Hook]) -> bool {
     hooks.iter().any(|h| {
@@ -177,8 +201,20 @@ impl Programs {
     /// Creates the maps (the ring buffer of `ring_bytes`, a power-of-two multiple of the page
     /// size) and hands the layout to the programs; loads no program yet.
     pub fn load(layout: &Layout, ring_bytes: u32) -> Result<Self, BpfError> {
+        Self::load_with_faults(layout, ring_bytes, &Trigger::none(), &LsmFault::none())
+    }
+
+    /// As [`Self::load`], with the fault configuration the injection programs read.
+    pub fn load_with_faults(
+        layout: &Layout,
+        ring_bytes: u32,
+        trigger: &Trigger,
+        lsm: &LsmFault,
+    ) -> Result<Self, BpfError> {
         let ebpf = EbpfLoader::new()
             .override_global("LAYOUT", layout, true)
+            .override_global("TRIGGER", trigger, true)
+            .override_global("LSM_FAULT", lsm, true)
             .map_max_entries("EVENTS", ring_bytes)
             .load(OBJECT)
             .map_err(BpfError::Object)?;
@@ -206,6 +242,15 @@ impl Programs {
                     let prog: &mut RawTracePoint = self.program(program)?;
                     load_once(prog.load(), program)?;
                     prog.attach(name).map(drop)
+                }
+                Hook::Lsm { program, hook } => {
+                    let btf = Btf::from_sys_fs().map_err(|e| BpfError::Load {
+                        program,
+                        source: ProgramError::Btf(e),
+                    })?;
+                    let prog: &mut Lsm = self.program(program)?;
+                    load_once(prog.load(hook, &btf), program)?;
+                    prog.attach().map(drop)
                 }
             };
             result.map_err(|source| BpfError::Attach {
@@ -242,6 +287,18 @@ impl Programs {
         })
     }
 
+    /// Takes the fault-safety maps: what no fault may touch, and which syscall errors prove
+    /// an injection.
+    pub fn fault_maps(&mut self) -> Result<FaultMaps, BpfError> {
+        Ok(FaultMaps {
+            deny_pids: HashMap::try_from(self.take("DENY_PIDS")?).map_err(map_err("DENY_PIDS"))?,
+            deny_comms: HashMap::try_from(self.take("DENY_COMMS")?)
+                .map_err(map_err("DENY_COMMS"))?,
+            confirm_nrs: HashMap::try_from(self.take("CONFIRM_NRS")?)
+                .map_err(map_err("CONFIRM_NRS"))?,
+        })
+    }
+
     pub fn counters(&mut self) -> Result<Counters, BpfError> {
         Ok(Counters(
             PerCpuArray::try_from(self.take("COUNTERS")?).map_err(map_err("COUNTERS"))?,
@@ -269,7 +326,9 @@ impl Programs {
 
 fn hook_program(hook: &Hook) -> &'static str {
     match hook {
-        Hook::TracePoint { program, .. } | Hook::RawTracePoint { program, .. } => program,
+        Hook::TracePoint { program, .. }
+        | Hook::RawTracePoint { program, .. }
+        | Hook::Lsm { program, .. } => program,
     }
 }
 
@@ -322,6 +381,42 @@ impl TargetSet {
     }
 }
 
+impl TargetSet {
+    /// The processes in the set now.
+    pub fn members(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.targets.keys().filter_map(Result::ok).collect();
+        pids.sort_unstable();
+        pids
+    }
+}
+
+/// The maps that keep faults off what they must not touch, and name the proofs.
+pub struct FaultMaps {
+    deny_pids: HashMap<MapData, u32, u32>,
+    deny_comms: HashMap<MapData, [u8; COMM_LEN], u32>,
+    confirm_nrs: HashMap<MapData, u32, u32>,
+}
+
+impl FaultMaps {
+    pub fn deny_pid(&mut self, pid: u32) -> Result<(), BpfError> {
+        self.deny_pids
+            .insert(pid, 1, 0)
+            .map_err(map_err("DENY_PIDS"))
+    }
+
+    pub fn deny_comm(&mut self, comm: [u8; COMM_LEN]) -> Result<(), BpfError> {
+        self.deny_comms
+            .insert(comm, 1, 0)
+            .map_err(map_err("DENY_COMMS"))
+    }
+
+    pub fn confirm_syscall(&mut self, nr: u32) -> Result<(), BpfError> {
+        self.confirm_nrs
+            .insert(nr, 1, 0)
+            .map_err(map_err("CONFIRM_NRS"))
+    }
+}
+
 /// The per-CPU counters beside the ring buffer.
 pub struct Counters(PerCpuArray<MapData, u64>);
 
@@ -351,9 +446,9 @@ mod tests {
             write_ends: Vec::new(),
         };
         let set = |fsync, reap, listen| HookSet {
-            fsync,
             reap,
             listen,
+            ..HookSet::observe(fsync)
         };
         let names = |hooks: Vec<Hook>| hooks.iter().map(Hook::describe).collect::<Vec<_>>();
         let fs = hooks(set(FsyncHook::Fs, false, true), &ext4);

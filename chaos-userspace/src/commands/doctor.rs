@@ -188,16 +188,8 @@ struct ProbeContext {
 
 impl ProbeContext {
     fn new(tracefs: &Path, btf: &KernelBtf) -> Result<Self, String> {
-        let layout = discover(
-            tracefs,
-            btf,
-            HookSet {
-                fsync: FsyncHook::Off,
-                reap: false,
-                listen: false,
-            },
-        )
-        .map_err(|e| Error::from(e).one_line())?;
+        let layout = discover(tracefs, btf, HookSet::observe(FsyncHook::Off))
+            .map_err(|e| Error::from(e).one_line())?;
         let btf = aya::Btf::from_sys_fs().map_err(|e| chain(&e))?;
         Ok(Self { layout, btf })
     }

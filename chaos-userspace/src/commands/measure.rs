@@ -167,9 +167,9 @@ fn live(config: MeasureConfig) -> Result<(), Error> {
     let env = preflight::check()?;
     let btf = KernelBtf::load(&env.btf_path)?;
     let set = HookSet {
-        fsync: config.fsync,
         reap: config.reap,
         listen: config.ready == Ready::Listen,
+        ..HookSet::observe(config.fsync)
     };
     let layout = discover(&env.tracefs, &btf, set)?;
     let ext4 = Ext4Hooks::probe(&env.tracefs);

@@ -2,5 +2,6 @@
 
 pub mod common;
 pub mod doctor;
+pub mod inject;
 pub mod measure;
 pub mod observe;

@@ -6,13 +6,7 @@
 
 use std::{path::Path, time::Duration};
 
-use nix::{
-    sys::{
-        signal::{Signal as Sig, kill},
-        wait::waitpid,
-    },
-    unistd::Pid,
-};
+use nix::sys::signal::{Signal as Sig, kill};
 use tokio::sync::oneshot;
 
 use super::common::{Stops, monotonic_ns, positive_secs, ring_bytes, runtime_with_stops};
@@ -26,7 +20,7 @@ use crate::{
         layout::{Ext4Hooks, FsyncHook, HookSet, discover},
         preflight,
     },
-    launch::{self, Launched},
+    launch,
     output::{Sink, human::Human, jsonl::JsonLines},
     source::EventSource,
     target::{TargetSpec, Targets, initial_members, scan_cgroups, scan_processes},
@@ -75,9 +69,8 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
     let btf = KernelBtf::load(&env.btf_path)?;
     // Listening sockets cost nothing to watch; reaping needs a syscall tracepoint (measure only).
     let set = HookSet {
-        fsync: config.fsync,
-        reap: false,
         listen: true,
+        ..HookSet::observe(config.fsync)
     };
     let layout = discover(&env.tracefs, &btf, set)?;
     let ext4 = Ext4Hooks::probe(&env.tracefs);
@@ -149,7 +142,10 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
     );
     let command_pid = launched.as_ref().map(|l| l.pid);
     let tree_gone = match launched {
-        Some(child) => Some(release_and_wait(child)?),
+        Some(child) => {
+            child.release()?;
+            Some(launch::watch_tree(None)?)
+        }
         None => None,
     };
     let stop = runtime.block_on(async {
@@ -162,24 +158,6 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
     }
     drop(programs); // detaches every program
     Ok(())
-}
-
-/// Releases the launched command and reports, once, when its whole process tree is gone
-/// (chaos is its subreaper, so every descendant is eventually waited for here).
-fn release_and_wait(child: Launched) -> Result<oneshot::Receiver<()>, Error> {
-    child.release()?;
-    let (done, gone) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("reaper".into())
-        .spawn(move || {
-            while waitpid(Pid::from_raw(-1), None).is_ok() {}
-            let _ = done.send(());
-        })
-        .map_err(|source| Error::Io {
-            what: "cannot start the reaper thread",
-            source,
-        })?;
-    Ok(gone)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

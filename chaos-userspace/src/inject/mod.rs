@@ -7,6 +7,7 @@
 
 pub mod denylist;
 pub mod names;
+pub mod plan;
 pub mod report;
 pub mod seccomp;
 pub mod signal;

@@ -71,6 +71,23 @@ pub struct HookSet {
     pub reap: bool,
     /// sock:inet_sock_set_state (listen events): no cost on the syscall path.
     pub listen: bool,
+    /// raw_syscalls:sys_exit (syscall errors of targets, the proof of injected errnos).
+    pub syscall_errors: bool,
+    /// syscalls:sys_enter_NAME for the in-kernel signal trigger.
+    pub trigger: Option<syscalls::Sysno>,
+}
+
+impl HookSet {
+    /// The lifecycle and signal hooks with these fsync hooks, nothing more.
+    pub fn observe(fsync: FsyncHook) -> Self {
+        Self {
+            fsync,
+            reap: false,
+            listen: false,
+            syscall_errors: false,
+            trigger: None,
+        }
+    }
 }
 
 /// The optional tracepoints this kernel has (ext4's exist only when ext4 is built in or loaded).
@@ -151,6 +168,15 @@ pub fn discover(tracefs: &Path, btf: &KernelBtf, hooks: HookSet) -> Result<Layou
         }
         FsyncHook::Fs | FsyncHook::Off => {}
     }
+    if hooks.syscall_errors {
+        let exit = Format::read(tracefs, "raw_syscalls", "sys_exit")?;
+        l.raw_exit_id = exit.offset_of("id", 8)?;
+        l.raw_exit_ret = exit.offset_of("ret", 8)?;
+    }
+    if let Some(nr) = hooks.trigger {
+        let enter = Format::read(tracefs, "syscalls", &format!("sys_enter_{}", nr.name()))?;
+        l.sys_enter_nr = enter.offset_of("__syscall_nr", 4)?;
+    }
     if hooks.reap {
         let waitid = Format::read(tracefs, "syscalls", "sys_enter_waitid")?;
         l.waitid_infop = waitid.offset_of("infop", 8)?;
@@ -230,13 +256,17 @@ mod tests {
         let btf = KernelBtf::load(Path::new(super::super::btf::VMLINUX)).unwrap();
         for fsync in [FsyncHook::Fs, FsyncHook::Syscalls] {
             let hooks = HookSet {
-                fsync,
                 reap: true,
                 listen: true,
+                syscall_errors: true,
+                trigger: Some(syscalls::Sysno::fsync),
+                ..HookSet::observe(fsync)
             };
             let l = discover(&tracefs, &btf, hooks).unwrap();
             assert_ne!(l.waitid_infop, ABSENT);
             assert_ne!(l.sock_sport, ABSENT);
+            assert_ne!(l.raw_exit_ret, ABSENT);
+            assert_ne!(l.sys_enter_nr, ABSENT);
             assert_ne!(l.task_pid, ABSENT);
             assert_ne!(l.sig_result, ABSENT);
             if fsync == FsyncHook::Fs {

@@ -1,0 +1,639 @@
+//! `chaos inject signal|errno`: faults aimed at a checked target set, each confirmed by the
+//! kernel event that shows its effect, all of them ending when chaos ends.
+//!
+//! Order: the plan is checked, named pids are held to the denylist, the kernel probed and the
+//! programs attached (with the denylist in the kernel's maps); the watchdog is forked while
+//! chaos is still single-threaded; then `-- CMD` is launched (under its seccomp filter when
+//! the plan needs one), the target set filled, and the command released.
+
+use std::{
+    collections::HashMap,
+    os::fd::{AsRawFd as _, OwnedFd},
+    path::Path,
+    time::Duration,
+};
+
+use nix::sys::signal::{Signal, kill};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    time::Instant,
+};
+
+use super::common::{Stops, monotonic_ns, runtime_with_stops};
+use crate::{
+    bpf::{
+        DEFAULT_RING_BYTES, FaultMaps, Hook, Programs, TargetSet, hooks, lsm_program,
+        ring::RingSource,
+    },
+    cli::InjectCommand,
+    error::Error,
+    event::Event,
+    inject::{
+        Draws,
+        denylist::{DENIED_COMMS, Denylist},
+        plan::{InjectConfig, Plan, SignalPlan},
+        report::{Fault, Ledger},
+        seccomp::{self, Action, Decider},
+        signal::{Pinned, start_time},
+        watchdog::{Verdict, Watchdog},
+    },
+    kernel::{
+        btf::KernelBtf,
+        layout::{FsyncHook, HookSet, discover},
+        preflight,
+    },
+    launch,
+    measure::discover::processes,
+    source::EventSource,
+    target::{Targets, comm_key, initial_members, scan_cgroups, scan_processes},
+};
+
+/// How long chaos waits, after the last fault, for the events that prove it.
+const PROOF_WAIT: Duration = Duration::from_secs(2);
+
+pub fn run(command: InjectCommand) -> Result<u8, Error> {
+    let config = match &command {
+        InjectCommand::Signal(args) => InjectConfig::signal(args)?,
+        InjectCommand::Errno(args) => InjectConfig::errno(args)?,
+    };
+    if let Some(program) = config.spec.command.first() {
+        launch::resolve(program)?;
+    }
+    let proc = Path::new("/proc");
+    let targets = config.spec.validate(proc)?;
+    let denylist = Denylist::new(proc);
+    let all = processes(proc);
+    for pid in &targets.pids {
+        if let Some(p) = all.get(pid) {
+            denylist
+                .check_proc(proc, p)
+                .map_err(|reason| Error::Usage(format!("--pid {pid}: refused: {reason}")))?;
+        }
+    }
+    if !config.seed_given && !config.json {
+        eprintln!(
+            "chaos: seed {} (--seed {} repeats this run)",
+            config.seed, config.seed
+        );
+    }
+
+    let env = preflight::check()?;
+    let btf = KernelBtf::load(&env.btf_path)?;
+    let set = HookSet {
+        syscall_errors: matches!(config.plan, Plan::Seccomp { .. } | Plan::Lsm { .. }),
+        trigger: match &config.plan {
+            Plan::Trigger { nr, .. } => Some(*nr),
+            _ => None,
+        },
+        ..HookSet::observe(FsyncHook::Off)
+    };
+    let layout = discover(&env.tracefs, &btf, set)?;
+    let (trigger, lsm) = kernel_faults(&config);
+    let mut programs = Programs::load_with_faults(&layout, DEFAULT_RING_BYTES, &trigger, &lsm)?;
+    let mut attach: Vec<Hook> = hooks(set, &crate::kernel::layout::Ext4Hooks::probe(&env.tracefs));
+    if let Plan::Lsm { fault, .. } = &config.plan {
+        attach.extend(lsm_program(fault.hook));
+    }
+    programs.attach(&attach).map_err(|e| match (&config.plan, &e) {
+        (Plan::Lsm { .. }, crate::bpf::BpfError::Load { .. }) => Error::Usage(format!(
+            "the lsm backend: this kernel refused the BPF LSM program ({}); chaos doctor shows why; with -- CMD the seccomp backend works on any kernel",
+            crate::error::chain(&e)
+        )),
+        _ => Error::from(e),
+    })?;
+    let mut fault_maps = programs.fault_maps()?;
+    for pid in denylist.pids() {
+        fault_maps.deny_pid(pid)?;
+    }
+    for comm in DENIED_COMMS {
+        if let Ok(key) = comm_key(comm) {
+            fault_maps.deny_comm(key)?;
+        }
+    }
+    confirm_syscalls(&config.plan, &mut fault_maps)?;
+    let mut target_set = programs.target_set()?;
+    for comm in &targets.comms {
+        target_set.add_comm(*comm)?;
+    }
+    for id in targets.cgroups.iter().flat_map(|c| &c.ids) {
+        target_set.add_cgroup(*id)?;
+    }
+
+    // Still single-threaded: fork the watchdog, then the command.
+    let needs_watchdog = matches!(config.plan, Plan::Seccomp { .. })
+        || matches!(&config.plan, Plan::Signals(s) if s.freeze_for.is_some());
+    let watchdog = needs_watchdog
+        .then(Watchdog::spawn)
+        .transpose()
+        .map_err(|source| Error::Io {
+            what: "cannot start the watchdog",
+            source,
+        })?;
+    let filter = match &config.plan {
+        Plan::Seccomp { nr, .. } => Some(seccomp::filter(nr.id() as u32)),
+        _ => None,
+    };
+    let launched = if config.spec.command.is_empty() {
+        None
+    } else {
+        launch::become_subreaper()?;
+        Some(launch::launch_filtered(
+            &config.spec.command,
+            filter.as_deref(),
+        )?)
+    };
+    let mut targets: Targets = targets;
+    if let Some(child) = &launched {
+        targets.pids.push(child.pid.as_raw() as u32);
+    }
+    let scanned = if targets.comms.is_empty() {
+        Vec::new()
+    } else {
+        scan_processes(proc)
+    };
+    let members = initial_members(&targets, scanned, scan_cgroups(&targets.cgroups));
+    target_set.add_members(&members)?;
+
+    let command_pid = launched.as_ref().map(|l| l.pid);
+    let mut listener: Option<OwnedFd> = None;
+    let tree_gone = match launched {
+        Some(child) if filter.is_some() => {
+            let dog = watchdog.as_ref().expect("a watchdog for seccomp");
+            listener = Some(child.release_filtered(|fd| dog.give_listener(fd))?);
+            Some(launch::watch_tree(Some(dog.pid))?)
+        }
+        Some(child) => {
+            child.release()?;
+            Some(launch::watch_tree(watchdog.as_ref().map(|w| w.pid))?)
+        }
+        None => None,
+    };
+
+    let start_ns = monotonic_ns();
+    let (ring, counters) = (programs.ring()?, programs.counters()?);
+    let logs = programs.logger();
+    let (runtime, stops) = runtime_with_stops()?;
+    let ledger = Ledger::new(Box::new(std::io::stdout()), config.json, start_ns);
+    eprintln!(
+        "chaos: injecting into {} process(es){}{}; Ctrl-C to stop",
+        members.len(),
+        if command_pid.is_some() {
+            " and the launched command's tree"
+        } else {
+            ""
+        },
+        if config.dry_run {
+            " (dry run: nothing will be hit)"
+        } else {
+            ""
+        }
+    );
+    let mut run = Run {
+        config: &config,
+        ledger,
+        targets: &target_set,
+        denylist: &denylist,
+        watchdog: watchdog.as_ref(),
+        listener,
+        start_ns,
+    };
+    let (stop, lost) = runtime.block_on(async {
+        let source = RingSource::new(ring, counters, logs, false)?;
+        run.drive(source, stops, tree_gone).await
+    })?;
+    if let (Some(pid), true) = (command_pid, stop) {
+        // The command chaos started outlived the faults; end it (only that pid, ours).
+        let _ = kill(pid, Signal::SIGTERM);
+    }
+    let summary = run
+        .ledger
+        .finish(
+            monotonic_ns().saturating_sub(start_ns),
+            lost,
+            config.dry_run,
+        )
+        .map_err(Error::Output)?;
+    drop(programs);
+    Ok(u8::from(!summary.unconfirmed.is_empty()))
+}
+
+/// The kernel side of the plan (the globals the programs read).
+fn kernel_faults(config: &InjectConfig) -> (chaos_common::Trigger, chaos_common::LsmFault) {
+    let mut trigger = chaos_common::Trigger::none();
+    let mut lsm = chaos_common::LsmFault::none();
+    match &config.plan {
+        Plan::Trigger { nth, signal, .. } => {
+            trigger = chaos_common::Trigger {
+                nth: *nth,
+                signal: *signal as u32,
+                dry_run: u32::from(config.dry_run),
+                _pad: 0,
+            };
+        }
+        Plan::Lsm { fault, .. } => lsm = *fault,
+        Plan::Signals(_) | Plan::Seccomp { .. } => {}
+    }
+    (trigger, lsm)
+}
+
+/// The syscalls whose errors prove the plan's faults.
+fn confirm_syscalls(plan: &Plan, maps: &mut FaultMaps) -> Result<(), Error> {
+    match plan {
+        Plan::Seccomp { nr, .. } => maps.confirm_syscall(nr.id() as u32)?,
+        Plan::Lsm { family, .. } => {
+            for nr in *family {
+                maps.confirm_syscall(nr.id() as u32)?;
+            }
+        }
+        Plan::Signals(_) | Plan::Trigger { .. } => {}
+    }
+    Ok(())
+}
+
+/// A scheduled step of the userspace signal plan.
+#[derive(Debug)]
+enum Step {
+    /// The next signal of the plan.
+    Fire,
+    /// SIGKILL if the process is still alive.
+    Escalate(u64),
+    /// SIGCONT after a freeze.
+    Thaw(u64),
+}
+
+struct Run<'a> {
+    config: &'a InjectConfig,
+    ledger: Ledger,
+    targets: &'a TargetSet,
+    denylist: &'a Denylist,
+    watchdog: Option<&'a Watchdog>,
+    listener: Option<OwnedFd>,
+    start_ns: u64,
+}
+
+impl Run<'_> {
+    /// Runs until the plan is done (and proven, or the proof wait is over), the launched tree
+    /// is gone, --max-duration, or a signal. Returns (whether chaos stopped the run early, lost
+    /// events).
+    async fn drive(
+        &mut self,
+        mut source: RingSource,
+        mut stops: Stops,
+        tree_gone: Option<tokio::sync::oneshot::Receiver<()>>,
+    ) -> Result<(bool, u64), Error> {
+        let max = async {
+            match self.config.max_duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let gone = async {
+            match tree_gone {
+                Some(rx) => {
+                    let _ = rx.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(max, gone);
+        let notifications = match self.watchdog {
+            Some(dog) if self.listener.is_some() => Some(
+                // SAFETY: the fd belongs to the watchdog handle, which outlives this AsyncFd
+                // (dropped at the end of this function).
+                unsafe { AsyncFd::register_with_interest(dog.socket(), Interest::READABLE) }
+                    .map_err(|e| e.into_parts().1)
+                    .map_err(|source| Error::Io {
+                        what: "cannot watch the watchdog socket",
+                        source,
+                    })?,
+            ),
+            _ => None,
+        };
+        let start = Instant::now();
+        let mut draws = Draws::new(self.config.seed);
+        let mut steps: Vec<(Instant, Step)> = Vec::new();
+        if let Plan::Signals(plan) = &self.config.plan {
+            for i in 0..plan.count {
+                let jitter = if plan.jitter.is_zero() {
+                    Duration::ZERO
+                } else {
+                    Duration::from_nanos(draws.below(plan.jitter.as_nanos() as u64 + 1))
+                };
+                // The first signal comes one interval in: a launched command gets that long to start.
+                steps.push((start + plan.interval * (i + 1) + jitter, Step::Fire));
+            }
+        }
+        let mut pinned: HashMap<u64, Pinned> = HashMap::new();
+        let mut decider = Decider::default();
+        let mut plan_done_at: Option<Instant> = None;
+        let mut batch = Vec::new();
+        let stopped_early = loop {
+            steps.sort_by_key(|(at, _)| *at);
+            let next_step = steps.first().map(|(at, _)| *at);
+            let plan_over = matches!(self.config.plan, Plan::Signals(_)) && steps.is_empty();
+            if plan_over && plan_done_at.is_none() {
+                plan_done_at = Some(Instant::now());
+            }
+            let proof_deadline = plan_done_at.map(|t| t + PROOF_WAIT);
+            if plan_over && self.ledger.all_confirmed() {
+                break false;
+            }
+            let wake = next_step.or(proof_deadline);
+            tokio::select! {
+                more = source.next_batch(&mut batch) => {
+                    if !more? {
+                        break false;
+                    }
+                }
+                readable = async {
+                    match &notifications {
+                        Some(fd) => fd.readable().await.map(Some),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Some(mut guard) = readable.map_err(|source| Error::Io { what: "watchdog socket", source })? {
+                        guard.clear_ready();
+                        self.notifications(&mut decider)?;
+                    }
+                }
+                () = async {
+                    match wake {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if next_step.is_some() {
+                        let (_, step) = steps.remove(0);
+                        self.step(step, &mut draws, &mut pinned, &mut steps)?;
+                    } else {
+                        break false; // the proof wait is over
+                    }
+                }
+                () = stops.recv() => break true,
+                () = &mut max => break true,
+                () = &mut gone => {
+                    source.drain(&mut batch)?;
+                    self.events(&mut batch, &mut decider)?;
+                    break false;
+                }
+            }
+            self.events(&mut batch, &mut decider)?;
+        };
+        if let Some(dog) = self.watchdog {
+            // Thaw now rather than leave it to the watchdog.
+            for p in pinned.values() {
+                let _ = p.send(Signal::SIGCONT);
+                let _ = dog.thawed(p.pid);
+            }
+        }
+        source.drain(&mut batch)?;
+        self.events(&mut batch, &mut decider)?;
+        Ok((stopped_early, source.counters().lost))
+    }
+
+    fn events(&mut self, batch: &mut Vec<Event>, decider: &mut Decider) -> Result<(), Error> {
+        for event in batch.drain(..) {
+            match &event {
+                Event::Inject(e) => {
+                    let fault = Fault {
+                        id: self.ledger.next_id(),
+                        ts_ns: e.ts_ns,
+                        pid: e.pid,
+                        tid: Some(e.tid),
+                        comm: comm_of(e.pid),
+                        fault: if e.fault == "signal_trigger" {
+                            "signal"
+                        } else {
+                            "errno"
+                        },
+                        value: e.value.clone(),
+                        syscall: Some(e.what.clone()),
+                        nth: Some(e.nth),
+                        backend: if e.fault == "signal_trigger" {
+                            "bpf_send_signal"
+                        } else {
+                            "lsm"
+                        },
+                        dry_run: e.dry_run,
+                    };
+                    self.ledger.fault(fault).map_err(Error::Output)?;
+                }
+                Event::Exit(e) => decider.forget(e.pid),
+                _ => {}
+            }
+            self.ledger.observe(&event).map_err(Error::Output)?;
+        }
+        Ok(())
+    }
+
+    /// One step of the userspace signal plan.
+    fn step(
+        &mut self,
+        step: Step,
+        draws: &mut Draws,
+        pinned: &mut HashMap<u64, Pinned>,
+        steps: &mut Vec<(Instant, Step)>,
+    ) -> Result<(), Error> {
+        let Plan::Signals(plan) = &self.config.plan else {
+            return Ok(());
+        };
+        let plan: &SignalPlan = plan;
+        match step {
+            Step::Fire => {
+                let Some(target) = self.pick(draws) else {
+                    eprintln!("chaos: no live target left to signal");
+                    steps.retain(|(_, s)| !matches!(s, Step::Fire));
+                    return Ok(());
+                };
+                let id = self.ledger.next_id();
+                let ts = monotonic_ns();
+                if !self.config.dry_run
+                    && let Err(e) = target.send(plan.signal)
+                {
+                    eprintln!("chaos: signal to {} failed: {e}", target.pid);
+                    return Ok(());
+                }
+                self.record(id, ts, &target, plan.signal.as_str(), "pidfd")?;
+                let now = Instant::now();
+                if let Some(after) = plan.escalate_after {
+                    steps.push((now + after, Step::Escalate(id)));
+                }
+                if let Some(after) = plan.freeze_for {
+                    if let (Some(dog), false) = (self.watchdog, self.config.dry_run) {
+                        let _ = dog.frozen(target.pid);
+                    }
+                    steps.push((now + after, Step::Thaw(id)));
+                }
+                if plan.escalate_after.is_some() || plan.freeze_for.is_some() {
+                    pinned.insert(id, target);
+                }
+            }
+            Step::Escalate(id) => {
+                if let Some(target) = pinned.remove(&id)
+                    && !target.exited()
+                {
+                    let ts = monotonic_ns();
+                    if !self.config.dry_run {
+                        let _ = target.send(Signal::SIGKILL);
+                    }
+                    self.record(
+                        self.ledger.next_id(),
+                        ts,
+                        &target,
+                        "SIGKILL",
+                        "pidfd (escalation)",
+                    )?;
+                }
+            }
+            Step::Thaw(id) => {
+                if let Some(target) = pinned.remove(&id) {
+                    let ts = monotonic_ns();
+                    if !self.config.dry_run {
+                        let _ = target.send(Signal::SIGCONT);
+                        if let Some(dog) = self.watchdog {
+                            let _ = dog.thawed(target.pid);
+                        }
+                    }
+                    self.record(
+                        self.ledger.next_id(),
+                        ts,
+                        &target,
+                        "SIGCONT",
+                        "pidfd (thaw)",
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn record(
+        &mut self,
+        id: u64,
+        ts_ns: u64,
+        target: &Pinned,
+        value: &str,
+        backend: &'static str,
+    ) -> Result<(), Error> {
+        self.ledger
+            .fault(Fault {
+                id,
+                ts_ns,
+                pid: target.pid,
+                tid: None,
+                comm: target.comm.clone(),
+                fault: "signal",
+                value: value.into(),
+                syscall: None,
+                nth: None,
+                backend,
+                dry_run: self.config.dry_run,
+            })
+            .map_err(Error::Output)
+    }
+
+    /// A live target, not denied, chosen with the seeded draws; pinned by a pidfd.
+    fn pick(&self, draws: &mut Draws) -> Option<Pinned> {
+        let proc = Path::new("/proc");
+        let all = processes(proc);
+        let watchdog = self.watchdog.map(|w| w.pid.as_raw() as u32);
+        let live: Vec<_> = self
+            .targets
+            .members()
+            .into_iter()
+            .filter(|pid| Some(*pid) != watchdog)
+            .filter_map(|pid| all.get(&pid))
+            .filter(|p| self.denylist.check_proc(proc, p).is_ok())
+            .collect();
+        if live.is_empty() {
+            return None;
+        }
+        let chosen = live[draws.below(live.len() as u64) as usize];
+        let started = start_time(proc, chosen.pid)?;
+        Pinned::open(proc, chosen.pid, &chosen.comm, started).ok()
+    }
+
+    /// Decides every notification the watchdog relayed.
+    fn notifications(&mut self, decider: &mut Decider) -> Result<(), Error> {
+        let (Some(dog), Plan::Seccomp { nr, plan }) = (self.watchdog, &self.config.plan) else {
+            return Ok(());
+        };
+        let proc = Path::new("/proc");
+        loop {
+            let notif = match dog.next_notif() {
+                Ok(Some(n)) => n,
+                Ok(None) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(source) => {
+                    return Err(Error::Io {
+                        what: "cannot read from the watchdog",
+                        source,
+                    });
+                }
+            };
+            if let Some(listener) = &self.listener
+                && !crate::inject::watchdog::id_valid(listener.as_raw_fd(), notif.id)
+            {
+                // The caller died or was interrupted meanwhile: not a call to count.
+                let _ = dog.verdict(notif.id, Verdict::Continue);
+                continue;
+            }
+            let tgid = seccomp::tgid_of(proc, notif.pid).unwrap_or(notif.pid);
+            let path = plan.path.as_ref().and_then(|_| {
+                crate::inject::names::path_arg(*nr)
+                    .and_then(|i| seccomp::read_path(proc, notif.pid, notif.args[i]))
+            });
+            let now = Duration::from_nanos(monotonic_ns().saturating_sub(self.start_ns));
+            let decision = decider.decide(plan, tgid, path.as_deref(), now);
+            let mut verdict = Verdict::Continue;
+            if decision.hit {
+                let (value, backend) = match plan.action {
+                    Action::Fail(errno) => (crate::event::errno_name(errno), "seccomp"),
+                    Action::SignalBefore(sig) => (
+                        crate::event::signal_name(sig as u32),
+                        "seccomp (before the call)",
+                    ),
+                };
+                if !plan.dry_run {
+                    verdict = match plan.action {
+                        Action::Fail(errno) => Verdict::Fail(errno),
+                        Action::SignalBefore(sig) => {
+                            if let Ok(sig) = Signal::try_from(sig) {
+                                let _ = kill(nix::unistd::Pid::from_raw(tgid as i32), sig);
+                            }
+                            Verdict::Fail(libc::EINTR)
+                        }
+                    };
+                }
+                let fault = Fault {
+                    id: self.ledger.next_id(),
+                    ts_ns: monotonic_ns(),
+                    pid: tgid,
+                    tid: Some(notif.pid),
+                    comm: comm_of(tgid),
+                    fault: if matches!(plan.action, Action::Fail(_)) {
+                        "errno"
+                    } else {
+                        "signal"
+                    },
+                    value,
+                    syscall: Some(nr.name().to_string()),
+                    nth: decision.nth,
+                    backend,
+                    dry_run: plan.dry_run,
+                };
+                self.ledger.fault(fault).map_err(Error::Output)?;
+            }
+            dog.verdict(notif.id, verdict).map_err(|source| Error::Io {
+                what: "cannot answer the watchdog",
+                source,
+            })?;
+        }
+    }
+}
+
+fn comm_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_default()
+}
