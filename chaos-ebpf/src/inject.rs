@@ -107,10 +107,7 @@ fn try_trigger(ctx: &TracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     let nr = tp_field::<i32>(ctx, offset!(sys_enter_nr))? as u32;
-    if config.dry_run == 0 {
-        // SAFETY: helper call on the current task, which is a target.
-        unsafe { bpf_send_signal(config.signal) };
-    }
+    // Reported first: the event's timestamp must not come after the signal it announces.
     report(
         tgid,
         fault::TRIGGER_SIGNAL,
@@ -119,6 +116,10 @@ fn try_trigger(ctx: &TracePointContext) -> Result<(), ()> {
         n,
         config.dry_run,
     );
+    if config.dry_run == 0 {
+        // SAFETY: helper call on the current task, which is a target.
+        unsafe { bpf_send_signal(config.signal) };
+    }
     Ok(())
 }
 

@@ -386,3 +386,155 @@ pub fn loaded_chaos_programs() -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// A running chaos command whose stdout lines (JSON or a launched command's own output) are
+/// read as they come, and whose stdin the test writes (it reaches a launched command).
+pub struct Chaos {
+    pub child: Spawned,
+    lines: Receiver<String>,
+    stdin: Option<std::process::ChildStdin>,
+    /// Every stdout line so far.
+    pub out: Vec<String>,
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Chaos {
+    /// Starts `chaos ARGS` and returns once stderr has a line starting with `ready`.
+    pub fn start(args: &[&str], ready: &str) -> Self {
+        let mut command = Command::new(chaos_bin());
+        command
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = Spawned::new(&mut command);
+        let stdin = child.0.stdin.take();
+        let stdout = child.0.stdout.take().unwrap();
+        let stderr = child.0.stderr.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = channel();
+        let shared = text.clone();
+        let ready = ready.to_string();
+        std::thread::spawn(move || {
+            let mut told = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                shared.lock().unwrap().push_str(&format!("{line}\n"));
+                if !told && line.starts_with(&ready) {
+                    told = true;
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        if ready_rx.recv_timeout(DEADLINE).is_err() {
+            panic!(
+                "chaos {args:?} never became ready; stderr: {}",
+                text.lock().unwrap()
+            );
+        }
+        Self {
+            child,
+            lines,
+            stdin,
+            out: Vec::new(),
+            stderr: text,
+        }
+    }
+
+    /// Writes a line to chaos's stdin (which a launched command inherits).
+    pub fn send(&mut self, line: &str) {
+        use std::io::Write as _;
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to the command");
+        stdin.flush().unwrap();
+    }
+
+    /// Closes stdin (end of input for a launched command).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits for a stdout line matching `pred`; returns it.
+    pub fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        if let Some(found) = self.out.iter().find(|l| pred(l)) {
+            return found.clone();
+        }
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => {
+                    self.out.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {what} within {DEADLINE:?}; stdout: {:#?}; stderr: {}",
+                    self.out,
+                    self.stderr.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    /// Reads everything until chaos exits; returns its exit code.
+    pub fn finish(&mut self) -> i32 {
+        self.close_stdin();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => self.out.push(line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("chaos did not finish; stdout: {:#?}", self.out)
+                }
+            }
+        }
+        self.child.wait().code().unwrap_or(-1)
+    }
+
+    /// The JSON lines of a type (`fault`, `confirmed`, `summary`), their `data`.
+    pub fn json(&self, kind: &str) -> Vec<Value> {
+        self.out
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["type"] == kind)
+            .map(|v| v["data"].clone())
+            .collect()
+    }
+
+    /// The launched command's own lines that start with `prefix`.
+    pub fn own(&self, prefix: &str) -> Vec<String> {
+        self.out
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Spawned {
+    /// Starts a command that says `ready` on stdout once it can take what the test sends;
+    /// returns it with the rest of its stdout.
+    pub fn ready(command: &mut Command) -> (Self, BufReader<std::process::ChildStdout>) {
+        let mut spawned = Self::new(command.stdout(Stdio::piped()));
+        let mut out = BufReader::new(spawned.0.stdout.take().expect("piped"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read the command's stdout");
+        assert_eq!(line.trim(), "ready", "{command:?} did not get ready");
+        (spawned, out)
+    }
+}

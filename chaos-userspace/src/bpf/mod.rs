@@ -101,6 +101,16 @@ pub fn hooks(set: HookSet, ext4: &Ext4Hooks) -> Vec<Hook> {
     if set.listen {
         hooks.push(Hook::tp("chaos_sock_listen", "sock", "inet_sock_set_state"));
     }
+    if set.syscall_errors {
+        hooks.push(Hook::tp("chaos_sys_exit_error", "raw_syscalls", "sys_exit"));
+    }
+    if let Some(nr) = set.trigger {
+        hooks.push(Hook::tp(
+            "chaos_trigger",
+            "syscalls",
+            format!("sys_enter_{}", nr.name()),
+        ));
+    }
     if set.reap {
         hooks.push(Hook::tp(
             "chaos_sys_exit_wait4",

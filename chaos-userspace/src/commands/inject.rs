@@ -586,6 +586,7 @@ impl Run<'_> {
             let now = Duration::from_nanos(monotonic_ns().saturating_sub(self.start_ns));
             let decision = decider.decide(plan, tgid, path.as_deref(), now);
             let mut verdict = Verdict::Continue;
+            let ts_ns = monotonic_ns();
             if decision.hit {
                 let (value, backend) = match plan.action {
                     Action::Fail(errno) => (crate::event::errno_name(errno), "seccomp"),
@@ -607,7 +608,7 @@ impl Run<'_> {
                 }
                 let fault = Fault {
                     id: self.ledger.next_id(),
-                    ts_ns: monotonic_ns(),
+                    ts_ns,
                     pid: tgid,
                     tid: Some(notif.pid),
                     comm: comm_of(tgid),

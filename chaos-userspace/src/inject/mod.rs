@@ -15,9 +15,13 @@ pub mod watchdog;
 
 use chaos_common::splitmix64;
 
-/// Faults per minute at most, whatever `--count` and `--interval` say (`--max-per-minute`
-/// lowers it; nothing raises it).
-pub const CEILING_PER_MINUTE: u32 = 600;
+/// Signals per minute at most, whatever `--count` and `--interval` say (`--max-per-minute`
+/// lowers it; nothing raises it): ten a second is already more deaths than any service
+/// recovers from.
+pub const SIGNAL_CEILING_PER_MINUTE: u32 = 600;
+/// Failed syscalls per minute at most: a failing call is cheap to survive, and a probability
+/// on a busy syscall needs room, but not without bound.
+pub const ERRNO_CEILING_PER_MINUTE: u32 = 60_000;
 
 /// A reproducible sequence of numbers from a seed: draw `i` is `splitmix64(seed ^
 /// splitmix64(i))`, the function the kernel programs use, so a plan printed by `--dry-run` is

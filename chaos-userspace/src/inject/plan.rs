@@ -7,7 +7,7 @@ use nix::sys::signal::Signal;
 use syscalls::Sysno;
 
 use super::{
-    CEILING_PER_MINUTE, fresh_seed, names,
+    ERRNO_CEILING_PER_MINUTE, SIGNAL_CEILING_PER_MINUTE, fresh_seed, names,
     seccomp::{Action, Plan as SeccompPlan},
 };
 use crate::{
@@ -63,6 +63,7 @@ fn usage(message: String) -> Error {
 fn common(
     common: &InjectCommonArgs,
     targets: &InjectTargetArgs,
+    ceiling: u32,
 ) -> Result<(TargetSpec, u64, bool, Option<Duration>, u32), Error> {
     let spec = TargetSpec {
         pids: targets.pids.clone(),
@@ -81,10 +82,10 @@ fn common(
         .as_deref()
         .map(|d| names::duration("--max-duration", d).map_err(usage))
         .transpose()?;
-    if common.max_per_minute == 0 || common.max_per_minute > CEILING_PER_MINUTE {
+    let max_per_minute = common.max_per_minute.unwrap_or(ceiling);
+    if max_per_minute == 0 || max_per_minute > ceiling {
         return Err(usage(format!(
-            "--max-per-minute {}: give 1 to {CEILING_PER_MINUTE}",
-            common.max_per_minute
+            "--max-per-minute {max_per_minute}: give 1 to {ceiling}"
         )));
     }
     let seed = common.seed.unwrap_or_else(fresh_seed);
@@ -93,14 +94,14 @@ fn common(
         seed,
         common.seed.is_some(),
         max_duration,
-        common.max_per_minute,
+        max_per_minute,
     ))
 }
 
 impl InjectConfig {
     pub fn signal(args: &InjectSignalArgs) -> Result<Self, Error> {
         let (spec, seed, seed_given, max_duration, max_per_minute) =
-            common(&args.common, &args.targets)?;
+            common(&args.common, &args.targets, SIGNAL_CEILING_PER_MINUTE)?;
         let signal = names::signal(&args.signal).map_err(usage)?;
         let duration = |flag: &str, v: &Option<String>| {
             v.as_deref()
@@ -174,7 +175,7 @@ impl InjectConfig {
 
     pub fn errno(args: &InjectErrnoArgs) -> Result<Self, Error> {
         let (spec, seed, seed_given, max_duration, max_per_minute) =
-            common(&args.common, &args.targets)?;
+            common(&args.common, &args.targets, ERRNO_CEILING_PER_MINUTE)?;
         let nr = names::syscall("--syscall", &args.syscall).map_err(usage)?;
         let errno = names::errno(&args.errno).map_err(usage)? as i32;
         if !(0.0..=1.0).contains(&args.probability) {
@@ -519,11 +520,11 @@ mod tests {
                     "--errno",
                     "EIO",
                     "--max-per-minute",
-                    "5000",
+                    "90000",
                     "--",
                     "true",
                 ],
-                "--max-per-minute 5000: give 1 to 600",
+                "--max-per-minute 90000: give 1 to 60000",
             ),
         ];
         for (args, expected) in cases {

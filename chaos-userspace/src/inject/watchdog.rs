@@ -85,6 +85,7 @@ impl Watchdog {
         match unsafe { nix::unistd::fork() }? {
             nix::unistd::ForkResult::Child => {
                 drop(mine);
+                let _ = nix::sys::prctl::set_name(c"chaos-watchdog");
                 // Not chaos's signals: a Ctrl-C to the terminal's process group must not take
                 // the switch down with chaos.
                 let _ = nix::unistd::setsid();

@@ -11,6 +11,15 @@
 //!   that exits, wait for it, exit 5.
 //! - `unsynced N DIR`: write 4096 bytes to DIR/unsynced.dat and fsync them, then write N more
 //!   bytes (in 1000-byte writes) without syncing, exit 0.
+//! - `steps KIND ARG`: one call of KIND per line read on stdin, each reported on stdout as
+//!   `step KIND N ok` or `step KIND N err ENAME`; exits 0 at end of input. KIND: `fsync`
+//!   (append a byte to ARG/steps.dat, then fsync), `openat` (open ARG/fileN), `connect` (TCP to
+//!   127.0.0.1:ARG), `mkdir` (create ARG/dN).
+//! - `after-usr1 KIND DIR`: block SIGUSR1, say `ready`, wait for it, then make one call of
+//!   KIND (`open`, `read`, `write`, `connect`, `fork`, `exec`, `unlink`, `rename`, `mkdir`,
+//!   on files under DIR; `connect` to 127.0.0.1:1) and report it as `steps` does.
+//! - `repeat getppid N`: N getppid calls; prints `getppid ok=A err=B`.
+//! - `ignore-term`: ignore SIGTERM, say `ready`, wait until killed.
 //! - `subreaper CMD [ARGS...]`: become a child subreaper, run CMD, and reap every descendant
 //!   orphaned on the way (so that nothing a script starts is ever left to pid 1); exit when
 //!   none is left, with CMD's status.
@@ -81,10 +90,127 @@ fn main() {
             }
             std::process::exit(0);
         }
+        "steps" => steps(arg(1), arg(2)),
+        "after-usr1" => {
+            let (kind, dir) = (arg(1), Path::new(arg(2)));
+            // Prepared before the wait, so the one call after it is the only one that counts.
+            std::fs::write(dir.join("present"), b"x").expect("prepare");
+            let mut set = SigSet::empty();
+            set.add(Signal::SIGUSR1);
+            set.thread_block().expect("block SIGUSR1");
+            println!("ready");
+            set.wait().expect("sigwait");
+            let result = once(kind, dir);
+            report("once", kind, 1, result);
+            std::process::exit(0);
+        }
+        "repeat" => {
+            let n: u64 = arg(2).parse().expect("N");
+            let (mut ok, mut err) = (0u64, 0u64);
+            for _ in 0..n {
+                // SAFETY: a raw syscall with no arguments; libc's getppid may be cached.
+                if unsafe { libc::syscall(libc::SYS_getppid) } >= 0 {
+                    ok += 1;
+                } else {
+                    err += 1;
+                }
+            }
+            println!("getppid ok={ok} err={err}");
+            std::process::exit(0);
+        }
+        "ignore-term" => {
+            // SAFETY: setting a disposition.
+            unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+            println!("ready");
+            loop {
+                nix::unistd::pause();
+            }
+        }
         "subreaper" => subreaper(&args[1..]),
         "bench" => bench(&args[1..]),
         _ => usage(),
     }
+}
+
+/// One call of `kind` on files under `dir`.
+fn once(kind: &str, dir: &Path) -> std::io::Result<()> {
+    use std::io::Read as _;
+    let present = dir.join("present");
+    match kind {
+        "open" => std::fs::File::open(&present).map(drop),
+        "read" => {
+            let mut file = std::fs::File::open(&present)?;
+            let mut buf = [0u8; 1];
+            file.read(&mut buf).map(drop)
+        }
+        "write" => OpenOptions::new()
+            .append(true)
+            .open(&present)
+            .and_then(|mut f| f.write_all(b"y")),
+        "connect" => match std::net::TcpStream::connect(("127.0.0.1", 1)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+            other => other.map(drop),
+        },
+        "fork" => {
+            // SAFETY: the child exits at once.
+            match unsafe { libc::fork() } {
+                -1 => Err(std::io::Error::last_os_error()),
+                0 => unsafe { libc::_exit(0) },
+                child => {
+                    let _ = waitpid(nix::unistd::Pid::from_raw(child), None);
+                    Ok(())
+                }
+            }
+        }
+        "exec" => std::process::Command::new("/bin/true").status().map(drop),
+        "unlink" => std::fs::remove_file(&present),
+        "rename" => std::fs::rename(&present, dir.join("renamed")),
+        "mkdir" => std::fs::create_dir(dir.join("made")),
+        _ => usage(),
+    }
+}
+
+fn report(what: &str, kind: &str, n: usize, result: std::io::Result<()>) {
+    match result {
+        Ok(()) => println!("{what} {kind} {n} ok"),
+        Err(e) => println!(
+            "{what} {kind} {n} err {:?}",
+            nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))
+        ),
+    }
+}
+
+fn steps(kind: &str, arg: &str) -> ! {
+    use std::io::BufRead as _;
+    let dir = Path::new(arg);
+    let mut log = None;
+    for (i, line) in std::io::stdin().lock().lines().enumerate() {
+        if line.is_err() {
+            break;
+        }
+        let n = i + 1;
+        let result: std::io::Result<()> = match kind {
+            "fsync" => {
+                let file = log.get_or_insert_with(|| {
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(dir.join("steps.dat"))
+                        .expect("open steps.dat")
+                });
+                file.write_all(b"s").and_then(|()| file.sync_all())
+            }
+            "openat" => std::fs::File::open(dir.join(format!("file{n}"))).map(drop),
+            "connect" => {
+                std::net::TcpStream::connect(("127.0.0.1", arg.parse::<u16>().expect("PORT")))
+                    .map(drop)
+            }
+            "mkdir" => std::fs::create_dir(dir.join(format!("d{n}"))),
+            _ => usage(),
+        };
+        report("step", kind, n, result);
+    }
+    std::process::exit(0)
 }
 
 fn subreaper(command: &[String]) -> ! {
@@ -112,7 +238,7 @@ fn subreaper(command: &[String]) -> ! {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: victim family DIR | pause | segv DIR | churn N DIR | on-usr1 | subreaper CMD... | bench ..."
+        "usage: victim family DIR | pause | segv DIR | churn N DIR | on-usr1 | steps KIND ARG | after-usr1 KIND DIR | repeat getppid N | ignore-term | subreaper CMD... | bench ..."
     );
     std::process::exit(64)
 }
