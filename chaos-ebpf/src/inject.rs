@@ -154,9 +154,31 @@ fn try_sys_exit_error(ctx: &TracePointContext) -> Result<(), ()> {
 }
 
 /// The errno for this LSM call, or 0. `prev` is what earlier LSM programs decided: a denial
-/// stands.
+/// stands. The verifier requires an LSM program to return a value it can prove is in
+/// [-MAX_ERRNO, 0] (kernel/bpf/bpf_lsm.c, bpf_lsm_get_retval_range), hence [`errno_range`].
 #[inline(always)]
 fn lsm_decide(hook: u32, prev: i32) -> i32 {
+    errno_range(lsm_verdict(hook, prev))
+}
+
+/// `value` when it is a valid LSM verdict (0 or a negative errno), else 0, computed so the
+/// verifier can see the bounds: LLVM turns a plain range check into a test on a shifted copy
+/// and returns the unchecked original; the volatile round trip makes it return the value it
+/// checked.
+#[inline(always)]
+fn errno_range(value: i32) -> i32 {
+    let shifted = value.wrapping_add(4095) as u32;
+    // SAFETY: a read of a local.
+    let shifted = unsafe { core::ptr::read_volatile(&shifted) };
+    if shifted <= 4095 {
+        shifted as i32 - 4095
+    } else {
+        0
+    }
+}
+
+#[inline(always)]
+fn lsm_verdict(hook: u32, prev: i32) -> i32 {
     if prev != 0 {
         return prev;
     }
@@ -244,7 +266,7 @@ pub fn chaos_lsm_file_permission(ctx: LsmContext) -> i32 {
     } else if mask & MAY_READ != 0 {
         lsm_hook::FILE_READ
     } else {
-        return arg(&ctx, 2);
+        return errno_range(arg(&ctx, 2));
     };
     lsm_decide(hook, arg(&ctx, 2))
 }

@@ -60,7 +60,7 @@ enum KernelChoice {
 /// Test suites (tests/tests/*.rs) that also run in the guests. `measure` stays on the host: it
 /// asserts restart times to the millisecond, which software emulation cannot keep, and runs
 /// supervisord (Python).
-const GUEST_SUITES: [&str; 2] = ["doctor", "observe"];
+const GUEST_SUITES: [&str; 3] = ["doctor", "inject", "observe"];
 
 fn test(kernel: KernelChoice) -> Result<()> {
     setup::run()?;
