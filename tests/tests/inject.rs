@@ -13,9 +13,11 @@ use serde_json::Value;
 const VICTIM: &str = env!("CARGO_BIN_EXE_victim");
 const READY: &str = "chaos: injecting";
 
-fn inject(args: &[&str]) -> Chaos {
-    let mut all = vec!["inject"];
-    all.extend_from_slice(args);
+/// `chaos inject ARGS`, the arguments given as one line (no argument here holds a space).
+fn inject(args: &str) -> Chaos {
+    let all: Vec<&str> = std::iter::once("inject")
+        .chain(args.split_whitespace())
+        .collect();
     Chaos::start(&all, READY)
 }
 
@@ -52,18 +54,9 @@ fn term_and_kill_go_through_a_pidfd_and_are_confirmed() {
     for (signal, number) in [("TERM", 15), ("KILL", 9)] {
         let mut victim = Spawned::new(Command::new(VICTIM).arg("pause"));
         let pid = pid_arg(&victim);
-        let mut chaos = inject(&[
-            "signal",
-            "--signal",
-            signal,
-            "--pid",
-            &pid,
-            "--interval",
-            "100ms",
-            "--seed",
-            "1",
-            "--json",
-        ]);
+        let mut chaos = inject(&format!(
+            "signal --signal {signal} --pid {pid} --interval 100ms --seed 1 --json"
+        ));
         assert_eq!(chaos.finish(), 0, "{:#?}", chaos.out);
         let faults = chaos.json("fault");
         assert_eq!(faults.len(), 1);
@@ -82,20 +75,9 @@ fn term_and_kill_go_through_a_pidfd_and_are_confirmed() {
 fn term_escalates_to_kill_when_ignored() {
     let (mut victim, _out) = Spawned::ready(Command::new(VICTIM).arg("ignore-term"));
     let pid = pid_arg(&victim);
-    let mut chaos = inject(&[
-        "signal",
-        "--signal",
-        "TERM",
-        "--escalate-after",
-        "300ms",
-        "--interval",
-        "100ms",
-        "--pid",
-        &pid,
-        "--seed",
-        "1",
-        "--json",
-    ]);
+    let mut chaos = inject(&format!(
+        "signal --signal TERM --escalate-after 300ms --interval 100ms --pid {pid} --seed 1 --json"
+    ));
     assert_eq!(chaos.finish(), 0, "{:#?}", chaos.out);
     let faults = chaos.json("fault");
     let values: Vec<_> = faults
@@ -121,20 +103,9 @@ fn term_escalates_to_kill_when_ignored() {
 fn stop_then_cont_freezes_and_thaws() {
     let mut victim = Spawned::new(Command::new(VICTIM).arg("pause"));
     let pid = pid_arg(&victim);
-    let mut chaos = inject(&[
-        "signal",
-        "--signal",
-        "STOP",
-        "--for",
-        "400ms",
-        "--interval",
-        "100ms",
-        "--pid",
-        &pid,
-        "--seed",
-        "1",
-        "--json",
-    ]);
+    let mut chaos = inject(&format!(
+        "signal --signal STOP --for 400ms --interval 100ms --pid {pid} --seed 1 --json"
+    ));
     let stopped = |pid: u32| {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()
@@ -161,21 +132,9 @@ fn stop_then_cont_freezes_and_thaws() {
 fn the_kernel_trigger_fires_at_exactly_the_nth_call_which_still_runs() {
     let dir = scratch_dir();
     let path = dir.path().to_str().unwrap();
-    let mut chaos = inject(&[
-        "signal",
-        "--signal",
-        "KILL",
-        "--on",
-        "mkdir:nth=3",
-        "--seed",
-        "1",
-        "--json",
-        "--",
-        VICTIM,
-        "steps",
-        "mkdir",
-        path,
-    ]);
+    let mut chaos = inject(&format!(
+        "signal --signal KILL --on mkdir:nth=3 --seed 1 --json -- {VICTIM} steps mkdir {path}"
+    ));
     let answers = steps(&mut chaos, "mkdir", 2);
     assert!(answers.iter().all(|l| l.ends_with(" ok")), "{answers:?}");
     chaos.send("third");
@@ -199,22 +158,9 @@ fn the_kernel_trigger_fires_at_exactly_the_nth_call_which_still_runs() {
 fn before_stops_the_nth_call_from_running() {
     let dir = scratch_dir();
     let path = dir.path().to_str().unwrap();
-    let mut chaos = inject(&[
-        "signal",
-        "--signal",
-        "KILL",
-        "--on",
-        "mkdir:nth=3",
-        "--before",
-        "--seed",
-        "1",
-        "--json",
-        "--",
-        VICTIM,
-        "steps",
-        "mkdir",
-        path,
-    ]);
+    let mut chaos = inject(&format!(
+        "signal --signal KILL --on mkdir:nth=3 --before --seed 1 --json -- {VICTIM} steps mkdir {path}"
+    ));
     steps(&mut chaos, "mkdir", 2);
     chaos.send("third");
     assert_eq!(chaos.finish(), 0, "{:#?}", chaos.out);
@@ -228,23 +174,9 @@ fn before_stops_the_nth_call_from_running() {
 fn seccomp_fails_exactly_the_nth_fsync() {
     let dir = scratch_dir();
     let path = dir.path().to_str().unwrap();
-    let mut chaos = inject(&[
-        "errno",
-        "--syscall",
-        "fsync",
-        "--errno",
-        "EIO",
-        "--nth",
-        "3",
-        "--seed",
-        "1",
-        "--json",
-        "--",
-        VICTIM,
-        "steps",
-        "fsync",
-        path,
-    ]);
+    let mut chaos = inject(&format!(
+        "errno --syscall fsync --errno EIO --nth 3 --seed 1 --json -- {VICTIM} steps fsync {path}"
+    ));
     let answers = steps(&mut chaos, "fsync", 5);
     let got: Vec<_> = answers.iter().map(|l| outcome(l)).collect();
     assert_eq!(got, ["ok", "ok", "EIO", "ok", "ok"]);
@@ -273,25 +205,9 @@ fn seccomp_openat_under_a_path_follows_the_seeded_sequence() {
         std::fs::write(dir.path().join(format!("file{i}")), b"x").unwrap();
     }
     let prefix = format!("{path}/");
-    let mut chaos = inject(&[
-        "errno",
-        "--syscall",
-        "openat",
-        "--errno",
-        "ENOENT",
-        "--probability",
-        "0.5",
-        "--seed",
-        "11",
-        "--path",
-        &prefix,
-        "--json",
-        "--",
-        VICTIM,
-        "steps",
-        "openat",
-        path,
-    ]);
+    let mut chaos = inject(&format!(
+        "errno --syscall openat --errno ENOENT --probability 0.5 --seed 11 --path {prefix} --json -- {VICTIM} steps openat {path}"
+    ));
     let answers = steps(&mut chaos, "openat", 12);
     let threshold = chaos_common::threshold(0.5);
     let expected: Vec<&str> = (1..=12u64)
@@ -318,23 +234,9 @@ fn seccomp_openat_under_a_path_follows_the_seeded_sequence() {
 fn seccomp_connect_fails_the_second_call() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
-    let mut chaos = inject(&[
-        "errno",
-        "--syscall",
-        "connect",
-        "--errno",
-        "ECONNREFUSED",
-        "--nth",
-        "2",
-        "--seed",
-        "1",
-        "--json",
-        "--",
-        VICTIM,
-        "steps",
-        "connect",
-        &port,
-    ]);
+    let mut chaos = inject(&format!(
+        "errno --syscall connect --errno ECONNREFUSED --nth 2 --seed 1 --json -- {VICTIM} steps connect {port}"
+    ));
     let got: Vec<_> = steps(&mut chaos, "connect", 3)
         .iter()
         .map(|l| outcome(l).to_string())
@@ -348,24 +250,9 @@ fn seccomp_connect_fails_the_second_call() {
 fn dry_run_shows_the_plan_and_hits_nothing() {
     let dir = scratch_dir();
     let path = dir.path().to_str().unwrap();
-    let mut chaos = inject(&[
-        "errno",
-        "--syscall",
-        "fsync",
-        "--errno",
-        "EIO",
-        "--nth",
-        "2",
-        "--dry-run",
-        "--seed",
-        "1",
-        "--json",
-        "--",
-        VICTIM,
-        "steps",
-        "fsync",
-        path,
-    ]);
+    let mut chaos = inject(&format!(
+        "errno --syscall fsync --errno EIO --nth 2 --dry-run --seed 1 --json -- {VICTIM} steps fsync {path}"
+    ));
     let got: Vec<_> = steps(&mut chaos, "fsync", 3)
         .iter()
         .map(|l| outcome(l).to_string())
@@ -383,19 +270,9 @@ fn dry_run_shows_the_plan_and_hits_nothing() {
     let mut victim = Spawned::new(Command::new(VICTIM).arg("pause"));
     let pid = pid_arg(&victim);
     let observer = Observer::start(&["--pid", &pid]);
-    let mut chaos = inject(&[
-        "signal",
-        "--signal",
-        "KILL",
-        "--pid",
-        &pid,
-        "--interval",
-        "100ms",
-        "--dry-run",
-        "--seed",
-        "1",
-        "--json",
-    ]);
+    let mut chaos = inject(&format!(
+        "signal --signal KILL --pid {pid} --interval 100ms --dry-run --seed 1 --json"
+    ));
     assert_eq!(chaos.finish(), 0);
     assert_eq!(chaos.json("fault")[0]["dry_run"], true);
     assert!(victim.0.try_wait().unwrap().is_none(), "still running");
@@ -414,21 +291,9 @@ fn faults_end_with_chaos_even_when_it_is_killed() {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let dir = scratch_dir();
     let path = dir.path().to_str().unwrap();
-    let mut chaos = inject(&[
-        "errno",
-        "--syscall",
-        "fsync",
-        "--errno",
-        "EIO",
-        "--seed",
-        "1",
-        "--json",
-        "--",
-        VICTIM,
-        "steps",
-        "fsync",
-        path,
-    ]);
+    let mut chaos = inject(&format!(
+        "errno --syscall fsync --errno EIO --seed 1 --json -- {VICTIM} steps fsync {path}"
+    ));
     assert_eq!(outcome(&steps(&mut chaos, "fsync", 1)[0]), "EIO");
     kill(Pid::from_raw(chaos.child.pid() as i32), Signal::SIGKILL).unwrap();
     chaos.child.wait();
@@ -554,21 +419,9 @@ fn a_bystander_with_the_same_comm_is_never_hit_across_1000_injections() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut chaos = inject(&[
-        "errno",
-        "--syscall",
-        "getppid",
-        "--errno",
-        "EPERM",
-        "--seed",
-        "1",
-        "--json",
-        "--",
-        VICTIM,
-        "repeat",
-        "getppid",
-        "1000",
-    ]);
+    let mut chaos = inject(&format!(
+        "errno --syscall getppid --errno EPERM --seed 1 --json -- {VICTIM} repeat getppid 1000"
+    ));
     let target = chaos.wait_line("the target's count", |l| l.starts_with("getppid "));
     assert_eq!(target, "getppid ok=0 err=1000");
     assert_eq!(chaos.finish(), 0);
@@ -650,22 +503,9 @@ fn lsm_backend_fails_each_hook_once_for_the_target_only() {
         let (mut victim, mut out) = start(&dir);
         let (mut bystander, mut bystander_out) = start(&other);
         let pid = pid_arg(&victim);
-        let mut chaos = inject(&[
-            "errno",
-            "--syscall",
-            syscall,
-            "--errno",
-            errno,
-            "--count",
-            "1",
-            "--backend",
-            "lsm",
-            "--pid",
-            &pid,
-            "--seed",
-            "1",
-            "--json",
-        ]);
+        let mut chaos = inject(&format!(
+            "errno --syscall {syscall} --errno {errno} --count 1 --backend lsm --pid {pid} --seed 1 --json"
+        ));
         for v in [&victim, &bystander] {
             kill(Pid::from_raw(v.pid() as i32), Signal::SIGUSR1).unwrap();
         }
