@@ -1,6 +1,7 @@
 //! Developer workflows: `cargo xtask setup | test [--kernel K] | demo | bench observe`.
 
 mod bench;
+mod demo;
 mod setup;
 mod util;
 mod vm;
@@ -29,7 +30,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "all")]
         kernel: KernelChoice,
     },
-    /// Setup, build, and observe the sample service (README's first command).
+    /// Setup, build, observe the sample service, then measure the sample queue's recoveries
+    /// under runit while chaos inject kills it (README's first command).
     Demo,
     /// Benchmarks (never part of `test`): `bench observe` measures observer overhead.
     Bench {
@@ -42,7 +44,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Setup => setup::run(),
         Command::Test { kernel } => test(kernel),
-        Command::Demo => demo(),
+        Command::Demo => demo::run(),
         Command::Bench { which } => bench::run(which),
     }
 }
@@ -198,30 +200,4 @@ fn run_tests(root: &std::path::Path, tally: &mut util::Tally) -> Result<()> {
         &[("CHAOS_BIN", &chaos)],
         tally,
     )
-}
-
-fn demo() -> Result<()> {
-    setup::run()?;
-    let target = util::build_bins(false, &["chaos-sample"])?;
-    let journal = tempfile_dir()?;
-    println!(
-        "\n== chaos observe -- chaos-sample {} (a parent forks a worker that appends and fsyncs three records; the parent stops it with SIGTERM)\n",
-        journal.display()
-    );
-    let status = std::process::Command::new(target.join("chaos"))
-        .arg("observe")
-        .arg("--")
-        .arg(target.join("chaos-sample"))
-        .arg(&journal)
-        .status()?;
-    let _ = std::fs::remove_dir_all(&journal);
-    anyhow::ensure!(status.success(), "chaos observe failed: {status}");
-    Ok(())
-}
-
-/// A fresh directory on the root filesystem (ext4 here), so the fsync hook sees the syncs.
-fn tempfile_dir() -> Result<std::path::PathBuf> {
-    let dir = std::path::PathBuf::from(format!("/var/tmp/chaos-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
