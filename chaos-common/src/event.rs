@@ -21,6 +21,8 @@ pub mod kind {
     pub const INJECT: u32 = 8;
     /// [`crate::SyscallErrorEvent`].
     pub const SYSCALL_ERROR: u32 = 9;
+    /// [`SignalDeliverEvent`].
+    pub const SIGNAL_DELIVER: u32 = 10;
 }
 
 /// Values of [`FsyncEvent::call`]: which syscall or filesystem hook saw the sync.
@@ -122,6 +124,18 @@ pub struct SignalEvent {
     pub target_comm: [u8; COMM_LEN],
 }
 const _: () = assert!(size_of::<SignalEvent>() == 72);
+
+/// A target took a signal off its queue to act on it (signal:signal_deliver, in get_signal()).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignalDeliverEvent {
+    pub header: EventHeader,
+    pub tid: u32,
+    pub signal: u32,
+    /// The disposition: 0 default, 1 ignore, else a handler address.
+    pub handler: u64,
+}
+const _: () = assert!(size_of::<SignalDeliverEvent>() == 32);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

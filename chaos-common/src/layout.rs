@@ -67,8 +67,12 @@ pub struct Layout {
     // raw_syscalls:sys_exit (proof of effect of errno injection).
     pub raw_exit_id: u32,
     pub raw_exit_ret: u32,
+
+    // signal:signal_deliver (proof of effect of signals).
+    pub deliver_sig: u32,
+    pub deliver_handler: u32,
 }
-const _: () = assert!(size_of::<Layout>() == 32 * 4 + 16);
+const _: () = assert!(size_of::<Layout>() == 34 * 4 + 16);
 
 impl Layout {
     /// A layout with every field absent; the programs check before reading.
@@ -107,6 +111,8 @@ impl Layout {
             ext4_write_copied: ABSENT,
             raw_exit_id: ABSENT,
             raw_exit_ret: ABSENT,
+            deliver_sig: ABSENT,
+            deliver_handler: ABSENT,
         }
     }
 }

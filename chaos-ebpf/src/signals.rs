@@ -1,7 +1,9 @@
 //! Signals: who sent what to whom (signal:signal_generate, kernel/signal.c).
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use chaos_common::{SignalEvent, kind};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
+use chaos_common::{SignalDeliverEvent, SignalEvent, kind};
 
 use crate::{
     layout::{offset, tp_bytes, tp_field},
@@ -37,5 +39,29 @@ fn try_signal_generate(ctx: &TracePointContext) -> Result<(), ()> {
     };
     tp_bytes(ctx, offset!(sig_comm), &mut event.target_comm)?;
     output(&event);
+    Ok(())
+}
+
+/// signal:signal_deliver: a target dequeued a signal to act on it (kernel/signal.c,
+/// get_signal()). Runs in the target's own context on its way back to user mode, so it is the
+/// proof of a signal sent from inside another program (bpf_send_signal), where the
+/// signal_generate program cannot run nested.
+#[tracepoint]
+pub fn chaos_signal_deliver(ctx: TracePointContext) -> u32 {
+    let _ = try_signal_deliver(&ctx);
+    0
+}
+
+fn try_signal_deliver(ctx: &TracePointContext) -> Result<(), ()> {
+    let tgid = target::current_tgid();
+    if !target::is_target(tgid) {
+        return Ok(());
+    }
+    output(&SignalDeliverEvent {
+        header: header(kind::SIGNAL_DELIVER, tgid),
+        tid: bpf_get_current_pid_tgid() as u32,
+        signal: tp_field::<i32>(ctx, offset!(deliver_sig))? as u32,
+        handler: tp_field(ctx, offset!(deliver_handler))?,
+    });
     Ok(())
 }

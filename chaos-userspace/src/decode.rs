@@ -6,12 +6,13 @@
 
 use chaos_common::{
     EventHeader, ExecEvent, ExitEvent, ForkEvent, FsyncEvent, InjectEvent, ListenEvent, ReapEvent,
-    SignalEvent, SyscallErrorEvent, fault, fsync_call, kind, lsm_hook,
+    SignalDeliverEvent, SignalEvent, SyscallErrorEvent, fault, fsync_call, kind, lsm_hook,
 };
 
 use crate::{
     event::{
-        self, Event, Exec, Exit, Fork, Fsync, Inject, Listen, Reap, Signal, SyscallError, c_str,
+        self, Event, Exec, Exit, Fork, Fsync, Inject, Listen, Reap, Signal, SignalDeliver,
+        SyscallError, c_str,
     },
     kernel::layout::sync_syscall_name,
 };
@@ -145,6 +146,22 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 syscall: event::syscall_name(e.nr),
                 ret: e.ret,
                 errno: event::errno_name((-e.ret) as i32),
+            })
+        }
+        kind::SIGNAL_DELIVER => {
+            let e: SignalDeliverEvent = read(bytes, "signal deliver event")?;
+            Event::SignalDeliver(SignalDeliver {
+                ts_ns: header.ts_ns,
+                pid: header.pid,
+                tid: e.tid,
+                signal: e.signal,
+                signal_name: event::signal_name(e.signal),
+                disposition: match e.handler {
+                    0 => "default",
+                    1 => "ignore",
+                    _ => "handler",
+                }
+                .into(),
             })
         }
         other => return Err(DecodeError::UnknownKind(other)),

@@ -17,6 +17,7 @@
 //! | `reap` | `ts_ns`, `pid` (the waiter), `child_pid` (the child its wait4/waitid collected) |
 //! | `listen` | `ts_ns`, `pid`, `port`, `family` (`inet` or `inet6`) |
 //! | `inject` | `ts_ns`, `pid`, `tid`, `fault` (`signal_trigger`, `lsm_errno`), `what` (the syscall or LSM hook), `value` (the signal or errno name), `nth`, `dry_run`: a fault the kernel injected (`chaos inject`) |
+//! | `signal_deliver` | `ts_ns`, `pid`, `tid`, `signal`, `signal_name`, `disposition` (`default`, `ignore`, `handler`): a target took the signal to act on it (`chaos inject`) |
 //! | `syscall_error` | `ts_ns`, `pid`, `tid`, `syscall`, `ret`, `errno`: a target's syscall failed (`chaos inject errno`, proof of effect) |
 //! | `summary` | last line: `duration_ns`, `events` (count per type), `lost`, `targets_full`, `read_errors` |
 //!
@@ -38,6 +39,7 @@ pub enum Event {
     Listen(Listen),
     Inject(Inject),
     SyscallError(SyscallError),
+    SignalDeliver(SignalDeliver),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +154,16 @@ pub struct Inject {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalDeliver {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub signal: u32,
+    pub signal_name: String,
+    pub disposition: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyscallError {
     pub ts_ns: u64,
     pub pid: u32,
@@ -173,6 +185,7 @@ impl Event {
             Event::Listen(e) => e.ts_ns,
             Event::Inject(e) => e.ts_ns,
             Event::SyscallError(e) => e.ts_ns,
+            Event::SignalDeliver(e) => e.ts_ns,
         }
     }
 
@@ -187,6 +200,7 @@ impl Event {
             Event::Listen(_) => "listen",
             Event::Inject(_) => "inject",
             Event::SyscallError(_) => "syscall_error",
+            Event::SignalDeliver(_) => "signal_deliver",
         }
     }
 }
@@ -207,6 +221,8 @@ pub struct EventCounts {
     pub inject: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub syscall_error: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub signal_deliver: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -225,6 +241,7 @@ impl EventCounts {
             Event::Listen(_) => &mut self.listen,
             Event::Inject(_) => &mut self.inject,
             Event::SyscallError(_) => &mut self.syscall_error,
+            Event::SignalDeliver(_) => &mut self.signal_deliver,
         };
         *slot += 1;
     }

@@ -155,6 +155,27 @@ fn the_kernel_trigger_fires_at_exactly_the_nth_call_which_still_runs() {
 }
 
 #[test]
+fn a_handled_signal_from_the_kernel_trigger_is_proven_when_taken() {
+    let dir = scratch_dir();
+    let path = dir.path().to_str().unwrap();
+    let mut chaos = inject(&format!(
+        "signal --signal USR1 --on mkdir:nth=2 --seed 1 --json -- {VICTIM} steps mkdir {path}"
+    ));
+    let answers = steps(&mut chaos, "mkdir", 3);
+    assert!(
+        answers.iter().all(|l| l.ends_with(" ok")),
+        "survived: {answers:?}"
+    );
+    assert_eq!(chaos.finish(), 0, "{:#?}", chaos.out);
+    let confirmed = chaos.json("confirmed");
+    assert_eq!(
+        confirmed[0]["by"], "SIGUSR1 taken by the process (handler)",
+        "{:#?}",
+        chaos.out
+    );
+}
+
+#[test]
 fn before_stops_the_nth_call_from_running() {
     let dir = scratch_dir();
     let path = dir.path().to_str().unwrap();

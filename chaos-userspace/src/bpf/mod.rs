@@ -104,6 +104,9 @@ pub fn hooks(set: HookSet, ext4: &Ext4Hooks) -> Vec<Hook> {
     if set.syscall_errors {
         hooks.push(Hook::tp("chaos_sys_exit_error", "raw_syscalls", "sys_exit"));
     }
+    if set.signal_deliver {
+        hooks.push(Hook::tp("chaos_signal_deliver", "signal", "signal_deliver"));
+    }
     if let Some(nr) = set.trigger {
         hooks.push(Hook::tp(
             "chaos_trigger",

@@ -85,6 +85,7 @@ pub fn run(command: InjectCommand) -> Result<u8, Error> {
             Plan::Trigger { nr, .. } => Some(*nr),
             _ => None,
         },
+        signal_deliver: matches!(config.plan, Plan::Trigger { .. }),
         ..HookSet::observe(FsyncHook::Off)
     };
     let layout = discover(&env.tracefs, &btf, set)?;

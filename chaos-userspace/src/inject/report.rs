@@ -221,6 +221,14 @@ fn proof(fault: &Fault, event: &Event) -> Option<String> {
         {
             Some(format!("{} {}", s.signal_name, s.result))
         }
+        ("signal", Event::SignalDeliver(d))
+            if d.pid == fault.pid && d.signal_name == fault.value =>
+        {
+            Some(format!(
+                "{} taken by the process ({})",
+                d.signal_name, d.disposition
+            ))
+        }
         ("signal", Event::Exit(e))
             if e.pid == fault.pid && crate::event::signal_name(e.signal) == fault.value =>
         {

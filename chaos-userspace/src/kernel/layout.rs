@@ -75,6 +75,8 @@ pub struct HookSet {
     pub syscall_errors: bool,
     /// syscalls:sys_enter_NAME for the in-kernel signal trigger.
     pub trigger: Option<syscalls::Sysno>,
+    /// signal:signal_deliver (signals acted on, the proof of injected signals).
+    pub signal_deliver: bool,
 }
 
 impl HookSet {
@@ -86,6 +88,7 @@ impl HookSet {
             listen: false,
             syscall_errors: false,
             trigger: None,
+            signal_deliver: false,
         }
     }
 }
@@ -167,6 +170,11 @@ pub fn discover(tracefs: &Path, btf: &KernelBtf, hooks: HookSet) -> Result<Layou
             }
         }
         FsyncHook::Fs | FsyncHook::Off => {}
+    }
+    if hooks.signal_deliver {
+        let deliver = Format::read(tracefs, "signal", "signal_deliver")?;
+        l.deliver_sig = deliver.offset_of("sig", 4)?;
+        l.deliver_handler = deliver.offset_of("sa_handler", 8)?;
     }
     if hooks.syscall_errors {
         let exit = Format::read(tracefs, "raw_syscalls", "sys_exit")?;

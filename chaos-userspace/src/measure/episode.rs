@@ -359,7 +359,7 @@ impl Engine {
                     self.stats.fsync(e.latency_ns);
                 }
             }
-            Event::Inject(_) | Event::SyscallError(_) => {}
+            Event::Inject(_) | Event::SyscallError(_) | Event::SignalDeliver(_) => {}
         }
     }
 

@@ -121,6 +121,11 @@ impl<W: Write> Sink for Human<W> {
                     e.what
                 ),
             ),
+            Event::SignalDeliver(e) => (
+                e.pid,
+                self.comm(e.pid).to_string(),
+                format!("took {} ({})", e.signal_name, e.disposition),
+            ),
             Event::SyscallError(e) => (
                 e.pid,
                 self.comm(e.pid).to_string(),

@@ -11,7 +11,8 @@
 //!   that exits, wait for it, exit 5.
 //! - `unsynced N DIR`: write 4096 bytes to DIR/unsynced.dat and fsync them, then write N more
 //!   bytes (in 1000-byte writes) without syncing, exit 0.
-//! - `steps KIND ARG`: one call of KIND per line read on stdin, each reported on stdout as
+//! - `steps KIND ARG`: (SIGUSR1 is handled and survived) one call of KIND per line read on
+//!   stdin, each reported on stdout as
 //!   `step KIND N ok` or `step KIND N err ENAME`; exits 0 at end of input. KIND: `fsync`
 //!   (append a byte to ARG/steps.dat, then fsync), `openat` (open ARG/fileN), `connect` (TCP to
 //!   127.0.0.1:ARG), `mkdir` (create ARG/dN).
@@ -180,8 +181,13 @@ fn report(what: &str, kind: &str, n: usize, result: std::io::Result<()>) {
     }
 }
 
+extern "C" fn on_usr1(_: libc::c_int) {}
+
 fn steps(kind: &str, arg: &str) -> ! {
     use std::io::BufRead as _;
+    // A handler, so that a SIGUSR1 is taken and survived (the signal_deliver proof).
+    // SAFETY: installing an async-signal-safe (empty) handler.
+    unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
     let dir = Path::new(arg);
     let mut log = None;
     for (i, line) in std::io::stdin().lock().lines().enumerate() {
