@@ -250,6 +250,52 @@ fn a_known_restart_delay_is_measured_within_a_millisecond_and_replays_exactly() 
 }
 
 #[test]
+fn readiness_probed_from_userspace_by_tcp_and_by_command() {
+    let port = free_port();
+    let dir = scratch_dir();
+    let data = dir.path().join("data").to_str().unwrap().to_string();
+    let port_arg = port.to_string();
+    let svc = Supervised::start(
+        "probe",
+        dir,
+        port,
+        &[
+            env!("CARGO_BIN_EXE_delay-supervisor"),
+            "0",
+            QUEUE,
+            "serve",
+            "--dir",
+            &data,
+            "--port",
+            &port_arg,
+        ],
+    );
+    let tcp = format!("tcp:127.0.0.1:{port}");
+    let verify = format!("cmd:{QUEUE} verify --dir {data}");
+    for ready in [tcp.as_str(), verify.as_str()] {
+        let pid = svc.pid().to_string();
+        let instance = svc.ready_instance();
+        let mut measure =
+            Observer::measure(&["--supervisor", &pid, "--ready", ready, "--episodes", "1"]);
+        kill_instance(instance);
+        measure.wait_for("the episode", |e| e["type"] == "episode");
+        let m = measure.finish();
+        let e = episodes(&m)[0];
+        assert_eq!(e["outcome"], "recovered", "{ready}: {e:#}");
+        let (exec, ready_at) = (
+            e["at_ns"]["exec"].as_u64().unwrap(),
+            e["at_ns"]["ready"].as_u64().unwrap(),
+        );
+        assert!(ready_at >= exec, "{ready}: ready after exec: {e:#}");
+        assert_eq!(
+            m.summary.as_ref().unwrap()["data"]["ready"],
+            ready,
+            "the summary names the readiness rule"
+        );
+    }
+}
+
+#[test]
 fn runit_restarts_a_settled_service_in_milliseconds_and_throttles_a_quick_death() {
     let svc = supervise_run_dir("runit", "runsv", None);
     // Twice settled, then killed again right after it came back: runsv waits out the second.
