@@ -30,6 +30,9 @@ pub enum Command {
     /// Inject faults, deny-by-default, each confirmed by the kernel event that shows its effect.
     #[command(subcommand)]
     Inject(InjectCommand),
+    /// Audit logs: `chaos audit verify FILE` checks that none was edited, deleted or reordered.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Probe what this kernel allows (by loading tiny programs) and what that means for chaos.
     #[command(after_help = DOCTOR_EXAMPLES)]
     Doctor(DoctorArgs),
@@ -193,6 +196,15 @@ pub struct MeasureArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check an audit log's hash chain; exit 1 naming the first line that breaks it.
+    Verify {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum InjectCommand {
     /// Send signals: scheduled from userspace through a pidfd, or from the kernel at the Nth
     /// call of a syscall.
@@ -239,6 +251,10 @@ pub struct InjectCommonArgs {
     /// JSON Lines: a line per fault and per confirmation, then a summary.
     #[arg(long)]
     pub json: bool,
+    /// Append every fault to this audit log (hash-chained; each entry is on disk before its
+    /// fault fires; `chaos audit verify FILE` checks it).
+    #[arg(long, value_name = "FILE")]
+    pub audit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! The errors a command can end with, and the exit code each maps to.
 
 use crate::{
+    audit::AuditError,
     bpf::BpfError,
     kernel::{btf::BtfError, layout::LayoutError, preflight::PreflightError},
     launch::LaunchError,
@@ -36,6 +37,8 @@ pub enum Error {
     Discover(#[from] DiscoverError),
     #[error(transparent)]
     Record(#[from] RecordError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     #[error("cannot write output")]
     Output(#[source] std::io::Error),
     #[error("{what}")]
@@ -57,7 +60,8 @@ impl Error {
             | Error::Bpf(_)
             | Error::Launch(_)
             | Error::Discover(_)
-            | Error::Record(_) => EXIT_USAGE,
+            | Error::Record(_)
+            | Error::Audit(_) => EXIT_USAGE,
             Error::Source(_) | Error::Output(_) | Error::Io { .. } => EXIT_FAILURE,
         }
     }

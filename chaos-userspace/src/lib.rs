@@ -4,6 +4,7 @@
 //! -> an [`source::EventSource`] -> sinks in [`output`]. Everything after the ring buffer is
 //! plain code, tested without root on replayed streams.
 
+pub mod audit;
 pub mod bpf;
 pub mod cli;
 pub mod commands;
@@ -27,5 +28,6 @@ pub fn run(cli: Cli) -> Result<u8, error::Error> {
         Command::Doctor(args) => commands::doctor::run(args),
         Command::Measure(args) => commands::measure::run(args).map(|()| 0),
         Command::Inject(args) => commands::inject::run(args),
+        Command::Audit(cli::AuditCommand::Verify { file }) => commands::audit::verify(&file),
     }
 }

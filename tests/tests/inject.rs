@@ -551,3 +551,68 @@ fn lsm_backend_fails_each_hook_once_for_the_target_only() {
         assert_eq!(summary(&chaos)["confirmed"], 1, "{kind}");
     }
 }
+
+#[test]
+fn the_audit_log_records_each_fault_and_betrays_any_tampering() {
+    let mut victim = Spawned::new(Command::new(VICTIM).arg("pause"));
+    let pid = pid_arg(&victim);
+    let dir = scratch_dir();
+    let log = dir.path().join("audit.jsonl");
+    let log_arg = log.to_str().unwrap();
+    let mut chaos = inject(&format!(
+        "signal --signal TERM --pid {pid} --interval 100ms --seed 1 --json --audit {log_arg}"
+    ));
+    assert_eq!(chaos.finish(), 0, "{:#?}", chaos.out);
+    victim.wait();
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let kinds: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["event"]["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(kinds, ["start", "fault", "end"]);
+    let fault: Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(
+        fault["event"]["pid"].as_u64(),
+        Some(u64::from(victim.pid()))
+    );
+    assert_eq!(fault["event"]["value"], "SIGTERM");
+    assert_eq!(fault["event"]["exe"], VICTIM);
+    assert_eq!(fault["user"], "root");
+    let (code, stdout, _) = run_chaos(&["audit", "verify", log_arg]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("3 entries, chain intact"), "{stdout}");
+
+    let tampered = [
+        (
+            vec![
+                lines[0].clone(),
+                lines[1].replace("SIGTERM", "SIGHUP"),
+                lines[2].clone(),
+            ],
+            ":2: its content does not match its hash: edited",
+        ),
+        (
+            vec![lines[0].clone(), lines[2].clone()],
+            ":2: entry 3 where 2 was expected",
+        ),
+        (
+            vec![lines[0].clone(), lines[2].clone(), lines[1].clone()],
+            ":2: entry 3 where 2 was expected",
+        ),
+    ];
+    for (content, expected) in tampered {
+        std::fs::write(&log, content.join("\n") + "\n").unwrap();
+        let (code, _, stderr) = run_chaos(&["audit", "verify", log_arg]);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+}

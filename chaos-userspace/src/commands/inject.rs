@@ -19,8 +19,11 @@ use tokio::{
     time::Instant,
 };
 
+use serde_json::json;
+
 use super::common::{Stops, monotonic_ns, runtime_with_stops};
 use crate::{
+    audit::AuditLog,
     bpf::{
         DEFAULT_RING_BYTES, FaultMaps, Hook, Programs, TargetSet, hooks, lsm_program,
         ring::RingSource,
@@ -76,6 +79,16 @@ pub fn run(command: InjectCommand) -> Result<u8, Error> {
             config.seed, config.seed
         );
     }
+    let mut audit = config.audit.as_deref().map(AuditLog::open).transpose()?;
+    if let Some(log) = &mut audit {
+        log.append(json!({
+            "kind": "start",
+            "command": std::env::args().collect::<Vec<_>>(),
+            "plan": format!("{:?}", config.plan),
+            "seed": config.seed,
+            "dry_run": config.dry_run,
+        }))?;
+    }
 
     let env = preflight::check()?;
     let btf = KernelBtf::load(&env.btf_path)?;
@@ -102,6 +115,11 @@ pub fn run(command: InjectCommand) -> Result<u8, Error> {
         )),
         _ => Error::from(e),
     })?;
+    if let (Some(log), Plan::Trigger { .. } | Plan::Lsm { .. }) = (&mut audit, &config.plan) {
+        // The kernel fires these on its own: the rule is recorded as armed before any target
+        // can meet it, and each fault as the kernel reports it.
+        log.append(json!({"kind": "armed", "plan": format!("{:?}", config.plan)}))?;
+    }
     let mut fault_maps = programs.fault_maps()?;
     for pid in denylist.pids() {
         fault_maps.deny_pid(pid)?;
@@ -191,6 +209,7 @@ pub fn run(command: InjectCommand) -> Result<u8, Error> {
     );
     let mut run = Run {
         config: &config,
+        audit,
         ledger,
         targets: &target_set,
         denylist: &denylist,
@@ -214,6 +233,14 @@ pub fn run(command: InjectCommand) -> Result<u8, Error> {
             config.dry_run,
         )
         .map_err(Error::Output)?;
+    if let Some(log) = &mut run.audit {
+        log.append(json!({
+            "kind": "end",
+            "injected": summary.injected,
+            "confirmed": summary.confirmed,
+            "unconfirmed": summary.unconfirmed,
+        }))?;
+    }
     drop(programs);
     Ok(u8::from(!summary.unconfirmed.is_empty()))
 }
@@ -264,6 +291,7 @@ enum Step {
 
 struct Run<'a> {
     config: &'a InjectConfig,
+    audit: Option<AuditLog>,
     ledger: Ledger,
     targets: &'a TargetSet,
     denylist: &'a Denylist,
@@ -417,6 +445,7 @@ impl Run<'_> {
                         },
                         dry_run: e.dry_run,
                     };
+                    self.audit_fault(&fault, true)?;
                     self.ledger.fault(fault).map_err(Error::Output)?;
                 }
                 Event::Exit(e) => decider.forget(e.pid),
@@ -448,13 +477,15 @@ impl Run<'_> {
                 };
                 let id = self.ledger.next_id();
                 let ts = monotonic_ns();
+                let fault = self.signal_fault(id, ts, &target, plan.signal.as_str(), "pidfd");
+                self.audit_fault(&fault, false)?;
                 if !self.config.dry_run
                     && let Err(e) = target.send(plan.signal)
                 {
                     eprintln!("chaos: signal to {} failed: {e}", target.pid);
                     return Ok(());
                 }
-                self.record(id, ts, &target, plan.signal.as_str(), "pidfd")?;
+                self.ledger.fault(fault).map_err(Error::Output)?;
                 let now = Instant::now();
                 if let Some(after) = plan.escalate_after {
                     steps.push((now + after, Step::Escalate(id)));
@@ -474,9 +505,6 @@ impl Run<'_> {
                     && !target.exited()
                 {
                     let ts = monotonic_ns();
-                    if !self.config.dry_run {
-                        let _ = target.send(Signal::SIGKILL);
-                    }
                     self.record(
                         self.ledger.next_id(),
                         ts,
@@ -484,17 +512,14 @@ impl Run<'_> {
                         "SIGKILL",
                         "pidfd (escalation)",
                     )?;
+                    if !self.config.dry_run {
+                        let _ = target.send(Signal::SIGKILL);
+                    }
                 }
             }
             Step::Thaw(id) => {
                 if let Some(target) = pinned.remove(&id) {
                     let ts = monotonic_ns();
-                    if !self.config.dry_run {
-                        let _ = target.send(Signal::SIGCONT);
-                        if let Some(dog) = self.watchdog {
-                            let _ = dog.thawed(target.pid);
-                        }
-                    }
                     self.record(
                         self.ledger.next_id(),
                         ts,
@@ -502,12 +527,19 @@ impl Run<'_> {
                         "SIGCONT",
                         "pidfd (thaw)",
                     )?;
+                    if !self.config.dry_run {
+                        let _ = target.send(Signal::SIGCONT);
+                        if let Some(dog) = self.watchdog {
+                            let _ = dog.thawed(target.pid);
+                        }
+                    }
                 }
             }
         }
         Ok(())
     }
 
+    /// Audits, then records, a signal about to be sent (the caller sends it after).
     fn record(
         &mut self,
         id: u64,
@@ -516,21 +548,58 @@ impl Run<'_> {
         value: &str,
         backend: &'static str,
     ) -> Result<(), Error> {
-        self.ledger
-            .fault(Fault {
-                id,
-                ts_ns,
-                pid: target.pid,
-                tid: None,
-                comm: target.comm.clone(),
-                fault: "signal",
-                value: value.into(),
-                syscall: None,
-                nth: None,
-                backend,
-                dry_run: self.config.dry_run,
-            })
-            .map_err(Error::Output)
+        let fault = self.signal_fault(id, ts_ns, target, value, backend);
+        self.audit_fault(&fault, false)?;
+        self.ledger.fault(fault).map_err(Error::Output)
+    }
+
+    fn signal_fault(
+        &self,
+        id: u64,
+        ts_ns: u64,
+        target: &Pinned,
+        value: &str,
+        backend: &'static str,
+    ) -> Fault {
+        Fault {
+            id,
+            ts_ns,
+            pid: target.pid,
+            tid: None,
+            comm: target.comm.clone(),
+            fault: "signal",
+            value: value.into(),
+            syscall: None,
+            nth: None,
+            backend,
+            dry_run: self.config.dry_run,
+        }
+    }
+
+    /// Writes the fault to the audit log, on disk before it fires (`reported`: the kernel
+    /// decided and fired it on its own, and this is its report).
+    fn audit_fault(&mut self, fault: &Fault, reported: bool) -> Result<(), Error> {
+        let Some(log) = &mut self.audit else {
+            return Ok(());
+        };
+        let exe = std::fs::read_link(format!("/proc/{}/exe", fault.pid))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        log.append(json!({
+            "kind": "fault",
+            "id": fault.id,
+            "pid": fault.pid,
+            "exe": exe,
+            "comm": fault.comm,
+            "fault": fault.fault,
+            "value": fault.value,
+            "syscall": fault.syscall,
+            "nth": fault.nth,
+            "backend": fault.backend,
+            "dry_run": fault.dry_run,
+            "reported_by_kernel": reported,
+        }))?;
+        Ok(())
     }
 
     /// A live target, not denied, chosen with the seeded draws; pinned by a pidfd.
@@ -624,6 +693,7 @@ impl Run<'_> {
                     backend,
                     dry_run: plan.dry_run,
                 };
+                self.audit_fault(&fault, false)?;
                 self.ledger.fault(fault).map_err(Error::Output)?;
             }
             dog.verdict(notif.id, verdict).map_err(|source| Error::Io {

@@ -1,5 +1,6 @@
 //! One module per subcommand, and what they share.
 
+pub mod audit;
 pub mod common;
 pub mod doctor;
 pub mod inject;

@@ -54,6 +54,7 @@ pub struct InjectConfig {
     pub max_duration: Option<Duration>,
     pub max_per_minute: u32,
     pub json: bool,
+    pub audit: Option<std::path::PathBuf>,
 }
 
 fn usage(message: String) -> Error {
@@ -170,6 +171,7 @@ impl InjectConfig {
             max_duration,
             max_per_minute,
             json: args.common.json,
+            audit: args.common.audit.clone(),
         })
     }
 
@@ -258,6 +260,7 @@ impl InjectConfig {
             max_duration,
             max_per_minute,
             json: args.common.json,
+            audit: args.common.audit.clone(),
         })
     }
 }

@@ -1,0 +1,28 @@
+//! `chaos audit verify FILE`: checks an audit log's hash chain.
+
+use std::path::Path;
+
+use crate::{
+    audit::{AuditError, verify as check},
+    error::{EXIT_FAILURE, Error},
+};
+
+/// Exit 0 when the chain is intact; 1, naming the first line that breaks it, when not.
+pub fn verify(path: &Path) -> Result<u8, Error> {
+    match check(path) {
+        Ok(chain) => {
+            println!(
+                "{}: {} entries, chain intact (last hash {})",
+                path.display(),
+                chain.entries,
+                chain.last_hash
+            );
+            Ok(0)
+        }
+        Err(broken @ AuditError::Broken { .. }) => {
+            eprintln!("chaos: audit log tampered with: {broken}");
+            Ok(EXIT_FAILURE)
+        }
+        Err(other) => Err(other.into()),
+    }
+}
