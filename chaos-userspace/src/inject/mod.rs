@@ -6,6 +6,7 @@
 //! later (a `--comm` match, a child) is held to the same rules.
 
 pub mod denylist;
+pub mod driver;
 pub mod names;
 pub mod plan;
 pub mod report;
