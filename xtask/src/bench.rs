@@ -1,5 +1,6 @@
-//! `cargo xtask bench observe`: the cost of observing, next to bpftrace and strace, measured
-//! side by side in one run. Runs alternate between tools round by round, each workload reports
+//! `cargo xtask bench observe|inject`: the cost of observing (next to bpftrace and strace) and
+//! of intercepting a syscall to fail it (chaos's seccomp backend next to strace's inject),
+//! measured side by side in one run. Runs alternate between tools round by round, each workload reports
 //! the CLOCK_MONOTONIC time of its own loop (tool start-up is not counted), and the table gives
 //! medians, spread and ratios. Not a test: nothing here fails on timing.
 
@@ -19,6 +20,15 @@ pub enum Which {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
         /// Multiplies the workload sizes (1.0 = 200k getppid, 20k fsync, 2k fork+exec).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+    },
+    /// A getppid loop untraced, under `chaos inject errno` (seccomp backend) letting every
+    /// call continue and failing every call, and under `strace -e inject` failing every call.
+    Inject {
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Multiplies the workload size (1.0 = 20k getppid).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
     },
@@ -42,10 +52,22 @@ enum Tool {
     Chaos,
     Bpftrace,
     Strace,
+    /// chaos inject errno, seccomp backend, probability 0: every call goes to chaos and back.
+    ChaosPass,
+    /// The same, probability 1: every call fails with EPERM, each proven.
+    ChaosFail,
+    /// strace -f -e inject=getppid:error=EPERM: ptrace stops on every syscall.
+    StraceInject,
 }
 
 impl Tool {
-    const ALL: [Tool; 4] = [Tool::Untraced, Tool::Chaos, Tool::Bpftrace, Tool::Strace];
+    const OBSERVE: [Tool; 4] = [Tool::Untraced, Tool::Chaos, Tool::Bpftrace, Tool::Strace];
+    const INJECT: [Tool; 4] = [
+        Tool::Untraced,
+        Tool::ChaosPass,
+        Tool::ChaosFail,
+        Tool::StraceInject,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -53,6 +75,9 @@ impl Tool {
             Tool::Chaos => "chaos observe",
             Tool::Bpftrace => "bpftrace",
             Tool::Strace => "strace -f",
+            Tool::ChaosPass => "chaos seccomp, pass",
+            Tool::ChaosFail => "chaos seccomp, fail",
+            Tool::StraceInject => "strace inject, fail",
         }
     }
 }
@@ -63,7 +88,10 @@ struct Workload {
 }
 
 pub fn run(which: Which) -> Result<()> {
-    let Which::Observe { rounds, scale } = which;
+    let (rounds, scale, tools): (usize, f64, &[Tool]) = match which {
+        Which::Observe { rounds, scale } => (rounds, scale, &Tool::OBSERVE),
+        Which::Inject { rounds, scale } => (rounds, scale, &Tool::INJECT),
+    };
     crate::setup::run()?;
     let bin = util::build_bins(true, &["victim"])?;
     let scratch = Path::new("/var/tmp").join(format!("chaos-bench-{}", std::process::id()));
@@ -75,17 +103,28 @@ pub fn run(which: Which) -> Result<()> {
             .args(["-t", "tmpfs", "-o", "size=256m", "chaos-bench"])
             .arg(&tmpfs),
     )?;
-    let result = measure(&bin, &scratch, &tmpfs, rounds, scale);
+    let result = measure(&bin, &scratch, &tmpfs, rounds, scale, tools);
     let _ = Command::new("umount").arg(&tmpfs).status();
     let _ = std::fs::remove_dir_all(&scratch);
     result
 }
 
-fn measure(bin: &Path, scratch: &Path, tmpfs: &Path, rounds: usize, scale: f64) -> Result<()> {
+fn measure(
+    bin: &Path,
+    scratch: &Path,
+    tmpfs: &Path,
+    rounds: usize,
+    scale: f64,
+    tools: &[Tool],
+) -> Result<()> {
     let n = |base: f64| ((base * scale).round() as u64).max(1).to_string();
     let ext4 = scratch.join("ext4");
     std::fs::create_dir_all(&ext4)?;
-    let workloads = [
+    let inject_workloads = [Workload {
+        name: format!("getppid x{}", n(20_000.0)),
+        args: vec!["getppid".into(), n(20_000.0)],
+    }];
+    let observe_workloads = [
         Workload {
             name: format!("W1 getppid x{}", n(200_000.0)),
             args: vec!["getppid".into(), n(200_000.0)],
@@ -103,27 +142,32 @@ fn measure(bin: &Path, scratch: &Path, tmpfs: &Path, rounds: usize, scale: f64) 
             args: vec!["forkexec".into(), n(2_000.0)],
         },
     ];
+    let workloads: &[Workload] = if tools == Tool::INJECT {
+        &inject_workloads
+    } else {
+        &observe_workloads
+    };
     let out = scratch.join("elapsed");
     let mut table = Vec::new();
-    for workload in &workloads {
-        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); Tool::ALL.len()];
+    for workload in workloads {
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
         for round in 0..rounds {
             // Alternate the order each round so drift (page cache, CPU frequency) is shared.
             let order: Vec<usize> = if round % 2 == 0 {
-                (0..4).collect()
+                (0..tools.len()).collect()
             } else {
-                (0..4).rev().collect()
+                (0..tools.len()).rev().collect()
             };
             for i in order {
-                let ns = run_once(Tool::ALL[i], bin, workload, &out)
-                    .with_context(|| format!("{} under {}", workload.name, Tool::ALL[i].name()))?;
+                let ns = run_once(tools[i], bin, workload, &out)
+                    .with_context(|| format!("{} under {}", workload.name, tools[i].name()))?;
                 samples[i].push(ns);
             }
             eprintln!("bench: {} round {}/{rounds} done", workload.name, round + 1);
         }
         table.push((workload.name.clone(), samples));
     }
-    print_table(&table, rounds);
+    print_table(&table, rounds, tools);
     Ok(())
 }
 
@@ -157,6 +201,23 @@ fn run_once(tool: Tool, bin: &Path, workload: &Workload, out: &Path) -> Result<f
         Tool::Strace => {
             let mut c = Command::new("strace");
             c.args(["-f", "-o", "/dev/null"]).arg(&victim).args(&args);
+            c
+        }
+        Tool::ChaosPass | Tool::ChaosFail => {
+            let p = if tool == Tool::ChaosPass { "0" } else { "1" };
+            let mut c = Command::new(bin.join("chaos"));
+            c.args(["inject", "errno", "--syscall", "getppid", "--errno", "EPERM"])
+                .args(["--probability", p, "--seed", "1", "--json", "--"])
+                .arg(&victim)
+                .args(&args);
+            c
+        }
+        Tool::StraceInject => {
+            let mut c = Command::new("strace");
+            c.args(["-f", "-o", "/dev/null", "-e", "trace=getppid"])
+                .args(["-e", "inject=getppid:error=EPERM"])
+                .arg(&victim)
+                .args(&args);
             c
         }
     };
@@ -193,16 +254,16 @@ fn spread(values: &[f64]) -> f64 {
     (max - min) / median(values) * 100.0
 }
 
-fn print_table(table: &[(String, Vec<Vec<f64>>)], rounds: usize) {
+fn print_table(table: &[(String, Vec<Vec<f64>>)], rounds: usize, tools: &[Tool]) {
     println!(
-        "\nobserver overhead: workload loop time, median of {rounds} alternated rounds (spread = (max-min)/median)\n"
+        "\noverhead: workload loop time, median of {rounds} alternated rounds (spread = (max-min)/median)\n"
     );
     print!("| {:<30} |", "workload");
-    for tool in Tool::ALL {
+    for tool in tools {
         print!(" {:<22} |", tool.name());
     }
     println!();
-    println!("|{}|", ["---"; 5].join("|"));
+    println!("|{}|", vec!["---"; tools.len() + 1].join("|"));
     for (name, samples) in table {
         let base = median(&samples[0]);
         print!(
