@@ -206,10 +206,17 @@ fn run_once(tool: Tool, bin: &Path, workload: &Workload, out: &Path) -> Result<f
         Tool::ChaosPass | Tool::ChaosFail => {
             let p = if tool == Tool::ChaosPass { "0" } else { "1" };
             let mut c = Command::new(bin.join("chaos"));
-            c.args(["inject", "errno", "--syscall", "getppid", "--errno", "EPERM"])
-                .args(["--probability", p, "--seed", "1", "--json", "--"])
-                .arg(&victim)
-                .args(&args);
+            c.args([
+                "inject",
+                "errno",
+                "--syscall",
+                "getppid",
+                "--errno",
+                "EPERM",
+            ])
+            .args(["--probability", p, "--seed", "1", "--json", "--"])
+            .arg(&victim)
+            .args(&args);
             c
         }
         Tool::StraceInject => {
