@@ -25,6 +25,7 @@ cleanup() {
   while [ -s "$cg/cgroup.procs" ]; do :; done
   wait "$reaper" 2>/dev/null || true
   rmdir "$cg" 2>/dev/null || true
+  rm -rf "$work"
 }
 trap cleanup EXIT
 
