@@ -41,6 +41,35 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
+/// Receives from `lines` until one matches `pred` or [`DEADLINE`] passes; returns the match
+/// (or why there was none) and everything received, the match included, in order.
+fn next_matching<T: Clone>(
+    lines: &Receiver<T>,
+    pred: &impl Fn(&T) -> bool,
+) -> (Result<T, RecvTimeoutError>, Vec<T>) {
+    let deadline = Instant::now() + DEADLINE;
+    let mut seen = Vec::new();
+    loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(value) => {
+                let hit = pred(&value);
+                seen.push(value.clone());
+                if hit {
+                    return (Ok(value), seen);
+                }
+            }
+            Err(e) => return (Err(e), seen),
+        }
+    }
+}
+
+fn gave_up(e: RecvTimeoutError) -> String {
+    match e {
+        RecvTimeoutError::Timeout => format!("nothing within {DEADLINE:?} for"),
+        RecvTimeoutError::Disconnected => "chaos ended before".into(),
+    }
+}
+
 /// A process the test started; killed (by its own pid) and reaped when dropped.
 pub struct Spawned(pub Child);
 
@@ -170,25 +199,14 @@ impl Observer {
         if let Some(found) = self.events.iter().find(|e| pred(e)) {
             return found.clone();
         }
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(value) => {
-                    let hit = pred(&value);
-                    self.take(value.clone());
-                    if hit {
-                        return value;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("no {what} within {DEADLINE:?}; events: {:#?}", self.events)
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!("chaos ended before {what}; events: {:#?}", self.events)
-                }
+        match next_matching(&self.lines, &pred) {
+            (Ok(value), seen) => {
+                seen.into_iter().for_each(|v| self.take(v));
+                value
+            }
+            (Err(e), seen) => {
+                seen.into_iter().for_each(|v| self.take(v));
+                panic!("{} {what}; events: {:#?}", gave_up(e), self.events)
             }
         }
     }
@@ -466,25 +484,16 @@ impl Chaos {
         if let Some(found) = self.out.iter().find(|l| pred(l)) {
             return found.clone();
         }
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => {
-                    self.out.push(line.clone());
-                    if pred(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no {what} within {DEADLINE:?}; stdout: {:#?}; stderr: {}",
-                    self.out,
-                    self.stderr.lock().unwrap()
-                ),
-            }
-        }
+        let (found, seen) = next_matching(&self.lines, &|l: &String| pred(l));
+        self.out.extend(seen);
+        found.unwrap_or_else(|e| {
+            panic!(
+                "{} {what}; stdout: {:#?}; stderr: {}",
+                gave_up(e),
+                self.out,
+                self.stderr.lock().unwrap()
+            )
+        })
     }
 
     /// Reads everything until chaos exits; returns its exit code.

@@ -33,6 +33,24 @@ impl Stops {
     }
 }
 
+/// Resolves after `duration`, or never when there is none (`--duration`, `--max-duration`).
+pub async fn after(duration: Option<Duration>) {
+    match duration {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the launched command's tree is gone, or never when nothing was launched.
+pub async fn when_gone(tree_gone: Option<tokio::sync::oneshot::Receiver<()>>) {
+    match tree_gone {
+        Some(rx) => {
+            let _ = rx.await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`, so comparable with
 /// kernel event timestamps.
 pub fn monotonic_ns() -> u64 {

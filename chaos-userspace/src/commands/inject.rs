@@ -31,7 +31,7 @@ use crate::{
         preflight,
     },
     launch,
-    measure::discover::processes,
+    measure::discover::process,
     target::{Targets, comm_key, initial_members, scan_cgroups, scan_processes},
 };
 
@@ -46,11 +46,10 @@ pub fn run(command: InjectCommand) -> Result<u8, Error> {
     let proc = Path::new("/proc");
     let targets = config.spec.validate(proc)?;
     let denylist = Denylist::new(proc);
-    let all = processes(proc);
     for pid in &targets.pids {
-        if let Some(p) = all.get(pid) {
+        if let Some(p) = process(proc, *pid) {
             denylist
-                .check_proc(proc, p)
+                .check_proc(proc, &p)
                 .map_err(|reason| Error::Usage(format!("--pid {pid}: refused: {reason}")))?;
         }
     }

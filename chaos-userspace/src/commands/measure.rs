@@ -15,7 +15,7 @@ use std::{
 use chaos_common::{TargetInfo, reason, target_flag};
 use tokio::{sync::mpsc, task::AbortHandle};
 
-use super::common::{Stops, monotonic_ns, positive_secs, ring_bytes, runtime_with_stops};
+use super::common::{Stops, after, monotonic_ns, positive_secs, ring_bytes, runtime_with_stops};
 use crate::{
     bpf::{Programs, counts_unsynced, hooks, ring::RingSource},
     cli::MeasureArgs,
@@ -292,12 +292,7 @@ async fn drive(
     let mut probes: HashMap<u64, AbortHandle> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let deadline = async {
-        match config.duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
+    let deadline = after(config.duration);
     tokio::pin!(deadline);
     let mut batch = Vec::new();
     loop {

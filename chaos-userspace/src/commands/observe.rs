@@ -9,7 +9,9 @@ use std::{path::Path, time::Duration};
 use nix::sys::signal::{Signal as Sig, kill};
 use tokio::sync::oneshot;
 
-use super::common::{Stops, monotonic_ns, positive_secs, ring_bytes, runtime_with_stops};
+use super::common::{
+    Stops, after, monotonic_ns, positive_secs, ring_bytes, runtime_with_stops, when_gone,
+};
 use crate::{
     bpf::{Programs, counts_unsynced, hooks, ring::RingSource},
     cli::ObserveArgs,
@@ -178,20 +180,8 @@ async fn stream(
     duration: Option<Duration>,
     tree_gone: Option<oneshot::Receiver<()>>,
 ) -> Result<StopReason, Error> {
-    let deadline = async {
-        match duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    let gone = async {
-        match tree_gone {
-            Some(rx) => {
-                let _ = rx.await;
-            }
-            None => std::future::pending().await,
-        }
-    };
+    let deadline = after(duration);
+    let gone = when_gone(tree_gone);
     tokio::pin!(deadline, gone);
 
     let mut counts = EventCounts::default();

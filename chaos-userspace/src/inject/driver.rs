@@ -29,10 +29,10 @@ use super::{
 use crate::{
     audit::AuditLog,
     bpf::{TargetSet, ring::RingSource},
-    commands::common::{Stops, monotonic_ns},
+    commands::common::{Stops, after, monotonic_ns, when_gone},
     error::Error,
     event::Event,
-    measure::discover::processes,
+    measure::discover::process,
     source::EventSource,
 };
 
@@ -72,20 +72,8 @@ impl Run<'_> {
         mut stops: Stops,
         tree_gone: Option<tokio::sync::oneshot::Receiver<()>>,
     ) -> Result<(bool, u64), Error> {
-        let max = async {
-            match self.config.max_duration {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        let gone = async {
-            match tree_gone {
-                Some(rx) => {
-                    let _ = rx.await;
-                }
-                None => std::future::pending().await,
-            }
-        };
+        let max = after(self.config.max_duration);
+        let gone = when_gone(tree_gone);
         tokio::pin!(max, gone);
         let notifications = match self.watchdog {
             Some(dog) if self.listener.is_some() => Some(
@@ -367,20 +355,20 @@ impl Run<'_> {
     /// A live target, not denied, chosen with the seeded draws; pinned by a pidfd.
     fn pick(&self, draws: &mut Draws) -> Option<Pinned> {
         let proc = Path::new("/proc");
-        let all = processes(proc);
         let watchdog = self.watchdog.map(|w| w.pid.as_raw() as u32);
+        // Only the members are read from /proc, not every process on the machine.
         let live: Vec<_> = self
             .targets
             .members()
             .into_iter()
             .filter(|pid| Some(*pid) != watchdog)
-            .filter_map(|pid| all.get(&pid))
+            .filter_map(|pid| process(proc, pid))
             .filter(|p| self.denylist.check_proc(proc, p).is_ok())
             .collect();
         if live.is_empty() {
             return None;
         }
-        let chosen = live[draws.below(live.len() as u64) as usize];
+        let chosen = &live[draws.below(live.len() as u64) as usize];
         let started = start_time(proc, chosen.pid)?;
         Pinned::open(proc, chosen.pid, &chosen.comm, started).ok()
     }

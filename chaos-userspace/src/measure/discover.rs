@@ -58,22 +58,22 @@ pub struct Proc {
 /// Every process under `proc` (normally /proc); those that vanish while read are skipped.
 pub fn processes(proc: &Path) -> BTreeMap<u32, Proc> {
     proc_pids(proc)
-        .filter_map(|pid| {
-            let dir = proc.join(pid.to_string());
-            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-            let (comm, ppid) = parse_stat(&stat)?;
-            let exe = std::fs::read_link(dir.join("exe")).ok();
-            Some((
-                pid,
-                Proc {
-                    pid,
-                    ppid,
-                    comm,
-                    exe,
-                },
-            ))
-        })
+        .filter_map(|pid| process(proc, pid).map(|p| (pid, p)))
         .collect()
+}
+
+/// One process as /proc shows it, or None when it is gone.
+pub fn process(proc: &Path, pid: u32) -> Option<Proc> {
+    let dir = proc.join(pid.to_string());
+    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+    let (comm, ppid) = parse_stat(&stat)?;
+    let exe = std::fs::read_link(dir.join("exe")).ok();
+    Some(Proc {
+        pid,
+        ppid,
+        comm,
+        exe,
+    })
 }
 
 /// `comm` and `ppid` from /proc/PID/stat: `pid (comm) state ppid ...`, where comm may hold
