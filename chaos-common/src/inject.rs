@@ -4,12 +4,16 @@
 //! The seeded decision ([`decide`]) is shared with userspace (the seccomp backend and
 //! `--dry-run`), so a seed gives the same sequence of hits on every backend.
 
-/// Values of [`InjectEvent::fault`].
+/// Values of [`InjectEvent::fault`], also the slots of the `DISARMED` map: userspace writes a
+/// non-zero value there to stop that kind of fault at once (a guard's abort, a closed time
+/// window) while the programs stay attached.
 pub mod fault {
     /// `bpf_send_signal` at the Nth call of a syscall (`chaos inject signal --on`).
     pub const TRIGGER_SIGNAL: u32 = 1;
     /// An LSM hook returned an errno (`chaos inject errno --backend lsm`).
     pub const LSM_ERRNO: u32 = 2;
+    /// Slots in `DISARMED`.
+    pub const KINDS: u32 = 3;
 }
 
 /// LSM hooks chaos can fail, the value of [`LsmFault::hook`] and [`InjectEvent::what`].
@@ -36,9 +40,14 @@ pub struct Trigger {
     pub signal: u32,
     /// Non-zero: report what would be sent, send nothing (`--dry-run`).
     pub dry_run: u32,
+    /// At most this many signals in all (a restarted service meets its Nth call again); 0: no
+    /// limit but the rate ceiling.
+    pub count: u32,
+    /// At most this many signals per minute.
+    pub max_per_minute: u32,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<Trigger>() == 16);
+const _: () = assert!(size_of::<Trigger>() == 24);
 
 impl Trigger {
     pub const fn none() -> Self {
@@ -46,6 +55,8 @@ impl Trigger {
             nth: 0,
             signal: 0,
             dry_run: 1,
+            count: 0,
+            max_per_minute: 0,
             _pad: 0,
         }
     }

@@ -23,7 +23,7 @@ use chaos_common::{
 use crate::{
     layout::{offset, tp_field},
     lifecycle::{header, output},
-    maps::{CONFIRM_NRS, DENY_COMMS, DENY_PIDS, INJECT_STATE, LSM_CALLS, TRIGGER_CALLS},
+    maps::{CONFIRM_NRS, DENY_COMMS, DENY_PIDS, DISARMED, INJECT_STATE, LSM_CALLS, TRIGGER_CALLS},
     target,
 };
 
@@ -33,19 +33,23 @@ pub static TRIGGER: Trigger = Trigger::none();
 #[unsafe(no_mangle)]
 pub static LSM_FAULT: LsmFault = LsmFault::none();
 
-/// `INJECT_STATE` slots.
+/// `INJECT_STATE` slots, from the kind's base ([`LSM_STATE`], [`TRIGGER_STATE`]).
 const STATE_TOTAL: u32 = 0;
 const STATE_WINDOW_START: u32 = 1;
 const STATE_WINDOW_COUNT: u32 = 2;
+const LSM_STATE: u32 = 0;
+const TRIGGER_STATE: u32 = 3;
 const MINUTE_NS: u64 = 60_000_000_000;
 /// `MAY_WRITE`, `MAY_READ`, include/linux/fs.h.
 const MAY_WRITE: u32 = 0x2;
 const MAY_READ: u32 = 0x4;
 
-/// Whether the current process may be faulted: a target, and not denied.
+/// Whether the current process may be faulted by this kind of fault: a target, not denied,
+/// and the kind not disarmed by userspace.
 #[inline(always)]
-fn may_inject(tgid: u32) -> bool {
+fn may_inject(tgid: u32, kind: u32) -> bool {
     tgid > 1
+        && DISARMED.get(kind).is_some_and(|d| *d == 0)
         && target::is_target(tgid)
         && DENY_PIDS.get_ptr(&tgid).is_none()
         && DENY_COMMS.get_ptr(&target::current_comm()).is_none()
@@ -98,12 +102,12 @@ pub fn chaos_trigger(ctx: TracePointContext) -> u32 {
 
 fn try_trigger(ctx: &TracePointContext) -> Result<(), ()> {
     let tgid = target::current_tgid();
-    if !may_inject(tgid) {
+    if !may_inject(tgid, fault::TRIGGER_SIGNAL) {
         return Ok(());
     }
     let config = read_global(&TRIGGER);
     let n = bump(&TRIGGER_CALLS, tgid);
-    if n != config.nth {
+    if n != config.nth || !within_limits(TRIGGER_STATE, config.count, config.max_per_minute) {
         return Ok(());
     }
     let nr = tp_field::<i32>(ctx, offset!(sys_enter_nr))? as u32;
@@ -187,14 +191,16 @@ fn lsm_verdict(hook: u32, prev: i32) -> i32 {
         return 0;
     }
     let tgid = target::current_tgid();
-    if !may_inject(tgid) {
+    if !may_inject(tgid, fault::LSM_ERRNO) {
         return 0;
     }
     let n = bump(&LSM_CALLS, tgid);
     if config.nth != 0 && n != config.nth {
         return 0;
     }
-    if !decide(config.seed, u64::from(n), config.threshold) || !within_limits(&config) {
+    if !decide(config.seed, u64::from(n), config.threshold)
+        || !within_limits(LSM_STATE, config.count, config.max_per_minute)
+    {
         return 0;
     }
     report(
@@ -211,21 +217,22 @@ fn lsm_verdict(hook: u32, prev: i32) -> i32 {
     -(config.errno as i32)
 }
 
-/// `--count` and the per-minute ceiling; counts this injection when both allow it. Threads on
-/// two CPUs may both pass at the edge of a limit (no lock in the verifier's reach): the
-/// ceiling can be exceeded by the number of CPUs, never more.
+/// `count` (0: none) and the per-minute ceiling of the kind whose state starts at `base`;
+/// counts this injection when both allow it. Threads on two CPUs may both pass at the edge of
+/// a limit (no lock in the verifier's reach): a limit can be exceeded by the number of CPUs,
+/// never more.
 #[inline(always)]
-fn within_limits(config: &LsmFault) -> bool {
+fn within_limits(base: u32, count: u32, max_per_minute: u32) -> bool {
     let (Some(total), Some(start), Some(window)) = (
-        INJECT_STATE.get_ptr_mut(STATE_TOTAL),
-        INJECT_STATE.get_ptr_mut(STATE_WINDOW_START),
-        INJECT_STATE.get_ptr_mut(STATE_WINDOW_COUNT),
+        INJECT_STATE.get_ptr_mut(base + STATE_TOTAL),
+        INJECT_STATE.get_ptr_mut(base + STATE_WINDOW_START),
+        INJECT_STATE.get_ptr_mut(base + STATE_WINDOW_COUNT),
     ) else {
         return false;
     };
     // SAFETY: live array slots; read and updated atomically where counts are concerned.
     unsafe {
-        if config.count != 0 && core::ptr::read_volatile(total) >= u64::from(config.count) {
+        if count != 0 && core::ptr::read_volatile(total) >= u64::from(count) {
             return false;
         }
         let now = bpf_ktime_get_ns();
@@ -233,7 +240,7 @@ fn within_limits(config: &LsmFault) -> bool {
             core::ptr::write_volatile(start, now);
             core::ptr::write_volatile(window, 0);
         }
-        if core::ptr::read_volatile(window) >= u64::from(config.max_per_minute) {
+        if core::ptr::read_volatile(window) >= u64::from(max_per_minute) {
             return false;
         }
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(window, 1);

@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use chaos_common::{COMM_LEN, FsyncStart, MAX_RULES, MAX_TARGETS, TargetInfo, counter};
+use chaos_common::{COMM_LEN, FsyncStart, MAX_RULES, MAX_TARGETS, TargetInfo, counter, fault};
 
 /// Events for userspace. Userspace may resize it before load (`map_max_entries`).
 #[map]
@@ -46,9 +46,15 @@ pub static TRIGGER_CALLS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TARG
 #[map]
 pub static LSM_CALLS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
 
-/// Injections so far, and the current one-minute window's start and count (LSM backend).
+/// Per kind of kernel-fired fault (the LSM errno, then the trigger): injections so far, and
+/// the current one-minute window's start and count.
 #[map]
-pub static INJECT_STATE: Array<u64> = Array::with_max_entries(3, 0);
+pub static INJECT_STATE: Array<u64> = Array::with_max_entries(6, 0);
+
+/// Indexed by `chaos_common::fault`: non-zero stops that kind of fault at once (a guard's
+/// abort, a closed time window) while its program stays attached.
+#[map]
+pub static DISARMED: Array<u32> = Array::with_max_entries(fault::KINDS, 0);
 
 /// Processes no fault may touch (chaos itself and its ancestors), by tgid.
 #[map]

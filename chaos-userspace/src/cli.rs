@@ -30,6 +30,12 @@ pub enum Command {
     /// Inject faults, deny-by-default, each confirmed by the kernel event that shows its effect.
     #[command(subcommand)]
     Inject(InjectCommand),
+    /// Run an experiment file: baseline, faults, cool-down; the hypothesis held (exit 0),
+    /// refuted (1) or aborted by a guard (3).
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
+    /// Print the JSON Schema of experiment files.
+    Schema,
     /// Audit logs: `chaos audit verify FILE` checks that none was edited, deleted or reordered.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -37,6 +43,21 @@ pub enum Command {
     #[command(after_help = DOCTOR_EXAMPLES)]
     Doctor(DoctorArgs),
 }
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  chaos run examples/sync-helper.toml                  run it: plan, baseline, faults, cool-down, verdict
+  chaos run exp.toml --dry-run                         check the file, the target and the kernel; hit nothing
+  chaos run exp.toml --junit result.xml --json result.json   for a CI gate
+  chaos run canary.toml --approve queue-canary-7       a canary experiment needs its id on the command line
+  chaos schema > experiment.schema.json                the file format, for editors
+
+Exit codes: 0 the hypothesis held, 1 it was refuted, 3 a guard (or Ctrl-C) aborted the run,
+2 the file, the target or the kernel cannot run it (nothing was injected).
+
+Every fault is written to the audit log (fsynced) before it fires; on abort, and whenever
+chaos ends, the faults stop: scheduled signals are not sent, and the kernel's rules are
+disarmed, then detached.";
 
 const OBSERVE_EXAMPLES: &str = "\
 Examples:
@@ -322,6 +343,41 @@ pub struct InjectErrnoArgs {
 pub enum ErrnoBackend {
     Seccomp,
     Lsm,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The experiment file (TOML; `chaos schema` prints its JSON Schema).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Check the file, find the target, load the kernel programs and run the verify command;
+    /// inject nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Acknowledge a `ci` or `lab` blast radius.
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub accept_blast_radius: Option<AcceptRadius>,
+    /// Approve a `canary` experiment: its id, exactly.
+    #[arg(long, value_name = "ID")]
+    pub approve: Option<String>,
+    /// Write the result as JSON here (overrides outputs.json).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write JUnit XML here (overrides outputs.junit).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write the HdrHistogram log here (overrides outputs.hdr_log).
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
+    /// The audit log (overrides outputs.audit; default /var/log/chaos/audit.jsonl).
+    #[arg(long, value_name = "FILE")]
+    pub audit: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AcceptRadius {
+    Ci,
+    Lab,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,8 @@ pub enum Error {
     Record(#[from] RecordError),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error(transparent)]
+    Experiment(#[from] crate::experiment::FileError),
     #[error("cannot write output")]
     Output(#[source] std::io::Error),
     #[error("{what}")]
@@ -61,7 +63,8 @@ impl Error {
             | Error::Launch(_)
             | Error::Discover(_)
             | Error::Record(_)
-            | Error::Audit(_) => EXIT_USAGE,
+            | Error::Audit(_)
+            | Error::Experiment(_) => EXIT_USAGE,
             Error::Source(_) | Error::Output(_) | Error::Io { .. } => EXIT_FAILURE,
         }
     }

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod decode;
 pub mod error;
 pub mod event;
+pub mod experiment;
 pub mod inject;
 pub mod kernel;
 pub mod launch;
@@ -28,6 +29,11 @@ pub fn run(cli: Cli) -> Result<u8, error::Error> {
         Command::Doctor(args) => commands::doctor::run(args),
         Command::Measure(args) => commands::measure::run(args).map(|()| 0),
         Command::Inject(args) => commands::inject::run(args),
+        Command::Run(args) => commands::run::run(args),
+        Command::Schema => {
+            println!("{}", experiment::file::schema());
+            Ok(0)
+        }
         Command::Audit(cli::AuditCommand::Verify { file }) => commands::audit::verify(&file),
     }
 }

@@ -115,6 +115,17 @@ pub fn comm_key(name: &str) -> Result<[u8; COMM_LEN], TargetError> {
     Ok(key)
 }
 
+/// Where the cgroup v2 filesystem is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a
+/// hybrid machine).
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&"cgroup2"))
+        .map(|f| PathBuf::from(f[1]))
+}
+
 pub fn cgroup_rule(path: &Path) -> Result<CgroupRule, TargetError> {
     if !path.is_dir() {
         return Err(TargetError::NoCgroup(path.into()));

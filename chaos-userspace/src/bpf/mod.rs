@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{Lsm, ProgramError, RawTracePoint, TracePoint},
 };
 use chaos_common::{COMM_LEN, Layout, LsmFault, TargetInfo, Trigger, counter, lsm_hook};
@@ -309,6 +309,7 @@ impl Programs {
                 .map_err(map_err("DENY_COMMS"))?,
             confirm_nrs: HashMap::try_from(self.take("CONFIRM_NRS")?)
                 .map_err(map_err("CONFIRM_NRS"))?,
+            disarmed: Array::try_from(self.take("DISARMED")?).map_err(map_err("DISARMED"))?,
         })
     }
 
@@ -408,6 +409,7 @@ pub struct FaultMaps {
     deny_pids: HashMap<MapData, u32, u32>,
     deny_comms: HashMap<MapData, [u8; COMM_LEN], u32>,
     confirm_nrs: HashMap<MapData, u32, u32>,
+    disarmed: Array<MapData, u32>,
 }
 
 impl FaultMaps {
@@ -427,6 +429,14 @@ impl FaultMaps {
         self.confirm_nrs
             .insert(nr, 1, 0)
             .map_err(map_err("CONFIRM_NRS"))
+    }
+
+    /// Stops (or lets again) one kind of kernel-fired fault (`chaos_common::fault`): the
+    /// programs read this switch before anything else, so it takes effect at their next run.
+    pub fn set_armed(&mut self, kind: u32, armed: bool) -> Result<(), BpfError> {
+        self.disarmed
+            .set(kind, u32::from(!armed), 0)
+            .map_err(map_err("DISARMED"))
     }
 }
 

@@ -393,12 +393,8 @@ fn lockdown() -> Outcome {
 }
 
 fn cgroup2_mount() -> Outcome {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").map_err(|e| e.to_string())?;
-    mounts
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.get(2) == Some(&"cgroup2"))
-        .map(|f| format!("mounted at {}", f[1]))
+    crate::target::cgroup2_mount()
+        .map(|path| format!("mounted at {}", path.display()))
         .ok_or_else(|| "no cgroup2 filesystem mounted".into())
 }
 

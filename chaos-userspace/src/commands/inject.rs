@@ -235,6 +235,8 @@ fn kernel_faults(config: &InjectConfig) -> (chaos_common::Trigger, chaos_common:
                 nth: *nth,
                 signal: *signal as u32,
                 dry_run: u32::from(config.dry_run),
+                count: 0,
+                max_per_minute: config.max_per_minute,
                 _pad: 0,
             };
         }

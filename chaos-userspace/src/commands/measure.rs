@@ -17,7 +17,7 @@ use tokio::{sync::mpsc, task::AbortHandle};
 
 use super::common::{Stops, after, monotonic_ns, positive_secs, ring_bytes, runtime_with_stops};
 use crate::{
-    bpf::{Programs, counts_unsynced, hooks, ring::RingSource},
+    bpf::{Programs, TargetSet, counts_unsynced, hooks, ring::RingSource},
     cli::MeasureArgs,
     error::Error,
     event::KernelCounters,
@@ -28,7 +28,7 @@ use crate::{
     },
     measure::{
         Measurement, Outputs,
-        discover::{Selector, check_comm, find, processes},
+        discover::{Found, Selector, check_comm, find, processes},
         record::{End, Header, Input, ReadyMark, Recording, Tick, VERSION},
         report::{JsonReport, Report, TableReport},
         service::{Ready, Service},
@@ -190,36 +190,7 @@ fn live(config: MeasureConfig) -> Result<(), Error> {
     let hooks = hooks(set, &ext4);
     programs.attach(&hooks)?;
     let mut target_set = programs.target_set()?;
-    // Supervisors and instances, following what they fork. Pid 1 and chaos itself are never
-    // targets: an init-supervised service is followed through its name or cgroup instead,
-    // without the fork and reap milestones.
-    let me = std::process::id();
-    let follow = |reasons| TargetInfo {
-        reasons,
-        flags: target_flag::FOLLOW,
-    };
-    let mut members = BTreeMap::new();
-    for &pid in &found.supervisors {
-        if pid > 1 && pid != me {
-            members.insert(pid, follow(reason::PID));
-        } else {
-            log::warn!(
-                "the supervisor is pid {pid}: chaos does not target it, so replacements are seen from their exec, without fork and reap"
-            );
-        }
-    }
-    for instance in &found.instances {
-        members.insert(instance.pid, follow(reason::PID));
-    }
-    if !found.explicit {
-        target_set.add_comm(comm_key(&found.comm)?)?;
-    }
-    if let Selector::Cgroup(rule) = &config.selector {
-        for id in &rule.ids {
-            target_set.add_cgroup(*id)?;
-        }
-    }
-    target_set.add_members(&members)?;
+    follow_service(&mut target_set, &found, &config.selector)?;
 
     let start_ns = monotonic_ns();
     let start_unix_ns = std::time::SystemTime::now()
@@ -277,6 +248,45 @@ fn live(config: MeasureConfig) -> Result<(), Error> {
         .finish(end, &config.outputs)
         .map_err(Error::Output)?;
     drop(programs);
+    Ok(())
+}
+
+/// Puts the service in the target set: its supervisors and instances, following what they
+/// fork, and its name (or cgroup) for replacements. Pid 1 and chaos itself are never targets:
+/// an init-supervised service is followed through its name or cgroup instead, without the
+/// fork and reap milestones.
+pub(crate) fn follow_service(
+    target_set: &mut TargetSet,
+    found: &Found,
+    selector: &Selector,
+) -> Result<(), Error> {
+    let me = std::process::id();
+    let follow = |reasons| TargetInfo {
+        reasons,
+        flags: target_flag::FOLLOW,
+    };
+    let mut members = BTreeMap::new();
+    for &pid in &found.supervisors {
+        if pid > 1 && pid != me {
+            members.insert(pid, follow(reason::PID));
+        } else {
+            log::warn!(
+                "the supervisor is pid {pid}: chaos does not target it, so replacements are seen from their exec, without fork and reap"
+            );
+        }
+    }
+    for instance in &found.instances {
+        members.insert(instance.pid, follow(reason::PID));
+    }
+    if !found.explicit {
+        target_set.add_comm(comm_key(&found.comm)?)?;
+    }
+    if let Selector::Cgroup(rule) = &selector {
+        for id in &rule.ids {
+            target_set.add_cgroup(*id)?;
+        }
+    }
+    target_set.add_members(&members)?;
     Ok(())
 }
 
@@ -349,7 +359,7 @@ async fn drive(
 /// Probes readiness from userspace until it succeeds or `limit` passes. The time reported is
 /// when the successful attempt began (CLOCK_MONOTONIC), so the resolution is the probe gap
 /// plus one attempt.
-fn spawn_probe(
+pub(crate) fn spawn_probe(
     ready: &Ready,
     episode: u64,
     tx: mpsc::UnboundedSender<ReadyMark>,

@@ -6,3 +6,4 @@ pub mod doctor;
 pub mod inject;
 pub mod measure;
 pub mod observe;
+pub mod run;

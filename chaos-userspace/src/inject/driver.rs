@@ -11,7 +11,6 @@ use std::{
 };
 
 use nix::sys::signal::{Signal, kill};
-use serde_json::json;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     time::Instant,
@@ -21,9 +20,10 @@ use super::{
     Draws,
     denylist::Denylist,
     plan::{InjectConfig, Plan, SignalPlan},
-    report::{Fault, Ledger},
+    report::{Fault, Ledger, comm_of},
     seccomp::{self, Action, Decider},
-    signal::{Pinned, start_time},
+    pick,
+    signal::Pinned,
     watchdog::{Verdict, Watchdog},
 };
 use crate::{
@@ -32,7 +32,6 @@ use crate::{
     commands::common::{Stops, after, monotonic_ns, when_gone},
     error::Error,
     event::Event,
-    measure::discover::process,
     source::EventSource,
 };
 
@@ -174,27 +173,7 @@ impl Run<'_> {
         for event in batch.drain(..) {
             match &event {
                 Event::Inject(e) => {
-                    let fault = Fault {
-                        id: self.ledger.next_id(),
-                        ts_ns: e.ts_ns,
-                        pid: e.pid,
-                        tid: Some(e.tid),
-                        comm: comm_of(e.pid),
-                        fault: if e.fault == "signal_trigger" {
-                            "signal"
-                        } else {
-                            "errno"
-                        },
-                        value: e.value.clone(),
-                        syscall: Some(e.what.clone()),
-                        nth: Some(e.nth),
-                        backend: if e.fault == "signal_trigger" {
-                            "bpf_send_signal"
-                        } else {
-                            "lsm"
-                        },
-                        dry_run: e.dry_run,
-                    };
+                    let fault = Fault::from_kernel(self.ledger.next_id(), e);
                     self.audit_fault(&fault, true)?;
                     self.ledger.fault(fault).map_err(Error::Output)?;
                 }
@@ -329,48 +308,22 @@ impl Run<'_> {
     /// Writes the fault to the audit log, on disk before it fires (`reported`: the kernel
     /// decided and fired it on its own, and this is its report).
     fn audit_fault(&mut self, fault: &Fault, reported: bool) -> Result<(), Error> {
-        let Some(log) = &mut self.audit else {
-            return Ok(());
-        };
-        let exe = std::fs::read_link(format!("/proc/{}/exe", fault.pid))
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        log.append(json!({
-            "kind": "fault",
-            "id": fault.id,
-            "pid": fault.pid,
-            "exe": exe,
-            "comm": fault.comm,
-            "fault": fault.fault,
-            "value": fault.value,
-            "syscall": fault.syscall,
-            "nth": fault.nth,
-            "backend": fault.backend,
-            "dry_run": fault.dry_run,
-            "reported_by_kernel": reported,
-        }))?;
+        if let Some(log) = &mut self.audit {
+            log.append(fault.audit_entry(reported))?;
+        }
         Ok(())
     }
 
     /// A live target, not denied, chosen with the seeded draws; pinned by a pidfd.
     fn pick(&self, draws: &mut Draws) -> Option<Pinned> {
-        let proc = Path::new("/proc");
         let watchdog = self.watchdog.map(|w| w.pid.as_raw() as u32);
-        // Only the members are read from /proc, not every process on the machine.
-        let live: Vec<_> = self
-            .targets
-            .members()
-            .into_iter()
-            .filter(|pid| Some(*pid) != watchdog)
-            .filter_map(|pid| process(proc, pid))
-            .filter(|p| self.denylist.check_proc(proc, p).is_ok())
-            .collect();
-        if live.is_empty() {
-            return None;
-        }
-        let chosen = &live[draws.below(live.len() as u64) as usize];
-        let started = start_time(proc, chosen.pid)?;
-        Pinned::open(proc, chosen.pid, &chosen.comm, started).ok()
+        let members = self.targets.members().into_iter();
+        pick(
+            members.filter(|pid| Some(*pid) != watchdog),
+            self.denylist,
+            |_| true,
+            draws,
+        )
     }
 
     /// Decides every notification the watchdog relayed.
@@ -454,8 +407,3 @@ impl Run<'_> {
     }
 }
 
-fn comm_of(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|c| c.trim_end().to_string())
-        .unwrap_or_default()
-}

@@ -14,7 +14,13 @@ pub mod seccomp;
 pub mod signal;
 pub mod watchdog;
 
+use std::path::Path;
+
 use chaos_common::splitmix64;
+use denylist::Denylist;
+use signal::{Pinned, start_time};
+
+use crate::measure::discover::{Proc, process};
 
 /// Signals per minute at most, whatever `--count` and `--interval` say (`--max-per-minute`
 /// lowers it; nothing raises it): ten a second is already more deaths than any service
@@ -49,6 +55,27 @@ impl Draws {
         // Multiply-shift keeps the bias below 2^-32 for the n chaos uses.
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
+}
+
+/// One of `candidates` that is alive, passes the denylist and `allowed`, chosen with the
+/// seeded draws and pinned by a pidfd. Only the candidates are read from /proc.
+pub fn pick(
+    candidates: impl Iterator<Item = u32>,
+    denylist: &Denylist,
+    allowed: impl Fn(&Proc) -> bool,
+    draws: &mut Draws,
+) -> Option<Pinned> {
+    let proc = Path::new("/proc");
+    let live: Vec<Proc> = candidates
+        .filter_map(|pid| process(proc, pid))
+        .filter(|p| denylist.check_proc(proc, p).is_ok() && allowed(p))
+        .collect();
+    if live.is_empty() {
+        return None;
+    }
+    let chosen = &live[draws.below(live.len() as u64) as usize];
+    let started = start_time(proc, chosen.pid)?;
+    Pinned::open(proc, chosen.pid, &chosen.comm, started).ok()
 }
 
 /// The default seed when none is given: printed, so the run can be repeated.

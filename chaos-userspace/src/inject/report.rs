@@ -32,6 +32,55 @@ pub struct Fault {
     pub dry_run: bool,
 }
 
+impl Fault {
+    /// A fault the kernel fired on its own (the trigger, an LSM errno), as it reported it.
+    pub fn from_kernel(id: u64, e: &crate::event::Inject) -> Self {
+        let trigger = e.fault == "signal_trigger";
+        Fault {
+            id,
+            ts_ns: e.ts_ns,
+            pid: e.pid,
+            tid: Some(e.tid),
+            comm: comm_of(e.pid),
+            fault: if trigger { "signal" } else { "errno" },
+            value: e.value.clone(),
+            syscall: Some(e.what.clone()),
+            nth: Some(e.nth),
+            backend: if trigger { "bpf_send_signal" } else { "lsm" },
+            dry_run: e.dry_run,
+        }
+    }
+
+    /// The audit log's entry for it (`reported`: the kernel decided and fired it on its own,
+    /// and this is its report; otherwise the entry is written before the fault fires).
+    pub fn audit_entry(&self, reported: bool) -> serde_json::Value {
+        let exe = std::fs::read_link(format!("/proc/{}/exe", self.pid))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        serde_json::json!({
+            "kind": "fault",
+            "id": self.id,
+            "pid": self.pid,
+            "exe": exe,
+            "comm": self.comm,
+            "fault": self.fault,
+            "value": self.value,
+            "syscall": self.syscall,
+            "nth": self.nth,
+            "backend": self.backend,
+            "dry_run": self.dry_run,
+            "reported_by_kernel": reported,
+        })
+    }
+}
+
+/// A process's command name, or "" once it is gone.
+pub fn comm_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Confirmed {
     pub id: u64,

@@ -302,6 +302,11 @@ impl Engine {
     }
 
     /// Live instances now.
+    /// Episodes begun and not yet ended.
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
     pub fn instance_count(&self) -> usize {
         self.instances.len()
     }

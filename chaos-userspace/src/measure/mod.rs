@@ -129,6 +129,15 @@ impl Measurement {
         self.engine.instance_count()
     }
 
+    /// Episodes begun and not yet ended.
+    pub fn open_count(&self) -> usize {
+        self.engine.open_count()
+    }
+
+    pub fn stats(&self) -> &stats::Stats {
+        self.engine.stats()
+    }
+
     /// Ends the run at `end`: open episodes are reported unfinished, then the summary; the
     /// recording gets its end mark and the HdrHistogram log is written.
     pub fn finish(mut self, end: End, outputs: &Outputs) -> std::io::Result<MeasureSummary> {

@@ -141,9 +141,11 @@ fn serve(dir: &Path, port: u16, interval_ms: i32, notify: Option<i32>) {
 }
 
 fn verify(dir: &Path) -> i32 {
+    // The acknowledgement first: whatever it names was synced to the log before it was
+    // written, so a queue still running while this reads cannot make it report a loss.
+    let acked = read_acked(dir);
     let bytes = std::fs::read(dir.join("queue.log")).unwrap_or_default();
     let valid = valid_records(&bytes);
-    let acked = read_acked(dir);
     if valid >= acked {
         println!("ok: {acked} acknowledged, {valid} intact records");
         0

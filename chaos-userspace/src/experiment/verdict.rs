@@ -1,0 +1,175 @@
+//! The verdict: each clause of the hypothesis checked against what was measured, and the
+//! JUnit rendition (one test case per clause). Pure.
+
+use std::time::Duration;
+
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use serde::Serialize;
+
+use super::{Experiment, Quantile};
+use crate::{measure::stats::Stats, output::human_duration};
+
+/// One clause and whether it held.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Clause {
+    pub name: String,
+    pub held: bool,
+    pub detail: String,
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Held,
+    Refuted,
+    Aborted,
+}
+
+impl Verdict {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Held => 0,
+            Verdict::Refuted => 1,
+            Verdict::Aborted => 3,
+        }
+    }
+}
+
+/// What the run produced, as the clauses need it.
+#[derive(Debug, Clone, Default)]
+pub struct Evidence {
+    /// Signal faults of the schedule that never fired (window closed, no live instance, the
+    /// run's end).
+    pub unfired: u32,
+    pub injected: u64,
+    pub unconfirmed: usize,
+    /// Verify runs after recoveries: (passed, failed, first failure's detail).
+    pub verify_after: (u32, u32, Option<String>),
+    /// The verify run at the end: None when not run.
+    pub verify_end: Option<Result<(), String>>,
+}
+
+pub fn clauses(experiment: &Experiment, stats: &Stats, evidence: &Evidence) -> Vec<Clause> {
+    let mut out = Vec::new();
+    let planned = experiment.planned();
+    out.push(Clause {
+        name: "faults injected and confirmed".into(),
+        held: evidence.injected > 0 && evidence.unfired == 0 && evidence.unconfirmed == 0,
+        detail: format!(
+            "{} injected (at most {planned} planned), {} without proof from the kernel, {} scheduled signal(s) never fired",
+            evidence.injected, evidence.unconfirmed, evidence.unfired
+        ),
+    });
+    let h = &experiment.hypothesis;
+    if let Some(max) = h.max_failed {
+        let failed = stats.failed + stats.unfinished;
+        out.push(Clause {
+            name: format!("at most {max} failed recoveries"),
+            held: failed <= u64::from(max),
+            detail: format!(
+                "{} recovered, {} failed, {} unfinished (recovery timeout {})",
+                stats.recovered,
+                stats.failed,
+                stats.unfinished,
+                humantime::format_duration(experiment.target.recovery_timeout)
+            ),
+        });
+    }
+    for l in &h.latency {
+        let name = format!(
+            "{} {} under {}",
+            l.phase,
+            l.quantile.describe(),
+            humantime::format_duration(l.under)
+        );
+        let histogram = stats.phases().find(|(p, _)| *p == l.phase).map(|(_, h)| h);
+        let (held, detail) = match histogram {
+            Some(hist) if !hist.is_empty() => {
+                let value = match l.quantile {
+                    Quantile::Max => hist.max(),
+                    Quantile::Percentile(p) => hist.value_at_quantile(p / 100.0),
+                };
+                (
+                    Duration::from_nanos(value) < l.under,
+                    format!(
+                        "{} = {} over {} recovered episode(s)",
+                        l.quantile.describe(),
+                        human_duration(value),
+                        hist.len()
+                    ),
+                )
+            }
+            _ => (false, "no recovered episode to measure".into()),
+        };
+        out.push(Clause { name, held, detail });
+    }
+    if let Some(verify) = &h.verify {
+        let (passed, failed, first) = &evidence.verify_after;
+        out.push(Clause {
+            name: "verify passes after each recovery".into(),
+            held: *failed == 0,
+            detail: match first {
+                Some(why) => format!("{passed} passed, {failed} failed; first failure: {why}"),
+                None => format!("{passed} passed (`{}`)", verify.command),
+            },
+        });
+        out.push(Clause {
+            name: "verify passes at the end".into(),
+            held: matches!(evidence.verify_end, Some(Ok(()))),
+            detail: match &evidence.verify_end {
+                Some(Ok(())) => "passed".into(),
+                Some(Err(why)) => why.clone(),
+                None => "not run (the run was aborted)".into(),
+            },
+        });
+    }
+    out
+}
+
+/// Held when every clause held, unless a guard (or the operator) aborted.
+pub fn verdict(clauses: &[Clause], aborted: bool) -> Verdict {
+    if aborted {
+        Verdict::Aborted
+    } else if clauses.iter().all(|c| c.held) {
+        Verdict::Held
+    } else {
+        Verdict::Refuted
+    }
+}
+
+/// JUnit XML: one test suite named after the experiment, one test case per clause; an abort
+/// is one more failing case, `guards`.
+pub fn junit(
+    experiment: &Experiment,
+    clauses: &[Clause],
+    abort: Option<&str>,
+    duration: Duration,
+) -> String {
+    let mut suite = TestSuite::new(experiment.id.as_str());
+    for clause in clauses {
+        let status = if clause.held {
+            TestCaseStatus::success()
+        } else {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            s.set_message(clause.detail.as_str());
+            s
+        };
+        let mut case = TestCase::new(clause.name.as_str(), status);
+        case.set_classname(experiment.id.as_str());
+        case.set_system_out(clause.detail.as_str());
+        suite.add_test_case(case);
+    }
+    if let Some(why) = abort {
+        let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+        s.set_message(why);
+        let mut case = TestCase::new("guards", s);
+        case.set_classname(experiment.id.as_str());
+        suite.add_test_case(case);
+    }
+    suite.set_time(duration);
+    let mut report = Report::new("chaos run");
+    report.set_time(duration);
+    report.add_test_suite(suite);
+    report.to_string().unwrap_or_default()
+}
