@@ -82,7 +82,13 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     };
     let proc = Path::new("/proc");
     let denylist = Denylist::new(proc);
-    let found = find_service(&experiment, proc)?;
+    let mut found = find_service(&experiment, proc)?;
+    // Supervisors chaos can follow make the service explicit: replacements are what they
+    // fork, never a process that merely has the name (the verify command may run the
+    // service's program). Under pid 1 the name (or the cgroup) is how replacements are seen.
+    if found.supervisors.iter().all(|&pid| pid > 1) {
+        found.explicit = true;
+    }
     let rules = Rules {
         experiment: &experiment,
         denylist: &denylist,
@@ -305,12 +311,8 @@ fn find_service(experiment: &Experiment, proc: &Path) -> Result<Found, Error> {
         .map_err(|e| Error::Usage(format!("{}: target: {e}", experiment.path.display())))
 }
 
-/// The measurement's recovery timeout: the target's, or the guard's if shorter.
 fn recovery_timeout(experiment: &Experiment) -> Duration {
-    match experiment.guards.episode_timeout {
-        Some(guard) => guard.min(experiment.target.recovery_timeout),
-        None => experiment.target.recovery_timeout,
-    }
+    experiment.target.recovery_timeout
 }
 
 /// What a fault may hit: an instance of the service (not a supervisor), allowed, not denied.
@@ -741,6 +743,14 @@ impl<'a> Runner<'a> {
                     });
                 }
                 self.episodes.push(episode);
+            }
+            if self.phase != Phase::Baseline
+                && let Decision::Abort(why) = self
+                    .guards
+                    .tick(monotonic_ns(), self.measurement.oldest_open())
+            {
+                self.audit.append(json!({"kind": "guard", "decision": "abort", "reason": why}))?;
+                self.abort(why)?;
             }
             if self.abort.is_some() {
                 break;

@@ -1,8 +1,9 @@
 //! Guards: the conditions under which an experiment aborts on its own. Pure: fed ended
 //! episodes, answers continue or abort with the reason.
 //!
-//! - `episode_timeout`: an episode not recovered within it aborts (chaos measures with that
-//!   recovery timeout, or the target's if shorter).
+//! - `episode_timeout`: an episode still open that long after its fault (or exit) aborts; it
+//!   is at most the target's recovery timeout (checked with the file), so an episode the
+//!   measurement fails for its timeout aborts too.
 //! - `max_consecutive_failures`: that many failed recoveries in a row abort.
 //! - `crash_rate_factor` k: a crash is a death of an instance that chaos did not signal. With
 //!   `b` crashes in the baseline phase of length `B`, more than k x max(b, 1) crashes within
@@ -100,6 +101,21 @@ impl GuardState {
         Decision::Continue
     }
 
+    /// Time passed: `oldest` is the open episode that began first (id, pid, start).
+    pub fn tick(&self, now_ns: u64, oldest: Option<(u64, u32, u64)>) -> Decision {
+        match (self.config.episode_timeout, oldest) {
+            (Some(timeout), Some((id, pid, start)))
+                if now_ns.saturating_sub(start) > timeout.as_nanos() as u64 =>
+            {
+                Decision::Abort(format!(
+                    "episode {id} (pid {pid}): not recovered within the guard's {}",
+                    humantime::format_duration(timeout)
+                ))
+            }
+            _ => Decision::Continue,
+        }
+    }
+
     /// One line for the progress display.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
@@ -178,6 +194,13 @@ mod tests {
         let mut g = GuardState::new(guards(true, None, None), 1, 0);
         let e = episode(1, Outcome::Failed, 0, Some("not recovered within 2s"));
         assert!(matches!(g.episode(&e, false), Decision::Abort(w) if w.contains("episode 1")));
+        // Still open past the guard's timeout.
+        let g = GuardState::new(guards(true, None, None), 1, 0);
+        assert_eq!(g.tick(2_000_000_000, Some((7, 70, 500_000_000))), Decision::Continue);
+        assert!(matches!(
+            g.tick(2_600_000_000, Some((7, 70, 500_000_000))),
+            Decision::Abort(w) if w.starts_with("episode 7 (pid 70): not recovered within the guard's 2s")
+        ));
         // Without the guard the same episode is only a failure.
         let mut g = GuardState::new(guards(false, None, None), 1, 0);
         assert_eq!(g.episode(&e, false), Decision::Continue);

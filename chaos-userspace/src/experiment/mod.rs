@@ -290,8 +290,14 @@ impl Checker<'_> {
     }
 }
 
-/// The offset of `name = ...` inside `span` of `text`, at a line start or after `{`/`,`.
+/// The offset of `name = ...` inside the table at `span` of `text`, at a line start or after
+/// `{`/`,`.
 fn find_key(text: &str, span: Range<usize>, name: &str) -> Option<usize> {
+    // A table's span covers its header only: its keys run to the next header.
+    let next_header = text[span.end.min(text.len())..]
+        .find("\n[")
+        .map_or(text.len(), |i| span.end + i);
+    let span = span.start..span.end.max(next_header);
     let region = text.get(span.clone())?;
     let mut from = 0;
     while let Some(i) = region[from..].find(name) {
@@ -307,10 +313,14 @@ fn find_key(text: &str, span: Range<usize>, name: &str) -> Option<usize> {
     None
 }
 
-/// A message from [`names`] without its `--flag VALUE:` prefix (the key says which).
+/// A message from [`names`] with `--flag VALUE:` turned into `` `VALUE`: `` (the key says
+/// which setting it is).
 fn plain(message: String) -> String {
     match message.split_once(": ") {
-        Some((head, rest)) if head.starts_with("--") => rest.to_string(),
+        Some((head, rest)) if head.starts_with("--") => match head.split_once(' ') {
+            Some((_, value)) => format!("`{value}`: {rest}"),
+            None => rest.to_string(),
+        },
         _ => message,
     }
 }
@@ -336,7 +346,7 @@ pub fn check(text: &str, path: &Path) -> Result<Experiment, FileError> {
     };
     let raw: ExperimentFile = toml::from_str(text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
-        c.at(offset, &key_at(text, offset), e.message().trim_end())
+        c.at(offset, &key_at(text, offset, e.message()), e.message().trim_end())
     })?;
     let whole = 0..text.len();
 
@@ -578,6 +588,19 @@ pub fn check(text: &str, path: &Path) -> Result<Experiment, FileError> {
             "0: give at least 1",
         ));
     }
+    if let (Some(guard), Some(d)) = (episode_timeout, &g.episode_timeout)
+        && guard > target.recovery_timeout
+    {
+        return Err(c.at(
+            d.span().start,
+            "guards.episode_timeout",
+            format!(
+                "{} is longer than target.recovery_timeout ({}), which fails the episode first: give at most that",
+                humantime::format_duration(guard),
+                humantime::format_duration(target.recovery_timeout)
+            ),
+        ));
+    }
     let guards = Guards {
         episode_timeout,
         crash_rate_factor: g.crash_rate_factor.as_ref().map(|k| *k.get_ref()),
@@ -694,7 +717,7 @@ fn check_fault(
     }
     let seed = f.seed.unwrap_or_else(|| default_seed(id, i));
     let signal = |text: String| names::signal(&text).map_err(|m| err("signal", plain(m)));
-    let syscall = |text: String| names::syscall("", &text).map_err(|m| err("syscall", plain(m.trim_start().to_string())));
+    let syscall = |text: String| names::syscall("--syscall", &text).map_err(|m| err("syscall", plain(m)));
     let nth = |value: Option<u32>| match value {
         Some(0) => Err(err("nth", "0: calls are counted from 1".into())),
         other => Ok(other),
@@ -811,22 +834,26 @@ fn duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// The key a parse error at `offset` is about: `[table] key` from the text.
-fn key_at(text: &str, offset: usize) -> String {
+/// The key a parse error at `offset` is about, from the text: `table.key` of the line, or
+/// `table.field` when the message is about a missing field.
+fn key_at(text: &str, offset: usize, message: &str) -> String {
     let offset = offset.min(text.len());
     let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
-    let line = &text[line_start..line_end];
-    let table = text[..line_start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(['[', ']']).to_string());
-    let key = line
-        .split_once('=')
-        .map(|(k, _)| k.trim().to_string())
-        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let line = text[line_start..line_end].trim();
+    let header = |l: &str| l.starts_with('[').then(|| l.trim_matches(['[', ']']).trim().to_string());
+    let (table, key) = match header(line) {
+        Some(table) => (Some(table), None),
+        None => (
+            text[..line_start].lines().rev().map(str::trim).find_map(header),
+            line.split_once('=').map(|(k, _)| k.trim().to_string()).filter(|k| !k.is_empty()),
+        ),
+    };
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+        .map(str::to_string);
+    let key = missing.or(key);
     match (table, key) {
         (Some(t), Some(k)) => format!("{t}.{k}"),
         (None, Some(k)) => k,

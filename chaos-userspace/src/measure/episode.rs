@@ -307,6 +307,15 @@ impl Engine {
         self.open.len()
     }
 
+    /// The open episode that began first: (id, the pid that died, when it began: its fault,
+    /// else its exit).
+    pub fn oldest_open(&self) -> Option<(u64, u32, u64)> {
+        self.open
+            .iter()
+            .map(|o| (o.id, o.old_pid, o.at.fault.or(o.at.exit).unwrap_or(0)))
+            .min_by_key(|(_, _, start)| *start)
+    }
+
     pub fn instance_count(&self) -> usize {
         self.instances.len()
     }

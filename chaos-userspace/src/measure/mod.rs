@@ -134,6 +134,11 @@ impl Measurement {
         self.engine.open_count()
     }
 
+    /// See [`Engine::oldest_open`].
+    pub fn oldest_open(&self) -> Option<(u64, u32, u64)> {
+        self.engine.oldest_open()
+    }
+
     pub fn stats(&self) -> &stats::Stats {
         self.engine.stats()
     }
