@@ -374,6 +374,46 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Edits, deletes and reorders entries of a valid audit log of at least three entries (the
+/// edit replaces `edit.0` with `edit.1` in the second); `chaos audit verify` must name the
+/// line each time and exit 1. The log is left tampered.
+pub fn assert_tampering_is_detected(log: &Path, edit: (&str, &str)) {
+    let lines: Vec<String> = std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(lines.len() >= 3 && lines[1].contains(edit.0), "{lines:#?}");
+    let mut edited = lines.clone();
+    edited[1] = lines[1].replacen(edit.0, edit.1, 1);
+    let mut deleted = lines.clone();
+    deleted.remove(1);
+    let mut reordered = lines.clone();
+    reordered.swap(1, 2);
+    let log_arg = log.to_str().unwrap();
+    for (content, expected) in [
+        (edited, ":2: its content does not match its hash: edited"),
+        (deleted, ":2: entry 3 where 2 was expected"),
+        (reordered, ":2: entry 3 where 2 was expected"),
+    ] {
+        std::fs::write(log, content.join("\n") + "\n").unwrap();
+        let (code, _, stderr) = run_chaos(&["audit", "verify", log_arg]);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+}
+
+/// Whether this kernel lets BPF LSM programs load (doctor's verdict).
+pub fn lsm_available() -> bool {
+    let (_, stdout, _) = run_chaos(&["doctor", "--json"]);
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "bpf_lsm" && c["status"] == "ok")
+}
+
 /// Runs chaos to completion with `args`; returns (exit code, stdout, stderr).
 pub fn run_chaos(args: &[&str]) -> (i32, String, String) {
     let output = Command::new(chaos_bin())

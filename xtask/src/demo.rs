@@ -150,7 +150,11 @@ fn recovery(bin: &Path) -> Result<()> {
     }
 
     println!("\n== 3. the audit log: every fault was written (and fsynced) before it fired\n");
-    util::run(Command::new(bin.join("chaos")).args(["audit", "verify"]).arg(&audit))?;
+    util::run(
+        Command::new(bin.join("chaos"))
+            .args(["audit", "verify"])
+            .arg(&audit),
+    )?;
     println!(
         "\nresults: {} (JSON), {} (JUnit), {} (HdrHistogram log), {} (audit log)",
         out.join("sync-helper.json").display(),

@@ -33,7 +33,10 @@ use super::{
 };
 use crate::{
     audit::AuditLog,
-    bpf::{DEFAULT_RING_BYTES, FaultMaps, Hook, Programs, TargetSet, hooks, lsm_program, ring::RingSource},
+    bpf::{
+        DEFAULT_RING_BYTES, FaultMaps, Hook, Programs, TargetSet, hooks, lsm_program,
+        ring::RingSource,
+    },
     cli::{AcceptRadius, RunArgs},
     error::Error,
     event::{Event, KernelCounters},
@@ -73,7 +76,11 @@ const DEFAULT_AUDIT: &str = "/var/log/chaos/audit.jsonl";
 
 pub fn run(args: RunArgs) -> Result<u8, Error> {
     let experiment = experiment::load(&args.file)?;
-    authorize(&experiment, args.accept_blast_radius, args.approve.as_deref())?;
+    authorize(
+        &experiment,
+        args.accept_blast_radius,
+        args.approve.as_deref(),
+    )?;
     let outputs = experiment::Outputs {
         json: args.json.or(experiment.outputs.json.clone()),
         junit: args.junit.or(experiment.outputs.junit.clone()),
@@ -116,7 +123,10 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     }
     print_plan(&experiment, &found, &outputs, args.dry_run);
 
-    let audit_path = outputs.audit.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_AUDIT));
+    let audit_path = outputs
+        .audit
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_AUDIT));
     if let Some(dir) = audit_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             what: "cannot create the audit log's directory",
@@ -213,7 +223,11 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         audit.append(json!({"kind": "end", "dry_run": true, "injected": 0}))?;
         println!(
             "\ndry run: the file is valid, the service was found, the kernel took the programs{}; nothing was injected",
-            if verify.is_some() { ", verify passed" } else { "" }
+            if verify.is_some() {
+                ", verify passed"
+            } else {
+                ""
+            }
         );
         return Ok(0);
     }
@@ -304,7 +318,9 @@ fn find_service(experiment: &Experiment, proc: &Path) -> Result<Found, Error> {
     let t = &experiment.target;
     let procs = processes(proc);
     let in_cgroup = match &t.selector {
-        crate::measure::discover::Selector::Cgroup(rule) => scan_cgroups(std::slice::from_ref(rule)),
+        crate::measure::discover::Selector::Cgroup(rule) => {
+            scan_cgroups(std::slice::from_ref(rule))
+        }
         _ => Vec::new(),
     };
     find(&t.selector, t.comm_filter.as_deref(), &procs, &in_cgroup)
@@ -336,8 +352,7 @@ impl Rules<'_> {
         }
         let t = &self.experiment.target;
         let exe_in = |list: &[PathBuf]| p.exe.as_ref().is_some_and(|e| list.contains(e));
-        if t.deny.pids.contains(&p.pid) || t.deny.comms.contains(&p.comm) || exe_in(&t.deny.exes)
-        {
+        if t.deny.pids.contains(&p.pid) || t.deny.comms.contains(&p.comm) || exe_in(&t.deny.exes) {
             return Err("on the experiment's deny list".into());
         }
         if let Some(allow) = &t.allow
@@ -384,7 +399,12 @@ fn fill_denials(
     Ok(())
 }
 
-fn print_plan(experiment: &Experiment, found: &Found, outputs: &experiment::Outputs, dry_run: bool) {
+fn print_plan(
+    experiment: &Experiment,
+    found: &Found,
+    outputs: &experiment::Outputs,
+    dry_run: bool,
+) {
     let caps = experiment.radius.caps();
     let mut out = String::new();
     let mut line = |text: String| {
@@ -431,15 +451,27 @@ fn print_plan(experiment: &Experiment, found: &Found, outputs: &experiment::Outp
         } else {
             let state = match window::until_open(&f.windows, &now) {
                 Some(d) if d.is_zero() => "open now".to_string(),
-                Some(d) => format!("opens in {}", humantime::format_duration(Duration::from_secs(d.as_secs()))),
+                Some(d) => format!(
+                    "opens in {}",
+                    humantime::format_duration(Duration::from_secs(d.as_secs()))
+                ),
                 None => "never opens".to_string(),
             };
             format!(
                 "; windows {} ({state})",
-                f.windows.iter().map(|w| w.text()).collect::<Vec<_>>().join(" | ")
+                f.windows
+                    .iter()
+                    .map(|w| w.text())
+                    .collect::<Vec<_>>()
+                    .join(" | ")
             )
         };
-        line(format!("fault {}: {} (seed {}){windows}", f.index, f.describe(), f.seed));
+        line(format!(
+            "fault {}: {} (seed {}){windows}",
+            f.index,
+            f.describe(),
+            f.seed
+        ));
     }
     let g = &experiment.guards;
     let mut guards = Vec::new();
@@ -454,7 +486,11 @@ fn print_plan(experiment: &Experiment, found: &Found, outputs: &experiment::Outp
     }
     line(format!(
         "guards: {}",
-        if guards.is_empty() { "none".into() } else { guards.join(", ") }
+        if guards.is_empty() {
+            "none".into()
+        } else {
+            guards.join(", ")
+        }
     ));
     let p = &experiment.phases;
     line(format!(
@@ -502,7 +538,11 @@ async fn run_verify(command: String, timeout: Duration) -> Result<(), String> {
         Ok(Ok(out)) => {
             let text = String::from_utf8_lossy(&out.stdout).to_string()
                 + &String::from_utf8_lossy(&out.stderr);
-            let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+            let last = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
             Err(format!("`{command}` {}: {}", out.status, last.trim()))
         }
     }
@@ -659,7 +699,11 @@ impl<'a> Runner<'a> {
         self.bar.suspend(|| eprintln!("{text}"));
     }
 
-    async fn drive(&mut self, mut source: RingSource, mut stops: Stops) -> Result<KernelCounters, Error> {
+    async fn drive(
+        &mut self,
+        mut source: RingSource,
+        mut stops: Stops,
+    ) -> Result<KernelCounters, Error> {
         let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<ReadyMark>();
         let (verify_tx, mut verify_rx) = mpsc::unbounded_channel::<(u64, Result<(), String>)>();
         let mut verifies_running = 0u32;
@@ -749,7 +793,8 @@ impl<'a> Runner<'a> {
                     .guards
                     .tick(monotonic_ns(), self.measurement.oldest_open())
             {
-                self.audit.append(json!({"kind": "guard", "decision": "abort", "reason": why}))?;
+                self.audit
+                    .append(json!({"kind": "guard", "decision": "abort", "reason": why}))?;
                 self.abort(why)?;
             }
             if self.abort.is_some() {
@@ -773,7 +818,9 @@ impl<'a> Runner<'a> {
                 Phase::Cooldown => {
                     let settled = self.measurement.open_count() == 0 && verifies_running == 0;
                     match (settled, self.cool_until) {
-                        (true, None) => self.cool_until = Some(now + self.experiment.phases.cooldown),
+                        (true, None) => {
+                            self.cool_until = Some(now + self.experiment.phases.cooldown)
+                        }
                         (true, Some(until)) if now >= until => break,
                         (false, Some(_)) => self.cool_until = None,
                         _ => {}
@@ -790,7 +837,9 @@ impl<'a> Runner<'a> {
         source.drain(&mut batch)?;
         for event in batch.drain(..) {
             self.event(&event)?;
-            self.measurement.feed(Input::Event(event)).map_err(Error::Output)?;
+            self.measurement
+                .feed(Input::Event(event))
+                .map_err(Error::Output)?;
         }
         if self.abort.is_none()
             && let Some(v) = &self.experiment.hypothesis.verify
@@ -853,7 +902,11 @@ impl<'a> Runner<'a> {
             "chaos: episode {} (pid {}{}) {what}",
             episode.id,
             episode.old_pid,
-            if crash { ", a crash chaos did not cause" } else { "" }
+            if crash {
+                ", a crash chaos did not cause"
+            } else {
+                ""
+            }
         ));
         if self.phase == Phase::Baseline {
             self.baseline_crashes += u64::from(crash);
@@ -881,9 +934,13 @@ impl<'a> Runner<'a> {
         match result {
             Ok(()) => self.verify_after.0 += 1,
             Err(why) => {
-                self.say(format!("chaos: verify after episode {episode} failed: {why}"));
+                self.say(format!(
+                    "chaos: verify after episode {episode} failed: {why}"
+                ));
                 self.verify_after.1 += 1;
-                self.verify_after.2.get_or_insert(format!("after episode {episode}: {why}"));
+                self.verify_after
+                    .2
+                    .get_or_insert(format!("after episode {episode}: {why}"));
             }
         }
         Ok(())
@@ -960,10 +1017,17 @@ impl<'a> Runner<'a> {
     }
 
     fn injection_done(&self) -> bool {
-        let signals = self.schedules.iter().all(|s| s.left == 0 || s.next.is_none());
+        let signals = self
+            .schedules
+            .iter()
+            .all(|s| s.left == 0 || s.next.is_none());
         let kernel = self.experiment.faults.iter().all(|f| match &f.action {
-            FaultAction::Trigger { .. } => self.kernel_fired[fault_kind::TRIGGER_SIGNAL as usize] >= f.count,
-            FaultAction::Errno { .. } => self.kernel_fired[fault_kind::LSM_ERRNO as usize] >= f.count,
+            FaultAction::Trigger { .. } => {
+                self.kernel_fired[fault_kind::TRIGGER_SIGNAL as usize] >= f.count
+            }
+            FaultAction::Errno { .. } => {
+                self.kernel_fired[fault_kind::LSM_ERRNO as usize] >= f.count
+            }
             FaultAction::Signal { .. } => true,
         });
         signals && kernel
@@ -974,7 +1038,9 @@ impl<'a> Runner<'a> {
     fn fire_due(&mut self, now: Instant) -> Result<(), Error> {
         let zoned = jiff::ZonedDateTime::now();
         for i in 0..self.schedules.len() {
-            let Some(at) = self.schedules[i].next else { continue };
+            let Some(at) = self.schedules[i].next else {
+                continue;
+            };
             if at > now || self.abort.is_some() {
                 continue;
             }
@@ -1067,7 +1133,12 @@ impl<'a> Runner<'a> {
     }
 
     /// The verdict, the outputs, the audit's last entry; returns the exit code.
-    fn finish(mut self, end: End, outputs: &experiment::Outputs, start_unix_ns: u64) -> Result<u8, Error> {
+    fn finish(
+        mut self,
+        end: End,
+        outputs: &experiment::Outputs,
+        start_unix_ns: u64,
+    ) -> Result<u8, Error> {
         self.bar.finish_and_clear();
         let measure_outputs = MeasureOutputs {
             hdr_log: outputs.hdr_log.clone(),
@@ -1110,8 +1181,17 @@ impl<'a> Runner<'a> {
         let code = verdict.exit_code();
 
         let mut out = std::io::stdout();
-        print_verdict(&mut out, self.experiment, verdict, self.abort.as_deref(), &clauses).map_err(Error::Output)?;
-        TableReport(&mut out).summary(&summary).map_err(Error::Output)?;
+        print_verdict(
+            &mut out,
+            self.experiment,
+            verdict,
+            self.abort.as_deref(),
+            &clauses,
+        )
+        .map_err(Error::Output)?;
+        TableReport(&mut out)
+            .summary(&summary)
+            .map_err(Error::Output)?;
 
         let result = json!({
             "experiment": self.experiment.id,
@@ -1135,7 +1215,10 @@ impl<'a> Runner<'a> {
             "summary": summary,
         });
         if let Some(path) = &outputs.json {
-            write_file(path, &(serde_json::to_string_pretty(&result).unwrap_or_default() + "\n"))?;
+            write_file(
+                path,
+                &(serde_json::to_string_pretty(&result).unwrap_or_default() + "\n"),
+            )?;
         }
         if let Some(path) = &outputs.junit {
             let xml = verdict::junit(

@@ -196,7 +196,10 @@ mod tests {
         assert!(matches!(g.episode(&e, false), Decision::Abort(w) if w.contains("episode 1")));
         // Still open past the guard's timeout.
         let g = GuardState::new(guards(true, None, None), 1, 0);
-        assert_eq!(g.tick(2_000_000_000, Some((7, 70, 500_000_000))), Decision::Continue);
+        assert_eq!(
+            g.tick(2_000_000_000, Some((7, 70, 500_000_000))),
+            Decision::Continue
+        );
         assert!(matches!(
             g.tick(2_600_000_000, Some((7, 70, 500_000_000))),
             Decision::Abort(w) if w.starts_with("episode 7 (pid 70): not recovered within the guard's 2s")
@@ -221,6 +224,9 @@ mod tests {
         let Decision::Abort(why) = g.episode(&crash(5, 14 * S), true) else {
             panic!("no abort")
         };
-        assert!(why.starts_with("crash rate: 3 crashes within 10.000s"), "{why}");
+        assert!(
+            why.starts_with("crash rate: 3 crashes within 10.000s"),
+            "{why}"
+        );
     }
 }

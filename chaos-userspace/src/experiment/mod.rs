@@ -149,11 +149,7 @@ pub enum FaultAction {
         jitter: Duration,
     },
     /// `bpf_send_signal` at the `nth` call of `nr`.
-    Trigger {
-        nr: Sysno,
-        nth: u32,
-        signal: Signal,
-    },
+    Trigger { nr: Sysno, nth: u32, signal: Signal },
     /// An LSM hook fails the call.
     Errno {
         nr: Sysno,
@@ -346,7 +342,11 @@ pub fn check(text: &str, path: &Path) -> Result<Experiment, FileError> {
     };
     let raw: ExperimentFile = toml::from_str(text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
-        c.at(offset, &key_at(text, offset, e.message()), e.message().trim_end())
+        c.at(
+            offset,
+            &key_at(text, offset, e.message()),
+            e.message().trim_end(),
+        )
     })?;
     let whole = 0..text.len();
 
@@ -369,7 +369,11 @@ pub fn check(text: &str, path: &Path) -> Result<Experiment, FileError> {
     // Hypothesis.
     let h = raw.hypothesis;
     if h.statement.trim().is_empty() {
-        return Err(c.key(&whole, "hypothesis.statement", "say what is expected, in words"));
+        return Err(c.key(
+            &whole,
+            "hypothesis.statement",
+            "say what is expected, in words",
+        ));
     }
     let mut latency = Vec::new();
     for (i, entry) in h.latency.iter().enumerate() {
@@ -385,7 +389,11 @@ pub fn check(text: &str, path: &Path) -> Result<Experiment, FileError> {
             return Err(c.key(
                 &span,
                 &key("phase"),
-                format!("`{}` is not a phase: give one of {}", l.phase, phases.join(", ")),
+                format!(
+                    "`{}` is not a phase: give one of {}",
+                    l.phase,
+                    phases.join(", ")
+                ),
             ));
         }
         let quantile =
@@ -432,7 +440,8 @@ pub fn check(text: &str, path: &Path) -> Result<Experiment, FileError> {
     // Target.
     let tspan = raw.target.span();
     let t = raw.target.get_ref();
-    let comm_ok = |comm: &str| crate::measure::discover::check_comm(comm).map_err(|e| e.to_string());
+    let comm_ok =
+        |comm: &str| crate::measure::discover::check_comm(comm).map_err(|e| e.to_string());
     if let Some(comm) = &t.comm {
         comm_ok(comm).map_err(|m| c.key(&tspan, "target.comm", plain(m)))?;
     }
@@ -504,7 +513,8 @@ pub fn check(text: &str, path: &Path) -> Result<Experiment, FileError> {
     for (list, name) in [(&t.allow, "allow"), (&t.deny, "deny")] {
         if let Some(m) = list {
             for comm in &m.comms {
-                comm_ok(comm).map_err(|msg| c.key(&tspan, &format!("target.{name}.comms"), plain(msg)))?;
+                comm_ok(comm)
+                    .map_err(|msg| c.key(&tspan, &format!("target.{name}.comms"), plain(msg)))?;
             }
         }
     }
@@ -545,7 +555,11 @@ pub fn check(text: &str, path: &Path) -> Result<Experiment, FileError> {
                 "faults.kind",
                 format!(
                     "one {} fault per experiment: the kernel holds one rule of each kind",
-                    if kind == FaultKind::Trigger { "trigger" } else { "errno" }
+                    if kind == FaultKind::Trigger {
+                        "trigger"
+                    } else {
+                        "errno"
+                    }
                 ),
             ));
         }
@@ -568,7 +582,9 @@ pub fn check(text: &str, path: &Path) -> Result<Experiment, FileError> {
     let episode_timeout = g
         .episode_timeout
         .as_ref()
-        .map(|d| duration(d.get_ref()).map_err(|m| c.at(d.span().start, "guards.episode_timeout", m)))
+        .map(|d| {
+            duration(d.get_ref()).map_err(|m| c.at(d.span().start, "guards.episode_timeout", m))
+        })
         .transpose()?;
     if let Some(k) = &g.crash_rate_factor
         && !(*k.get_ref() >= 1.0 && k.get_ref().is_finite())
@@ -619,7 +635,11 @@ pub fn check(text: &str, path: &Path) -> Result<Experiment, FileError> {
     let phases = Phases {
         baseline: phase(&p.baseline, "phases.baseline", Duration::from_secs(5))?,
         cooldown: phase(&p.cooldown, "phases.cooldown", Duration::from_secs(2))?,
-        max_duration: phase(&p.max_duration, "phases.max_duration", Duration::from_secs(3600))?,
+        max_duration: phase(
+            &p.max_duration,
+            "phases.max_duration",
+            Duration::from_secs(3600),
+        )?,
     };
     if phases.max_duration.is_zero() {
         let span = p.max_duration.as_ref().map_or(0, |d| d.span().start);
@@ -693,7 +713,10 @@ fn check_fault(
     {
         return Err(err(
             name,
-            format!("not a key of a {kind_name} fault (it takes {})", allowed.join(", ")),
+            format!(
+                "not a key of a {kind_name} fault (it takes {})",
+                allowed.join(", ")
+            ),
         ));
     }
     let need = |name: &str, value: &Option<String>| {
@@ -717,7 +740,8 @@ fn check_fault(
     }
     let seed = f.seed.unwrap_or_else(|| default_seed(id, i));
     let signal = |text: String| names::signal(&text).map_err(|m| err("signal", plain(m)));
-    let syscall = |text: String| names::syscall("--syscall", &text).map_err(|m| err("syscall", plain(m)));
+    let syscall =
+        |text: String| names::syscall("--syscall", &text).map_err(|m| err("syscall", plain(m)));
     let nth = |value: Option<u32>| match value {
         Some(0) => Err(err("nth", "0: calls are counted from 1".into())),
         other => Ok(other),
@@ -725,7 +749,8 @@ fn check_fault(
     let action = match kind {
         FaultKind::Signal => {
             let signal = signal(need("signal", &f.signal)?)?;
-            let interval = duration(&need("interval", &f.interval)?).map_err(|m| err("interval", m))?;
+            let interval =
+                duration(&need("interval", &f.interval)?).map_err(|m| err("interval", m))?;
             let jitter = f
                 .jitter
                 .as_deref()
@@ -759,7 +784,8 @@ fn check_fault(
         },
         FaultKind::Errno => {
             let nr = syscall(need("syscall", &f.syscall)?)?;
-            let errno = names::errno(&need("errno", &f.errno)?).map_err(|m| err("errno", plain(m)))? as i32;
+            let errno =
+                names::errno(&need("errno", &f.errno)?).map_err(|m| err("errno", plain(m)))? as i32;
             let probability = f.probability.unwrap_or(1.0);
             if !(0.0..=1.0).contains(&probability) {
                 return Err(err(
@@ -798,7 +824,8 @@ fn check_fault(
         .iter()
         .enumerate()
         .map(|(w, text)| {
-            Window::parse(text.get_ref()).map_err(|m| c.at(text.span().start, &key(&format!("windows[{w}]")), m))
+            Window::parse(text.get_ref())
+                .map_err(|m| c.at(text.span().start, &key(&format!("windows[{w}]")), m))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Fault {
@@ -813,9 +840,9 @@ fn check_fault(
 /// The seed of fault `index` when the file gives none: derived from the experiment id, so a
 /// file runs the same way every time.
 fn default_seed(id: &str, index: usize) -> u64 {
-    let hash = id
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     splitmix64(hash ^ index as u64)
 }
 
@@ -841,12 +868,21 @@ fn key_at(text: &str, offset: usize, message: &str) -> String {
     let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
     let line = text[line_start..line_end].trim();
-    let header = |l: &str| l.starts_with('[').then(|| l.trim_matches(['[', ']']).trim().to_string());
+    let header = |l: &str| {
+        l.starts_with('[')
+            .then(|| l.trim_matches(['[', ']']).trim().to_string())
+    };
     let (table, key) = match header(line) {
         Some(table) => (Some(table), None),
         None => (
-            text[..line_start].lines().rev().map(str::trim).find_map(header),
-            line.split_once('=').map(|(k, _)| k.trim().to_string()).filter(|k| !k.is_empty()),
+            text[..line_start]
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find_map(header),
+            line.split_once('=')
+                .map(|(k, _)| k.trim().to_string())
+                .filter(|k| !k.is_empty()),
         ),
     };
     let missing = message

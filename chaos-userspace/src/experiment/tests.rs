@@ -61,12 +61,18 @@ fn kernel_faults_are_read() {
     );
     let e = check_text(&text).unwrap();
     assert_eq!(e.planned(), 15);
-    assert!(matches!(e.faults[1].action, FaultAction::Trigger { nth: 3, .. }));
+    assert!(matches!(
+        e.faults[1].action,
+        FaultAction::Trigger { nth: 3, .. }
+    ));
     let FaultAction::Errno { fault, .. } = &e.faults[2].action else {
         panic!("not errno")
     };
     assert_eq!((fault.errno, fault.count), (libc::EIO as u32, 10));
-    assert_eq!(fault.max_per_minute, BlastRadius::Local.caps().max_per_minute);
+    assert_eq!(
+        fault.max_per_minute,
+        BlastRadius::Local.caps().max_per_minute
+    );
     assert_eq!(e.faults[2].windows.len(), 1);
 }
 
@@ -139,15 +145,30 @@ fn bad_files_name_the_line_the_key_and_the_problem() {
             "id",
             "missing field `id`",
         ),
-        (edit("id = \"queue-kill\"", "id = \"queue kill!\""), 1, "id", "letters, digits"),
+        (
+            edit("id = \"queue-kill\"", "id = \"queue kill!\""),
+            1,
+            "id",
+            "letters, digits",
+        ),
         (
             edit("blast_radius = \"local\"", "blast_radius = \"prod\""),
             2,
             "blast_radius",
             "unknown variant `prod`",
         ),
-        (edit("count = 3", "count = \"three\""), 18, "faults.count", "invalid type"),
-        (edit("count = 3", "count = 0"), 18, "faults[0].count", "0: give at least 1"),
+        (
+            edit("count = 3", "count = \"three\""),
+            18,
+            "faults.count",
+            "invalid type",
+        ),
+        (
+            edit("count = 3", "count = 0"),
+            18,
+            "faults[0].count",
+            "0: give at least 1",
+        ),
         (
             edit("count = 3", "count = 500"),
             18,
@@ -209,19 +230,28 @@ fn bad_files_name_the_line_the_key_and_the_problem() {
             "give a number from 0 to 1",
         ),
         (
-            edit("kind = \"signal\"\nsignal = \"KILL\"\ncount = 3\ninterval = \"2s\"", "kind = \"trigger\"\nsyscall = \"fsync\"\nnth = 0\nsignal = \"KILL\"\ncount = 1"),
+            edit(
+                "kind = \"signal\"\nsignal = \"KILL\"\ncount = 3\ninterval = \"2s\"",
+                "kind = \"trigger\"\nsyscall = \"fsync\"\nnth = 0\nsignal = \"KILL\"\ncount = 1",
+            ),
             18,
             "faults[0].nth",
             "calls are counted from 1",
         ),
         (
-            edit("kind = \"signal\"", "kind = \"trigger\"\nsyscall = \"fsync\"\nnth = 2"),
+            edit(
+                "kind = \"signal\"",
+                "kind = \"trigger\"\nsyscall = \"fsync\"\nnth = 2",
+            ),
             21,
             "faults[0].interval",
             "not a key of a trigger fault",
         ),
         (
-            edit("interval = \"2s\"", "interval = \"2s\"\nwindows = [\"Mon-Fri 9-5\"]"),
+            edit(
+                "interval = \"2s\"",
+                "interval = \"2s\"\nwindows = [\"Mon-Fri 9-5\"]",
+            ),
             20,
             "faults[0].windows[0]",
             "`9` is not a time of day",
@@ -253,8 +283,18 @@ fn bad_files_name_the_line_the_key_and_the_problem() {
             "target",
             "give one of supervisor, pid, exe and cgroup",
         ),
-        (edit("supervisor = 4242\ncomm = \"queue\"\n", ""), 10, "target", "name the service"),
-        (edit("supervisor = 4242", "supervisor = 1"), 11, "target.supervisor", "pid 1 and below"),
+        (
+            edit("supervisor = 4242\ncomm = \"queue\"\n", ""),
+            10,
+            "target",
+            "name the service",
+        ),
+        (
+            edit("supervisor = 4242", "supervisor = 1"),
+            11,
+            "target.supervisor",
+            "pid 1 and below",
+        ),
         (
             edit("comm = \"queue\"", "comm = \"a-name-longer-than-fifteen\""),
             12,
@@ -268,7 +308,10 @@ fn bad_files_name_the_line_the_key_and_the_problem() {
             "give tcp:HOST:PORT",
         ),
         (
-            edit("max_consecutive_failures = 2", "max_consecutive_failures = 0"),
+            edit(
+                "max_consecutive_failures = 2",
+                "max_consecutive_failures = 0",
+            ),
             22,
             "guards.max_consecutive_failures",
             "0: give at least 1",
@@ -280,12 +323,20 @@ fn bad_files_name_the_line_the_key_and_the_problem() {
             "a factor of 1 or more",
         ),
         (
-            edit("[guards]\n", "[phases]\nbaseline = \"0\"\n\n[guards]\ncrash_rate_factor = 2\n"),
+            edit(
+                "[guards]\n",
+                "[phases]\nbaseline = \"0\"\n\n[guards]\ncrash_rate_factor = 2\n",
+            ),
             22,
             "phases.baseline",
             "compares with the baseline",
         ),
-        ("id = \"x\"\n[hypothesis\n".into(), 2, "hypothesis", "unclosed table"),
+        (
+            "id = \"x\"\n[hypothesis\n".into(),
+            2,
+            "hypothesis",
+            "unclosed table",
+        ),
     ];
     assert!(cases.len() >= 15);
     let mut wrong = Vec::new();

@@ -8,7 +8,6 @@
 
 use jiff::{Span, ZonedDateTime as Zoned, civil::Weekday, tz::TimeZone};
 
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {
     text: String,
@@ -175,7 +174,9 @@ pub fn until_open(windows: &[Window], now: &Zoned) -> Option<std::time::Duration
         .min()
         .and_then(|at| {
             let nanos = at.timestamp().as_nanosecond() - now.timestamp().as_nanosecond();
-            u64::try_from(nanos).ok().map(std::time::Duration::from_nanos)
+            u64::try_from(nanos)
+                .ok()
+                .map(std::time::Duration::from_nanos)
         })
 }
 
@@ -230,7 +231,10 @@ mod tests {
             ("Mon 09:00-25:00", "`25:00` is not a time of day"),
             ("Mon 09:00-09:00", "the window is empty"),
             ("Mon 09:00", "give START-END"),
-            ("Mon 09:00-10:00 Mars/Olympus", "`Mars/Olympus` is not a known time zone"),
+            (
+                "Mon 09:00-10:00 Mars/Olympus",
+                "`Mars/Olympus` is not a known time zone",
+            ),
         ] {
             let err = Window::parse(text).unwrap_err();
             assert!(err.contains(want), "{text}: {err}");

@@ -19,10 +19,10 @@ use tokio::{
 use super::{
     Draws,
     denylist::Denylist,
+    pick,
     plan::{InjectConfig, Plan, SignalPlan},
     report::{Fault, Ledger, comm_of},
     seccomp::{self, Action, Decider},
-    pick,
     signal::Pinned,
     watchdog::{Verdict, Watchdog},
 };
@@ -406,4 +406,3 @@ impl Run<'_> {
         }
     }
 }
-

@@ -1,0 +1,5 @@
+//! Helpers shared by the integration suites that include them (`mod common;`).
+
+#![allow(dead_code)]
+
+pub mod supervised;
