@@ -36,6 +36,9 @@ pub enum Command {
     Run(RunArgs),
     /// Print the JSON Schema of experiment files.
     Schema,
+    /// Show a run's result: in the terminal, or as an HTML page with plots (--html).
+    #[command(after_help = REPORT_EXAMPLES)]
+    Report(ReportArgs),
     /// Audit logs: `chaos audit verify FILE` checks that none was edited, deleted or reordered.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -58,6 +61,13 @@ Exit codes: 0 the hypothesis held, 1 it was refuted, 3 a guard (or Ctrl-C) abort
 Every fault is written to the audit log (fsynced) before it fires; on abort, and whenever
 chaos ends, the faults stop: scheduled signals are not sent, and the kernel's rules are
 disarmed, then detached.";
+
+const REPORT_EXAMPLES: &str = "\
+Examples:
+  chaos report result.json                     verdict, clauses, histograms, CDF, timeline as text
+  chaos report result.json --html report.html  the same as a self-contained page (SVG plots)
+
+RESULT.json is what `chaos run --json FILE` (or outputs.json) wrote.";
 
 const OBSERVE_EXAMPLES: &str = "\
 Examples:
@@ -157,6 +167,8 @@ pub struct ObserveArgs {
     /// Ring buffer size in pages (a power of two). Raise it if the summary reports lost events.
     #[arg(long, default_value_t = 1024, value_name = "PAGES")]
     pub buffer_pages: u32,
+    #[command(flatten)]
+    pub export: ExportArgs,
     /// Command to launch and observe from its first instruction.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -214,6 +226,8 @@ pub struct MeasureArgs {
     /// Ring buffer size in pages (a power of two).
     #[arg(long, default_value_t = 1024, value_name = "PAGES")]
     pub buffer_pages: u32,
+    #[command(flatten)]
+    pub export: ExportArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -276,6 +290,8 @@ pub struct InjectCommonArgs {
     /// fault fires; `chaos audit verify FILE` checks it).
     #[arg(long, value_name = "FILE")]
     pub audit: Option<PathBuf>,
+    #[command(flatten)]
+    pub export: ExportArgs,
 }
 
 #[derive(Debug, Args)]
@@ -345,6 +361,35 @@ pub enum ErrnoBackend {
     Lsm,
 }
 
+/// Where results go besides the terminal (observe, measure, inject, run).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Export")]
+pub struct ExportArgs {
+    /// Send traces and metrics to an OpenTelemetry collector (OTLP over HTTP/protobuf), at
+    /// this base URL (http://HOST:4318). Without it, OTEL_EXPORTER_OTLP_ENDPOINT (and the
+    /// other standard OTEL_EXPORTER_OTLP_* variables) turn the export on.
+    #[arg(long, value_name = "URL")]
+    pub otlp: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics while running (PORT alone binds
+    /// 127.0.0.1).
+    #[arg(long, value_name = "ADDR")]
+    pub prometheus: Option<String>,
+    /// Write the metrics for node_exporter's textfile collector (a *.prom file, rewritten
+    /// about once a second).
+    #[arg(long, value_name = "PATH")]
+    pub textfile: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A result of `chaos run` (its --json output).
+    #[arg(value_name = "RESULT.json")]
+    pub result: PathBuf,
+    /// Write a self-contained HTML page (SVG plots) instead of printing to the terminal.
+    #[arg(long, value_name = "OUT.html")]
+    pub html: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The experiment file (TOML; `chaos schema` prints its JSON Schema).
@@ -372,6 +417,8 @@ pub struct RunArgs {
     /// The audit log (overrides outputs.audit; default /var/log/chaos/audit.jsonl).
     #[arg(long, value_name = "FILE")]
     pub audit: Option<PathBuf>,
+    #[command(flatten)]
+    pub export: ExportArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

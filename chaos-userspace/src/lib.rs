@@ -12,11 +12,13 @@ pub mod decode;
 pub mod error;
 pub mod event;
 pub mod experiment;
+pub mod export;
 pub mod inject;
 pub mod kernel;
 pub mod launch;
 pub mod measure;
 pub mod output;
+pub mod report;
 pub mod source;
 pub mod target;
 
@@ -30,6 +32,7 @@ pub fn run(cli: Cli) -> Result<u8, error::Error> {
         Command::Measure(args) => commands::measure::run(args).map(|()| 0),
         Command::Inject(args) => commands::inject::run(args),
         Command::Run(args) => commands::run::run(args),
+        Command::Report(args) => report::run(args),
         Command::Schema => {
             println!("{}", experiment::file::schema());
             Ok(0)

@@ -2,58 +2,15 @@
 //! supervisord) and one with a known restart delay. Every supervisor runs in a cgroup the test
 //! creates; the test kills only the instance it finds as its own supervisor's child.
 
-use std::{
-    path::Path,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{path::Path, process::Command, time::Duration};
 
 mod common;
 
-use chaos_tests::{Observer, children_of, free_port, run_chaos, scratch_dir, wait_until};
-use common::supervised::{LOOK, NOT_THROTTLED, QUEUE, SETTLED, Supervised, supervise_run_dir};
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
+use chaos_tests::{Observer, children_of, free_port, run_chaos, scratch_dir};
+use common::supervised::{
+    NOT_THROTTLED, QUEUE, SETTLED, Supervised, kill_instance, measure_kills, supervise_run_dir,
 };
 use serde_json::Value;
-
-fn kill_instance(pid: u32) {
-    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill our own instance");
-}
-
-/// Kills the instance once per entry of `settle`, each after that much uptime, waiting for
-/// each episode.
-fn measure_kills(svc: &Supervised, extra: &[&str], settle: &[Duration]) -> Observer {
-    let first = svc.ready_instance();
-    let pid = svc.pid().to_string();
-    let kills = settle.len() as u64;
-    let episodes = kills.to_string();
-    let mut args = vec![
-        "--supervisor",
-        &pid,
-        "--ready",
-        "listen",
-        "--episodes",
-        &episodes,
-    ];
-    args.extend_from_slice(extra);
-    let mut measure = Observer::measure(&args);
-    let mut instance = first;
-    let mut since = Instant::now();
-    for (id, &settle) in (1..=kills).zip(settle) {
-        wait_until("the instance to settle", LOOK, || since.elapsed() >= settle);
-        kill_instance(instance);
-        measure.wait_for(&format!("episode {id}"), |e| {
-            e["type"] == "episode" && e["data"]["id"] == id
-        });
-        if id < kills {
-            instance = svc.ready_instance();
-            since = Instant::now();
-        }
-    }
-    measure.finish()
-}
 
 fn episodes(m: &Observer) -> Vec<&Value> {
     m.of_type("episode").map(|e| &e["data"]).collect()
@@ -131,7 +88,8 @@ fn a_known_restart_delay_is_measured_within_a_millisecond_and_replays_exactly() 
             hdr.to_str().unwrap(),
         ],
         &[Duration::ZERO; 4],
-    );
+    )
+    .finish();
     assert_complete(&m, svc.pid());
     for e in episodes(&m) {
         let delay = phase(e, "reaped_to_forked");
@@ -207,7 +165,7 @@ fn readiness_probed_from_userspace_by_tcp_and_by_command() {
 fn runit_restarts_a_settled_service_in_milliseconds_and_throttles_a_quick_death() {
     let svc = supervise_run_dir("runit", "runsv", None);
     // Twice settled, then killed again right after it came back: runsv waits out the second.
-    let m = measure_kills(&svc, &[], &[SETTLED, SETTLED, Duration::ZERO]);
+    let m = measure_kills(&svc, &[], &[SETTLED, SETTLED, Duration::ZERO]).finish();
     assert_complete(&m, svc.pid());
     let all = episodes(&m);
     for e in &all[..2] {
@@ -232,7 +190,7 @@ fn runit_restarts_a_settled_service_in_milliseconds_and_throttles_a_quick_death(
 #[test]
 fn daemontools_restarts_a_settled_service_in_milliseconds_and_throttles_a_quick_death() {
     let svc = supervise_run_dir("daemontools", "supervise", None);
-    let m = measure_kills(&svc, &[], &[SETTLED, SETTLED, Duration::ZERO]);
+    let m = measure_kills(&svc, &[], &[SETTLED, SETTLED, Duration::ZERO]).finish();
     assert_complete(&m, svc.pid());
     let all = episodes(&m);
     for e in &all[..2] {
@@ -260,7 +218,7 @@ fn daemontools_restarts_a_settled_service_in_milliseconds_and_throttles_a_quick_
 #[test]
 fn s6_waits_a_second_by_default_and_not_with_readiness_notification() {
     let svc = supervise_run_dir("s6", "s6-supervise", None);
-    let m = measure_kills(&svc, &[], &[SETTLED]);
+    let m = measure_kills(&svc, &[], &[SETTLED]).finish();
     assert_complete(&m, svc.pid());
     let e = episodes(&m)[0];
     assert!(
@@ -270,7 +228,7 @@ fn s6_waits_a_second_by_default_and_not_with_readiness_notification() {
     drop(svc);
 
     let svc = supervise_run_dir("s6-notify", "s6-supervise", Some(3));
-    let m = measure_kills(&svc, &[], &[SETTLED; 2]);
+    let m = measure_kills(&svc, &[], &[SETTLED; 2]).finish();
     assert_complete(&m, svc.pid());
     for e in episodes(&m) {
         assert!(
@@ -302,7 +260,7 @@ fn supervisord_restarts_after_a_second_and_gives_up_after_quick_deaths() {
         port,
         &["supervisord", "-n", "-c", &conf],
     );
-    let m = measure_kills(&svc, &[], &[SETTLED]);
+    let m = measure_kills(&svc, &[], &[SETTLED]).finish();
     assert_complete(&m, svc.pid());
     let delay = phase(episodes(&m)[0], "reaped_to_forked");
     assert!((500_000_000..1_500_000_000).contains(&delay), "{delay}");

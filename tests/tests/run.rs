@@ -11,21 +11,9 @@ use std::{
 
 use chaos_tests::{
     assert_tampering_is_detected, comm_of, free_port, lsm_available, run_chaos, scratch_dir,
-    wait_until,
 };
-use common::supervised::{LOOK, QUEUE, QUEUE_COMM, SETTLED, Supervised, supervise_run_dir};
+use common::supervised::{QUEUE, QUEUE_COMM, Supervised, queue_under_runit};
 use serde_json::Value;
-
-/// A queue under runsv, settled (runsv throttles a service that ran for less than a second).
-fn queue_under_runit(name: &str) -> (Supervised, u32) {
-    let svc = supervise_run_dir(name, "runsv", None);
-    let instance = svc.ready_instance();
-    let since = std::time::Instant::now();
-    wait_until("the instance to settle", LOOK, || {
-        since.elapsed() >= SETTLED
-    });
-    (svc, instance)
-}
 
 /// Where a run leaves its files.
 struct Files {

@@ -10,8 +10,10 @@ use crate::util::{self, output};
 /// Debian packages: LLVM for bpf-linker; bpftool (tests check nothing stays attached);
 /// strace and bpftrace (`bench observe` compares against them); the supervisors
 /// `chaos measure` is tested against (runit, s6, daemontools, supervisord); QEMU and a static
-/// busybox for the kernel-matrix guests.
-const PACKAGES: [&str; 10] = [
+/// busybox for the kernel-matrix guests; a Prometheus server (it scrapes `--prometheus` in the
+/// export tests, and its promtool checks `--textfile`) and Chromium (the HTML report is
+/// rendered headless).
+const PACKAGES: [&str; 12] = [
     "llvm-22-dev",
     "bpftool",
     "strace",
@@ -22,6 +24,8 @@ const PACKAGES: [&str; 10] = [
     "supervisor",
     "qemu-system-x86",
     "busybox-static",
+    "prometheus",
+    "chromium",
 ];
 
 /// Debian's hook that tells package scripts whether they may start services; exit 101 means

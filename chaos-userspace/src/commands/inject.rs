@@ -17,6 +17,7 @@ use crate::{
     bpf::{DEFAULT_RING_BYTES, FaultMaps, Hook, Programs, hooks, lsm_program, ring::RingSource},
     cli::InjectCommand,
     error::Error,
+    export,
     inject::{
         denylist::{DENIED_COMMS, Denylist},
         driver::Run,
@@ -71,6 +72,7 @@ pub fn run(command: InjectCommand) -> Result<u8, Error> {
     }
 
     let env = preflight::check()?;
+    let (exporters, server) = export::shared(&config.export)?;
     let btf = KernelBtf::load(&env.btf_path)?;
     let set = HookSet {
         syscall_errors: matches!(config.plan, Plan::Seccomp { .. } | Plan::Lsm { .. }),
@@ -172,7 +174,8 @@ pub fn run(command: InjectCommand) -> Result<u8, Error> {
     let (ring, counters) = (programs.ring()?, programs.counters()?);
     let logs = programs.logger();
     let (runtime, stops) = runtime_with_stops()?;
-    let ledger = Ledger::new(Box::new(std::io::stdout()), config.json, start_ns);
+    let mut ledger = Ledger::new(Box::new(std::io::stdout()), config.json, start_ns);
+    ledger.set_exporters(exporters.clone());
     eprintln!(
         "chaos: injecting into {} process(es){}{}; Ctrl-C to stop",
         members.len(),
@@ -198,6 +201,7 @@ pub fn run(command: InjectCommand) -> Result<u8, Error> {
         start_ns,
     };
     let (stop, lost) = runtime.block_on(async {
+        export::serve(server)?;
         let source = RingSource::new(ring, counters, logs, false)?;
         run.drive(source, stops, tree_gone).await
     })?;
@@ -222,6 +226,8 @@ pub fn run(command: InjectCommand) -> Result<u8, Error> {
         }))?;
     }
     drop(programs);
+    exporters.borrow_mut().lost(lost);
+    export::finish(&exporters);
     Ok(u8::from(!summary.unconfirmed.is_empty()))
 }
 

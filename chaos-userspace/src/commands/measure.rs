@@ -21,6 +21,7 @@ use crate::{
     cli::MeasureArgs,
     error::Error,
     event::KernelCounters,
+    export::{self, ExportConfig},
     kernel::{
         btf::KernelBtf,
         layout::{Ext4Hooks, FsyncHook, HookSet, discover},
@@ -59,6 +60,7 @@ pub struct MeasureConfig {
     pub fsync: FsyncHook,
     pub reap: bool,
     pub ring_bytes: u32,
+    pub export: ExportConfig,
 }
 
 impl MeasureConfig {
@@ -109,6 +111,7 @@ impl MeasureConfig {
             fsync: args.fsync_hook,
             reap: !args.no_reap,
             ring_bytes: ring_bytes(args.buffer_pages)?,
+            export: ExportConfig::from_args(&args.export)?,
         })
     }
 }
@@ -165,6 +168,7 @@ fn replay(path: &Path, json: bool, outputs: Outputs) -> Result<(), Error> {
 
 fn live(config: MeasureConfig) -> Result<(), Error> {
     let env = preflight::check()?;
+    let (exporters, server) = export::shared(&config.export)?;
     let btf = KernelBtf::load(&env.btf_path)?;
     let set = HookSet {
         reap: config.reap,
@@ -220,6 +224,7 @@ fn live(config: MeasureConfig) -> Result<(), Error> {
     };
     let mut measurement = Measurement::new(header, report(config.json), record, config.episodes)
         .map_err(Error::Output)?;
+    measurement.set_exporters(exporters.clone());
 
     let (ring, counters) = (programs.ring()?, programs.counters()?);
     let logs = programs.logger();
@@ -237,8 +242,9 @@ fn live(config: MeasureConfig) -> Result<(), Error> {
         config.ready.describe()
     );
     let counters = runtime.block_on(async {
+        export::serve(server)?;
         let source = RingSource::new(ring, counters, logs, counts_unsynced(&hooks))?;
-        drive(source, &mut measurement, stops, &config).await
+        drive(source, &mut measurement, stops, &config, &exporters).await
     })?;
     let end = End {
         ts_ns: monotonic_ns(),
@@ -248,6 +254,7 @@ fn live(config: MeasureConfig) -> Result<(), Error> {
         .finish(end, &config.outputs)
         .map_err(Error::Output)?;
     drop(programs);
+    export::finish(&exporters);
     Ok(())
 }
 
@@ -297,6 +304,7 @@ async fn drive(
     measurement: &mut Measurement,
     mut stops: Stops,
     config: &MeasureConfig,
+    exporters: &export::Shared,
 ) -> Result<KernelCounters, Error> {
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<ReadyMark>();
     let mut probes: HashMap<u64, AbortHandle> = HashMap::new();
@@ -316,6 +324,9 @@ async fn drive(
                 // a deadline could pass over the event that met it.
                 source.drain(&mut batch)?;
                 extra = Some(Input::Tick(Tick { ts_ns: monotonic_ns() }));
+                let mut e = exporters.borrow_mut();
+                e.lost(source.counters().lost);
+                e.tick()?;
             }
             () = stops.recv() => stop = true,
             () = &mut deadline => stop = true,

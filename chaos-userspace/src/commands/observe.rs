@@ -17,6 +17,7 @@ use crate::{
     cli::ObserveArgs,
     error::Error,
     event::{Event, EventCounts, Summary},
+    export::{self, ExportConfig, Tee},
     kernel::{
         btf::KernelBtf,
         layout::{Ext4Hooks, FsyncHook, HookSet, discover},
@@ -36,6 +37,7 @@ pub struct ObserveConfig {
     pub duration: Option<Duration>,
     pub fsync: FsyncHook,
     pub ring_bytes: u32,
+    pub export: ExportConfig,
 }
 
 impl ObserveConfig {
@@ -52,6 +54,7 @@ impl ObserveConfig {
             .map(|secs| positive_secs("--duration", secs))
             .transpose()?;
         let ring_bytes = ring_bytes(args.buffer_pages)?;
+        let export = ExportConfig::from_args(&args.export)?;
         if let Some(program) = spec.command.first() {
             launch::resolve(program)?;
         }
@@ -61,6 +64,7 @@ impl ObserveConfig {
             duration,
             fsync: args.fsync_hook,
             ring_bytes,
+            export,
         })
     }
 }
@@ -68,6 +72,7 @@ impl ObserveConfig {
 pub fn run(args: ObserveArgs) -> Result<(), Error> {
     let config = ObserveConfig::from_args(args)?;
     let env = preflight::check()?;
+    let (exporters, server) = export::shared(&config.export)?;
     let btf = KernelBtf::load(&env.btf_path)?;
     // Listening sockets cost nothing to watch; reaping needs a syscall tracepoint (measure only).
     let set = HookSet {
@@ -127,11 +132,17 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
     let logs = programs.logger();
     let (runtime, stops) = runtime_with_stops()?;
     let stdout = std::io::stdout().lock();
-    let sink: Box<dyn Sink> = if config.json {
+    let mut sink: Box<dyn Sink> = if config.json {
         Box::new(JsonLines::new(stdout))
     } else {
         Box::new(Human::new(stdout, start_ns))
     };
+    if !exporters.borrow().is_empty() {
+        sink = Box::new(Tee {
+            inner: sink,
+            exporters: exporters.clone(),
+        });
+    }
     // Every program is attached and the target set filled: say so (tests wait for this line).
     eprintln!(
         "chaos: observing {} process(es){}; Ctrl-C to stop",
@@ -151,9 +162,11 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
         None => None,
     };
     let stop = runtime.block_on(async {
+        export::serve(server)?;
         let source = RingSource::new(ring, counters, logs, unsynced)?;
         stream(source, sink, start_ns, stops, config.duration, tree_gone).await
     })?;
+    export::finish(&exporters);
     if let (Some(pid), StopReason::Signal | StopReason::Deadline) = (command_pid, stop) {
         // The command chaos started outlived observation; end it (only that pid, ours).
         let _ = kill(pid, Sig::SIGTERM);

@@ -43,9 +43,11 @@ use crate::{
     experiment::{
         self, BlastRadius, Experiment, FaultAction,
         guards::{Decision, GuardState},
+        result::{Baseline, FaultEntry, RunResult},
         verdict::{self, Clause, Evidence, Verdict},
         window,
     },
+    export::{self, ExportConfig},
     inject::{
         Draws,
         denylist::{DENIED_COMMS, Denylist},
@@ -149,6 +151,11 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     // The kernel: measurement hooks plus what the faults need; kernel faults disarmed until
     // the injection phase.
     let env = preflight::check()?;
+    let mut export_config = ExportConfig::from_args(&args.export)?;
+    export_config
+        .attributes
+        .push(("chaos.experiment.id".into(), experiment.id.clone()));
+    let (exporters, server) = export::shared(&export_config)?;
     let btf = KernelBtf::load(&env.btf_path)?;
     let trigger_fault = experiment.faults.iter().find_map(|f| match &f.action {
         FaultAction::Trigger { nr, nth, signal } => Some((f, *nr, *nth, *signal)),
@@ -248,8 +255,10 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         },
     };
     let collected = Rc::new(RefCell::new(Collected::default()));
-    let measurement = Measurement::new(header, Box::new(Collect(collected.clone())), None, None)
-        .map_err(Error::Output)?;
+    let mut measurement =
+        Measurement::new(header, Box::new(Collect(collected.clone())), None, None)
+            .map_err(Error::Output)?;
+    measurement.set_exporters(exporters.clone());
     let (ring, counters) = (programs.ring()?, programs.counters()?);
     let logs = programs.logger();
     let mut runner = Runner::new(
@@ -261,8 +270,10 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         &target_set,
         rules,
         start_ns,
+        exporters.clone(),
     );
     let counters = runtime.block_on(async {
+        export::serve(server)?;
         let source = RingSource::new(ring, counters, logs, true)?;
         runner.drive(source, stops).await
     })?;
@@ -270,7 +281,10 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         ts_ns: monotonic_ns(),
         counters,
     };
-    runner.finish(end, &outputs, start_unix_ns)
+    let code = runner.finish(end, &outputs, start_unix_ns);
+    drop(programs);
+    export::finish(&exporters);
+    code
 }
 
 /// Higher blast radii need the operator's explicit word.
@@ -622,6 +636,7 @@ struct Runner<'a> {
     verify_end: Option<Result<(), String>>,
     bar: ProgressBar,
     cool_until: Option<Instant>,
+    exporters: export::Shared,
 }
 
 impl<'a> Runner<'a> {
@@ -635,6 +650,7 @@ impl<'a> Runner<'a> {
         targets: &'a TargetSet,
         rules: Rules<'a>,
         start_ns: u64,
+        exporters: export::Shared,
     ) -> Self {
         let bar = ProgressBar::with_draw_target(
             Some(u64::from(experiment.planned())),
@@ -673,7 +689,12 @@ impl<'a> Runner<'a> {
             measurement,
             collected,
             episodes: Vec::new(),
-            ledger: Ledger::new(Box::new(std::io::sink()), false, start_ns),
+            ledger: {
+                let mut ledger = Ledger::new(Box::new(std::io::sink()), false, start_ns);
+                ledger.set_exporters(exporters.clone());
+                ledger
+            },
+            exporters,
             audit,
             maps,
             targets,
@@ -740,6 +761,9 @@ impl<'a> Runner<'a> {
                 _ = tick.tick() => {
                     source.drain(&mut batch)?;
                     extra = Some(Input::Tick(Tick { ts_ns: monotonic_ns() }));
+                    let mut e = self.exporters.borrow_mut();
+                    e.lost(source.counters().lost);
+                    e.tick()?;
                 }
                 () = async {
                     match next_signal {
@@ -1193,27 +1217,30 @@ impl<'a> Runner<'a> {
             .summary(&summary)
             .map_err(Error::Output)?;
 
-        let result = json!({
-            "experiment": self.experiment.id,
-            "file": self.experiment.path.display().to_string(),
-            "description": self.experiment.description,
-            "hypothesis": self.experiment.hypothesis.statement,
-            "blast_radius": self.experiment.radius.name(),
-            "verdict": verdict,
-            "exit_code": code,
-            "abort": self.abort,
-            "start_unix_ns": start_unix_ns,
-            "start_ns": self.start_ns,
-            "duration_ns": duration_ns,
-            "baseline": {"duration_ns": self.experiment.phases.baseline.as_nanos() as u64, "crashes": self.baseline_crashes},
-            "clauses": clauses,
-            "faults": faults,
-            "injected": inject.injected,
-            "confirmed": inject.confirmed,
-            "unconfirmed": inject.unconfirmed,
-            "episodes": self.episodes,
-            "summary": summary,
-        });
+        let result = RunResult {
+            experiment: self.experiment.id.clone(),
+            file: self.experiment.path.display().to_string(),
+            description: self.experiment.description.clone(),
+            hypothesis: self.experiment.hypothesis.statement.clone(),
+            blast_radius: self.experiment.radius.name().into(),
+            verdict,
+            exit_code: code,
+            abort: self.abort.clone(),
+            start_unix_ns,
+            start_ns: self.start_ns,
+            duration_ns,
+            baseline: Baseline {
+                duration_ns: self.experiment.phases.baseline.as_nanos() as u64,
+                crashes: self.baseline_crashes,
+            },
+            clauses: clauses.clone(),
+            faults: faults.iter().map(FaultEntry::from).collect(),
+            injected: inject.injected,
+            confirmed: inject.confirmed,
+            unconfirmed: inject.unconfirmed.clone(),
+            episodes: std::mem::take(&mut self.episodes),
+            summary,
+        };
         if let Some(path) = &outputs.json {
             write_file(
                 path,

@@ -6,6 +6,7 @@
 
 pub mod file;
 pub mod guards;
+pub mod result;
 pub mod verdict;
 pub mod window;
 

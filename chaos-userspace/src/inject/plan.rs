@@ -55,6 +55,7 @@ pub struct InjectConfig {
     pub max_per_minute: u32,
     pub json: bool,
     pub audit: Option<std::path::PathBuf>,
+    pub export: crate::export::ExportConfig,
 }
 
 fn usage(message: String) -> Error {
@@ -172,6 +173,7 @@ impl InjectConfig {
             max_per_minute,
             json: args.common.json,
             audit: args.common.audit.clone(),
+            export: crate::export::ExportConfig::from_args(&args.common.export)?,
         })
     }
 
@@ -261,6 +263,7 @@ impl InjectConfig {
             max_per_minute,
             json: args.common.json,
             audit: args.common.audit.clone(),
+            export: crate::export::ExportConfig::from_args(&args.common.export)?,
         })
     }
 }

@@ -112,6 +112,7 @@ pub struct Ledger {
     out: Box<dyn Write>,
     json: bool,
     start_ns: u64,
+    exporters: Option<crate::export::Shared>,
 }
 
 impl Ledger {
@@ -121,7 +122,13 @@ impl Ledger {
             out,
             json,
             start_ns,
+            exporters: None,
         }
+    }
+
+    /// Faults and their proofs also go to these exporters.
+    pub fn set_exporters(&mut self, exporters: crate::export::Shared) {
+        self.exporters = Some(exporters);
     }
 
     pub fn next_id(&self) -> u64 {
@@ -158,18 +165,28 @@ impl Ledger {
             )?;
         }
         self.out.flush()?;
+        if let Some(e) = &self.exporters {
+            e.borrow_mut().fault(&fault);
+        }
         self.faults.push((fault, None));
         Ok(())
     }
 
     /// Looks for the proof of an unconfirmed fault in a kernel event.
     pub fn observe(&mut self, event: &Event) -> std::io::Result<()> {
+        if let Some(e) = &self.exporters {
+            // The textfile, about once a second; its errors show again at the end.
+            let _ = e.borrow_mut().tick();
+        }
         let found = self.faults.iter_mut().find_map(|(fault, confirmed)| {
             if confirmed.is_some() || fault.dry_run || event.ts_ns() < fault.ts_ns {
                 return None;
             }
             proof(fault, event).map(|by| {
                 *confirmed = Some(event.ts_ns());
+                if let Some(e) = &self.exporters {
+                    e.borrow_mut().confirmed(fault, event.ts_ns());
+                }
                 Confirmed {
                     id: fault.id,
                     ts_ns: event.ts_ns(),

@@ -38,6 +38,7 @@ pub struct Measurement {
     finished: Vec<u64>,
     /// The reader of the report went away (a closed pipe is a normal way to stop).
     closed: bool,
+    exporters: Option<crate::export::Shared>,
 }
 
 impl Measurement {
@@ -59,7 +60,13 @@ impl Measurement {
             probes: Vec::new(),
             finished: Vec::new(),
             closed: false,
+            exporters: None,
         })
+    }
+
+    /// Ended episodes also go to these exporters.
+    pub fn set_exporters(&mut self, exporters: crate::export::Shared) {
+        self.exporters = Some(exporters);
     }
 
     /// Feeds one input; true once `--episodes` is reached or the report's reader is gone.
@@ -101,6 +108,9 @@ impl Measurement {
         for output in std::mem::take(&mut self.outputs) {
             match output {
                 Output::Episode(episode) => {
+                    if let Some(e) = &self.exporters {
+                        e.borrow_mut().episode(&episode);
+                    }
                     self.ended += 1;
                     self.finished.push(episode.id);
                     self.report(|r| r.episode(&episode))?;
@@ -148,6 +158,9 @@ impl Measurement {
     pub fn finish(mut self, end: End, outputs: &Outputs) -> std::io::Result<MeasureSummary> {
         self.engine.finish(end.ts_ns, &mut self.outputs);
         self.drain_outputs()?;
+        if let Some(e) = &self.exporters {
+            e.borrow_mut().lost(end.counters.lost);
+        }
         let duration_ns = end.ts_ns.saturating_sub(self.header.start_ns);
         let summary = MeasureSummary {
             duration_ns,

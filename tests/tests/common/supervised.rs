@@ -1,9 +1,20 @@
 //! A supervisor running the sample queue in a cgroup the test creates (shared by the measure
 //! and run suites).
 
-use std::{os::unix::fs::PermissionsExt as _, path::PathBuf, process::Command, time::Duration};
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
 
-use chaos_tests::{Spawned, TestCgroup, children_of, comm_of, free_port, scratch_dir, wait_until};
+use chaos_tests::{
+    Observer, Spawned, TestCgroup, children_of, comm_of, free_port, scratch_dir, wait_until,
+};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 
 pub const QUEUE: &str = env!("CARGO_BIN_EXE_chaos-queue");
 pub const QUEUE_COMM: &str = "chaos-queue";
@@ -94,4 +105,53 @@ pub fn supervise_run_dir(name: &str, supervisor: &str, notify_fd: Option<u32>) -
     let dir = service_dir(port, notify_fd);
     let path = dir.path().to_str().unwrap().to_string();
     Supervised::start(name, dir, port, &[supervisor, &path])
+}
+
+pub fn kill_instance(pid: u32) {
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill our own instance");
+}
+
+/// Starts `chaos measure` on the supervisor and kills the instance once per entry of
+/// `settle`, each after that much uptime, waiting for each episode; chaos is left running
+/// (`.finish()` stops it).
+pub fn measure_kills(svc: &Supervised, extra: &[&str], settle: &[Duration]) -> Observer {
+    let episodes = settle.len().to_string();
+    let mut args = vec!["--episodes", &episodes];
+    args.extend_from_slice(extra);
+    measure_kills_then_wait(svc, &args, settle)
+}
+
+/// As [`measure_kills`], but chaos measure goes on after the kills (until `.stop()`).
+pub fn measure_kills_then_wait(svc: &Supervised, extra: &[&str], settle: &[Duration]) -> Observer {
+    let first = svc.ready_instance();
+    let pid = svc.pid().to_string();
+    let kills = settle.len() as u64;
+    let mut args = vec!["--supervisor", &pid, "--ready", "listen"];
+    args.extend_from_slice(extra);
+    let mut measure = Observer::measure(&args);
+    let mut instance = first;
+    let mut since = Instant::now();
+    for (id, &settle) in (1..=kills).zip(settle) {
+        wait_until("the instance to settle", LOOK, || since.elapsed() >= settle);
+        kill_instance(instance);
+        measure.wait_for(&format!("episode {id}"), |e| {
+            e["type"] == "episode" && e["data"]["id"] == id
+        });
+        if id < kills {
+            instance = svc.ready_instance();
+            since = Instant::now();
+        }
+    }
+    measure
+}
+
+/// A queue under runsv, settled (runsv throttles a service that ran for less than a second).
+pub fn queue_under_runit(name: &str) -> (Supervised, u32) {
+    let svc = supervise_run_dir(name, "runsv", None);
+    let instance = svc.ready_instance();
+    let since = std::time::Instant::now();
+    wait_until("the instance to settle", LOOK, || {
+        since.elapsed() >= SETTLED
+    });
+    (svc, instance)
 }

@@ -1,0 +1,316 @@
+//! OTLP over HTTP/protobuf with the opentelemetry crates: a span per fault with a child per
+//! recovery phase (start and end from kernel timestamps), and the metrics of [`super`].
+//!
+//! The SDK exports from its own threads (batch span processor, periodic metric reader), so
+//! the blocking HTTP client never runs inside chaos's async runtime; `shutdown` flushes both.
+
+use std::collections::HashMap;
+
+use opentelemetry::{
+    Context, KeyValue,
+    metrics::{Counter, Histogram, MeterProvider as _},
+    trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _},
+};
+use opentelemetry_otlp::{MetricExporter, SpanExporter, WithExportConfig as _};
+use opentelemetry_sdk::{
+    Resource,
+    metrics::SdkMeterProvider,
+    trace::{SdkTracer, SdkTracerProvider},
+};
+
+use super::{BUCKETS, Clock, Exporter, phase_seconds, phase_spans};
+use crate::{
+    error::Error,
+    event::Event,
+    inject::report::Fault,
+    measure::episode::{Episode, Outcome},
+};
+
+/// Where OTLP goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `--otlp URL`: the base URL; `/v1/traces` and `/v1/metrics` are added.
+    Url(String),
+    /// No `--otlp`, but OTEL_EXPORTER_OTLP_ENDPOINT (or a per-signal one) is set: the SDK
+    /// reads the standard variables (endpoints, headers, timeout, compression).
+    Environment,
+}
+
+const ENV_ENDPOINTS: [&str; 3] = [
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+];
+
+impl Endpoint {
+    pub fn from_args(url: Option<&str>) -> Result<Option<Self>, Error> {
+        match url {
+            Some(url) => {
+                let host = url
+                    .strip_prefix("http://")
+                    .or_else(|| url.strip_prefix("https://"))
+                    .and_then(|rest| rest.split(['/', ':']).next());
+                let ok = host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace));
+                if !ok {
+                    return Err(Error::Usage(format!(
+                        "--otlp {url}: give the collector's OTLP/HTTP base URL, for example http://127.0.0.1:4318"
+                    )));
+                }
+                Ok(Some(Endpoint::Url(url.trim_end_matches('/').to_string())))
+            }
+            None => Ok(ENV_ENDPOINTS
+                .iter()
+                .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+                .then_some(Endpoint::Environment)),
+        }
+    }
+
+    fn signal(&self, path: &str) -> Option<String> {
+        match self {
+            Endpoint::Url(base) => Some(format!("{base}{path}")),
+            Endpoint::Environment => None,
+        }
+    }
+}
+
+pub struct Otlp {
+    tracer_provider: SdkTracerProvider,
+    meter_provider: SdkMeterProvider,
+    tracer: SdkTracer,
+    phases: Histogram<f64>,
+    injected: Counter<u64>,
+    confirmed: Counter<u64>,
+    restarts: Counter<u64>,
+    failed: Counter<u64>,
+    events: Counter<u64>,
+    lost: Counter<u64>,
+    lost_seen: u64,
+    /// Faults not yet matched to an episode or a proof: their spans are made when one comes.
+    pending: HashMap<u64, Fault>,
+    /// The last fault per pid (a fault's episode is the death of that pid).
+    by_pid: HashMap<u32, u64>,
+}
+
+fn build_error(what: &'static str, e: impl std::fmt::Display) -> Error {
+    Error::Usage(format!("--otlp: cannot set up the {what} exporter: {e}"))
+}
+
+impl Otlp {
+    pub fn new(endpoint: &Endpoint, attributes: &[(String, String)]) -> Result<Self, Error> {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let resource = Resource::builder()
+            .with_service_name("chaos")
+            .with_attributes(
+                [KeyValue::new("host.name", host)].into_iter().chain(
+                    attributes
+                        .iter()
+                        .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+                ),
+            )
+            .build();
+        let mut spans = SpanExporter::builder().with_http();
+        if let Some(url) = endpoint.signal("/v1/traces") {
+            spans = spans.with_endpoint(url);
+        }
+        let spans = spans.build().map_err(|e| build_error("trace", e))?;
+        let mut metrics = MetricExporter::builder().with_http();
+        if let Some(url) = endpoint.signal("/v1/metrics") {
+            metrics = metrics.with_endpoint(url);
+        }
+        let metrics = metrics.build().map_err(|e| build_error("metric", e))?;
+        let tracer_provider = SdkTracerProvider::builder()
+            .with_batch_exporter(spans)
+            .with_resource(resource.clone())
+            .build();
+        let meter_provider = SdkMeterProvider::builder()
+            .with_periodic_exporter(metrics)
+            .with_resource(resource)
+            .build();
+        let tracer = tracer_provider.tracer("chaos");
+        let meter = meter_provider.meter("chaos");
+        Ok(Self {
+            phases: meter
+                .f64_histogram("chaos.recovery.phase.duration")
+                .with_unit("s")
+                .with_description("Recovery phases of recovered episodes, and their total")
+                .with_boundaries(BUCKETS.to_vec())
+                .build(),
+            injected: meter
+                .u64_counter("chaos.faults.injected")
+                .with_description("Faults injected")
+                .build(),
+            confirmed: meter
+                .u64_counter("chaos.faults.confirmed")
+                .with_description("Faults proven by a kernel event")
+                .build(),
+            restarts: meter
+                .u64_counter("chaos.restarts")
+                .with_description("Recovered episodes")
+                .build(),
+            failed: meter
+                .u64_counter("chaos.recoveries.failed")
+                .with_description("Episodes not recovered in time")
+                .build(),
+            events: meter
+                .u64_counter("chaos.events")
+                .with_description("Kernel events of the target set")
+                .build(),
+            lost: meter
+                .u64_counter("chaos.events.lost")
+                .with_description("Events the ring buffer dropped")
+                .build(),
+            lost_seen: 0,
+            tracer,
+            tracer_provider,
+            meter_provider,
+            pending: HashMap::new(),
+            by_pid: HashMap::new(),
+        })
+    }
+
+    /// A span for `fault` from `start` to `end` (kernel times), with the episode's phases as
+    /// children when there is one.
+    fn span(
+        &self,
+        fault: Option<&Fault>,
+        episode: Option<&Episode>,
+        start: u64,
+        end: u64,
+        clock: &Clock,
+    ) {
+        let name = fault
+            .map(|f| f.value.clone())
+            .or_else(|| episode.and_then(|e| e.fault.as_ref().map(|f| f.signal_name.clone())))
+            .unwrap_or_else(|| "exit".into());
+        let mut attributes = Vec::new();
+        if let Some(f) = fault {
+            attributes.extend([
+                KeyValue::new("chaos.fault.id", f.id as i64),
+                KeyValue::new("chaos.fault.kind", f.fault),
+                KeyValue::new("chaos.fault.backend", f.backend),
+                KeyValue::new("process.pid", i64::from(f.pid)),
+                KeyValue::new("process.command", f.comm.clone()),
+            ]);
+            if let Some(syscall) = &f.syscall {
+                attributes.push(KeyValue::new("chaos.fault.syscall", syscall.clone()));
+            }
+        }
+        if let Some(e) = episode {
+            attributes.extend([
+                KeyValue::new("chaos.episode.id", e.id as i64),
+                KeyValue::new(
+                    "chaos.episode.outcome",
+                    format!("{:?}", e.outcome).to_lowercase(),
+                ),
+                KeyValue::new("chaos.episode.old_pid", i64::from(e.old_pid)),
+                KeyValue::new("chaos.episode.supervisor", i64::from(e.supervisor)),
+            ]);
+            if let Some(new) = e.new_pid {
+                attributes.push(KeyValue::new("chaos.episode.new_pid", i64::from(new)));
+            }
+        }
+        let root = self
+            .tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Internal)
+            .with_start_time(clock.wall(start))
+            .with_attributes(attributes)
+            .start_with_context(&self.tracer, &Context::new());
+        let cx = Context::new().with_span(root);
+        if let Some(e) = episode {
+            for phase in phase_spans(e) {
+                let mut child = self
+                    .tracer
+                    .span_builder(phase.name)
+                    .with_start_time(clock.wall(phase.start_ns))
+                    .start_with_context(&self.tracer, &cx);
+                child.end_with_timestamp(clock.wall(phase.end_ns));
+            }
+            if e.outcome != Outcome::Recovered {
+                cx.span().set_status(Status::error(
+                    e.reason.clone().unwrap_or_else(|| "not recovered".into()),
+                ));
+            }
+        }
+        cx.span().end_with_timestamp(clock.wall(end.max(start)));
+    }
+}
+
+impl Exporter for Otlp {
+    fn event(&mut self, event: &Event) {
+        self.events.add(1, &[KeyValue::new("kind", event.kind())]);
+    }
+
+    fn fault(&mut self, fault: &Fault, _clock: &Clock) {
+        self.injected.add(1, &[KeyValue::new("fault", fault.fault)]);
+        self.by_pid.insert(fault.pid, fault.id);
+        self.pending.insert(fault.id, fault.clone());
+    }
+
+    fn confirmed(&mut self, fault: &Fault, ts_ns: u64, clock: &Clock) {
+        self.confirmed
+            .add(1, &[KeyValue::new("fault", fault.fault)]);
+        // A signal that kills is the start of an episode: its span waits for it. Others
+        // (an errno, a signal that did not kill) end at their proof.
+        if fault.fault != "signal" {
+            self.pending.remove(&fault.id);
+            self.span(Some(fault), None, fault.ts_ns, ts_ns, clock);
+        }
+    }
+
+    fn episode(&mut self, episode: &Episode, clock: &Clock) {
+        let phases = phase_seconds(episode);
+        for (phase, seconds) in &phases {
+            self.phases
+                .record(*seconds, &[KeyValue::new("phase", *phase)]);
+        }
+        match episode.outcome {
+            Outcome::Recovered => self.restarts.add(1, &[]),
+            Outcome::Failed => self.failed.add(1, &[]),
+            Outcome::Unfinished => {}
+        }
+        let fault = self
+            .by_pid
+            .remove(&episode.old_pid)
+            .and_then(|id| self.pending.remove(&id));
+        let at = &episode.at_ns;
+        let start = fault
+            .as_ref()
+            .map(|f| f.ts_ns)
+            .or(at.fault)
+            .or(at.exit)
+            .unwrap_or(0);
+        let end = [at.ready, at.exec, at.forked, at.reaped, at.exit]
+            .into_iter()
+            .flatten()
+            .next()
+            .unwrap_or(start);
+        self.span(fault.as_ref(), Some(episode), start, end, clock);
+    }
+
+    fn lost(&mut self, total: u64) {
+        if total > self.lost_seen {
+            self.lost.add(total - self.lost_seen, &[]);
+            self.lost_seen = total;
+        }
+    }
+
+    fn shutdown(self: Box<Self>) -> Result<(), Error> {
+        let clock = Clock::now();
+        // Faults whose episode never came: a span each, ending where they began.
+        let mut left: Vec<&Fault> = self.pending.values().collect();
+        left.sort_by_key(|f| f.id);
+        for f in left {
+            self.span(Some(f), None, f.ts_ns, f.ts_ns, &clock);
+        }
+        let traces = self.tracer_provider.shutdown();
+        let metrics = self.meter_provider.shutdown();
+        traces
+            .map_err(|e| Error::Usage(format!("--otlp: exporting traces failed: {e}")))
+            .and(
+                metrics.map_err(|e| Error::Usage(format!("--otlp: exporting metrics failed: {e}"))),
+            )
+    }
+}

@@ -1,0 +1,257 @@
+//! The report as one self-contained HTML page: inline CSS, inline SVG plots drawn with
+//! plotters, no script and nothing fetched.
+//!
+//! Markers for tools (and the tests): each histogram is a `<figure class="histogram"
+//! data-phase=.. data-count=.. data-bars=..>` whose bars are the SVG rects filled with
+//! [`BAR_COLOR`]; the timeline's episodes are rects filled with [`RECOVERED_COLOR`] or
+//! [`FAILED_COLOR`]; each episode is a `<tr class="episode">` of the table.
+
+use std::fmt::Write as _;
+
+use plotters::{coord::Shift, prelude::*, style::RGBColor};
+
+use super::{bins, cdf, episode_span, phase_names, samples, verdict_word};
+use crate::{experiment::result::RunResult, measure::episode::Outcome, output::human_duration};
+
+pub const BAR_COLOR: RGBColor = RGBColor(0x4C, 0x78, 0xA8);
+pub const RECOVERED_COLOR: RGBColor = RGBColor(0x54, 0xA2, 0x4B);
+pub const FAILED_COLOR: RGBColor = RGBColor(0xE4, 0x57, 0x56);
+const FAULT_COLOR: RGBColor = RGBColor(0xF5, 0x85, 0x18);
+const LINE_COLOR: RGBColor = RGBColor(0x44, 0x44, 0x44);
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Draws into an SVG string of `size`.
+fn svg(size: (u32, u32), draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>)) -> String {
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
+        let _ = root.fill(&WHITE);
+        draw(&root);
+        let _ = root.present();
+    }
+    out
+}
+
+/// Milliseconds, the unit of every plot's duration axis.
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn histogram(values: &[u64], label: &str) -> (String, usize) {
+    let b = bins(values, 20);
+    let bars = b.iter().filter(|(_, _, c)| *c > 0).count();
+    let (lo, hi) = (
+        ms(b.first().map_or(0, |x| x.0)),
+        ms(b.last().map_or(1, |x| x.1)),
+    );
+    let top = b.iter().map(|(_, _, c)| *c).max().unwrap_or(1);
+    let chart = svg((420, 240), |root| {
+        let Ok(mut chart) = ChartBuilder::on(root)
+            .caption(label, ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(32)
+            .y_label_area_size(36)
+            .build_cartesian_2d(lo..hi.max(lo + 1e-6), 0u64..top + 1)
+        else {
+            return;
+        };
+        let _ = chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_desc("ms")
+            .y_desc("episodes")
+            .x_labels(5)
+            .y_labels(5)
+            .draw();
+        let _ = chart.draw_series(
+            b.iter()
+                .filter(|(_, _, c)| *c > 0)
+                .map(|(s, e, c)| Rectangle::new([(ms(*s), 0), (ms(*e), *c)], BAR_COLOR.filled())),
+        );
+    });
+    (chart, bars)
+}
+
+fn cdf_chart(values: &[u64]) -> String {
+    let points = cdf(values);
+    let hi = ms(points.last().map_or(1, |p| p.0)).max(1e-3);
+    svg((860, 280), |root| {
+        let Ok(mut chart) = ChartBuilder::on(root)
+            .caption("total recovery time: CDF", ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(32)
+            .y_label_area_size(40)
+            .build_cartesian_2d(0.0..hi * 1.05, 0.0..1.0)
+        else {
+            return;
+        };
+        let _ = chart
+            .configure_mesh()
+            .x_desc("ms")
+            .y_desc("fraction of episodes")
+            .draw();
+        // A step line: each value raises the fraction.
+        let mut steps = vec![(0.0, 0.0)];
+        let mut previous = 0.0;
+        for (v, f) in &points {
+            steps.push((ms(*v), previous));
+            steps.push((ms(*v), *f));
+            previous = *f;
+        }
+        let _ = chart.draw_series(LineSeries::new(steps, LINE_COLOR.stroke_width(2)));
+    })
+}
+
+fn timeline(r: &RunResult) -> String {
+    let end = r.duration_ns.max(1);
+    let secs = |ts: u64| ts.saturating_sub(r.start_ns) as f64 / 1e9;
+    let rows = r.episodes.len() as f64 + 1.0;
+    svg((860, 120 + 14 * r.episodes.len() as u32), |root| {
+        let Ok(mut chart) = ChartBuilder::on(root)
+            .caption(
+                "timeline: faults (row 0) and episodes, fault to ready",
+                ("sans-serif", 16),
+            )
+            .margin(8)
+            .x_label_area_size(32)
+            .y_label_area_size(40)
+            .build_cartesian_2d(0.0..end as f64 / 1e9, -0.5..rows)
+        else {
+            return;
+        };
+        let _ = chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .x_desc("seconds since the start")
+            .y_desc("episode")
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .draw();
+        let _ = chart.draw_series(
+            r.faults
+                .iter()
+                .map(|f| TriangleMarker::new((secs(f.ts_ns), 0.0), 5, FAULT_COLOR.filled())),
+        );
+        let _ = chart.draw_series(r.episodes.iter().enumerate().map(|(i, e)| {
+            let (start, stop) = episode_span(e);
+            let color = if e.outcome == Outcome::Recovered {
+                RECOVERED_COLOR
+            } else {
+                FAILED_COLOR
+            };
+            let y = i as f64 + 1.0;
+            // At least a visible sliver: most recoveries last milliseconds.
+            let width = (secs(stop) - secs(start)).max(end as f64 / 1e9 / 400.0);
+            Rectangle::new(
+                [(secs(start), y - 0.35), (secs(start) + width, y + 0.35)],
+                color.filled(),
+            )
+        }));
+    })
+}
+
+pub fn page(r: &RunResult) -> String {
+    let mut h = String::new();
+    let verdict = verdict_word(r);
+    let class = verdict.to_lowercase();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>chaos report: {id}</title>\n<style>{CSS}</style></head><body>\n<header><h1>{id}</h1><p class=\"verdict {class}\">{verdict} <span>(exit {code})</span></p>\n<p class=\"hypothesis\">{hyp}</p>\n<p class=\"meta\">blast radius {radius} &middot; {faults} fault(s) &middot; {episodes} episode(s) &middot; {duration}</p>",
+        id = escape(&r.experiment),
+        code = r.exit_code,
+        hyp = escape(&r.hypothesis),
+        radius = escape(&r.blast_radius),
+        faults = r.faults.len(),
+        episodes = r.episodes.len(),
+        duration = human_duration(r.duration_ns),
+    );
+    if let Some(why) = &r.abort {
+        let _ = write!(h, "<p class=\"abort\">aborted: {}</p>", escape(why));
+    }
+    h.push_str("</header>\n<section><h2>Hypothesis</h2><table class=\"clauses\"><tr><th></th><th>clause</th><th>measured</th></tr>\n");
+    for c in &r.clauses {
+        let _ = writeln!(
+            h,
+            "<tr class=\"clause {}\"><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if c.held { "held" } else { "failed" },
+            if c.held { "held" } else { "FAILED" },
+            escape(&c.name),
+            escape(&c.detail)
+        );
+    }
+    h.push_str("</table></section>\n<section><h2>Recovery phases</h2><div class=\"grid\">\n");
+    for (name, label) in phase_names() {
+        let values = samples(&r.episodes, name);
+        if values.is_empty() {
+            continue;
+        }
+        let (chart, bars) = histogram(&values, label);
+        let _ = writeln!(
+            h,
+            "<figure class=\"histogram\" data-phase=\"{name}\" data-count=\"{}\" data-bars=\"{bars}\">{chart}</figure>",
+            values.len()
+        );
+    }
+    h.push_str("</div></section>\n");
+    let total = samples(&r.episodes, "total");
+    if !total.is_empty() {
+        let _ = writeln!(
+            h,
+            "<section><h2>Total recovery time</h2><figure class=\"cdf\">{}</figure></section>",
+            cdf_chart(&total)
+        );
+    }
+    let _ = writeln!(
+        h,
+        "<section><h2>Timeline</h2><figure class=\"timeline\" data-episodes=\"{}\" data-faults=\"{}\">{}</figure></section>",
+        r.episodes.len(),
+        r.faults.len(),
+        timeline(r)
+    );
+    h.push_str("<section><h2>Episodes</h2><table class=\"episodes\"><tr><th>#</th><th>pid</th><th>outcome</th>");
+    for (_, label) in phase_names() {
+        let _ = write!(h, "<th>{}</th>", escape(label));
+    }
+    h.push_str("</tr>\n");
+    for e in &r.episodes {
+        let outcome = format!("{:?}", e.outcome).to_lowercase();
+        let _ = write!(
+            h,
+            "<tr class=\"episode {outcome}\" data-id=\"{}\"><td>{}</td><td>{} &rarr; {}</td><td>{outcome}</td>",
+            e.id,
+            e.id,
+            e.old_pid,
+            e.new_pid.map_or("-".into(), |p| p.to_string())
+        );
+        for (name, _) in phase_names() {
+            let value = if name == "total" {
+                e.total_ns
+            } else {
+                e.phases_ns
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .and_then(|(_, v)| v)
+            };
+            let _ = write!(h, "<td>{}</td>", value.map_or("-".into(), human_duration));
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table></section>\n<footer>chaos report &middot; kernel timestamps (CLOCK_MONOTONIC) &middot; from ");
+    h.push_str(&escape(&r.file));
+    h.push_str("</footer></body></html>\n");
+    h
+}
+
+const CSS: &str = "body{font-family:system-ui,sans-serif;margin:24px auto;max-width:900px;color:#222}\
+h1{margin:0 0 4px}h2{border-bottom:1px solid #ddd;padding-bottom:4px}\
+.verdict{font-size:22px;font-weight:700;display:inline-block;padding:4px 12px;border-radius:6px;color:#fff}\
+.verdict span{font-weight:400;font-size:15px}.verdict.held{background:#54A24B}.verdict.refuted{background:#E45756}.verdict.aborted{background:#B279A2}\
+.hypothesis{font-size:17px}.meta,footer{color:#666;font-size:13px}.abort{color:#B279A2;font-weight:600}\
+table{border-collapse:collapse;width:100%;font-size:13px}td,th{border-bottom:1px solid #eee;padding:3px 6px;text-align:left}\
+tr.clause.held td:first-child{color:#54A24B;font-weight:700}tr.clause.failed td:first-child{color:#E45756;font-weight:700}\
+.grid{display:grid;grid-template-columns:1fr 1fr;gap:8px}figure{margin:0}tr.episode.failed{background:#fdecec}";

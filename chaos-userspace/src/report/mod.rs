@@ -1,0 +1,162 @@
+//! `chaos report RESULT.json [--html OUT.html]`: a run's result as people read it, in the
+//! terminal or as a self-contained HTML page (SVG plots drawn with plotters).
+//!
+//! Both renditions show the verdict and its clauses, a histogram per recovery phase, the CDF
+//! of total recovery time, and a timeline of faults and episodes.
+
+pub mod html;
+pub mod terminal;
+
+use std::path::Path;
+
+use crate::{
+    error::Error,
+    experiment::result::RunResult,
+    measure::episode::{Episode, Outcome, PHASES},
+};
+
+pub fn run(args: crate::cli::ReportArgs) -> Result<u8, Error> {
+    let result = load(&args.result)?;
+    match &args.html {
+        Some(out) => {
+            let page = html::page(&result);
+            std::fs::write(out, page).map_err(|source| Error::Io {
+                what: "cannot write the --html page",
+                source,
+            })?;
+            println!(
+                "{}: {} episode(s), verdict {}",
+                out.display(),
+                result.episodes.len(),
+                verdict_word(&result)
+            );
+        }
+        None => {
+            let mut out = std::io::stdout();
+            terminal::render(&mut out, &result).map_err(Error::Output)?;
+        }
+    }
+    Ok(0)
+}
+
+pub fn load(path: &Path) -> Result<RunResult, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Usage(format!("{}: cannot read: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| {
+        Error::Usage(format!(
+            "{}:{}:{}: not the result of chaos run (--json): {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+pub fn verdict_word(result: &RunResult) -> &'static str {
+    match result.verdict {
+        crate::experiment::verdict::Verdict::Held => "HELD",
+        crate::experiment::verdict::Verdict::Refuted => "REFUTED",
+        crate::experiment::verdict::Verdict::Aborted => "ABORTED",
+    }
+}
+
+/// The phases in order, then "total": (name, label).
+pub fn phase_names() -> Vec<(&'static str, &'static str)> {
+    PHASES
+        .iter()
+        .map(|p| (p.name, p.label))
+        .chain([("total", "total")])
+        .collect()
+}
+
+/// Durations (ns) of `phase` over the recovered episodes.
+pub fn samples(episodes: &[Episode], phase: &str) -> Vec<u64> {
+    episodes
+        .iter()
+        .filter(|e| e.outcome == Outcome::Recovered)
+        .filter_map(|e| {
+            if phase == "total" {
+                e.total_ns
+            } else {
+                e.phases_ns
+                    .iter()
+                    .find(|(n, _)| *n == phase)
+                    .and_then(|(_, v)| v)
+            }
+        })
+        .collect()
+}
+
+/// Equal-width bins covering [min, max] of `values`: (start, end, count) per bin, at most
+/// `max_bins` (fewer for few values); empty bins are kept (they are gaps in the picture).
+pub fn bins(values: &[u64], max_bins: usize) -> Vec<(u64, u64, u64)> {
+    let (Some(&min), Some(&max)) = (values.iter().min(), values.iter().max()) else {
+        return Vec::new();
+    };
+    let n = values.len().clamp(1, max_bins.max(1)) as u64;
+    let width = (max - min + 1).div_ceil(n);
+    let used = (max - min) / width + 1;
+    let mut counts = vec![0u64; used as usize];
+    for &v in values {
+        counts[((v - min) / width) as usize] += 1;
+    }
+    counts
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let start = min + i as u64 * width;
+            (start, start + width, c)
+        })
+        .collect()
+}
+
+/// The empirical CDF: (value, fraction of values <= it), sorted.
+pub fn cdf(values: &[u64]) -> Vec<(u64, f64)> {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let n = sorted.len() as f64;
+    sorted
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (v, (i + 1) as f64 / n))
+        .collect()
+}
+
+/// Where an episode sits on the timeline (kernel ns): from its fault (or exit) to its end
+/// (ready, or the last milestone seen).
+pub fn episode_span(e: &Episode) -> (u64, u64) {
+    let at = &e.at_ns;
+    let start = at.fault.or(at.exit).unwrap_or(0);
+    let end = [at.ready, at.exec, at.forked, at.reaped, at.exit]
+        .into_iter()
+        .flatten()
+        .next()
+        .unwrap_or(start);
+    (start, end.max(start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bins_cover_every_value_once() {
+        let values = [10, 11, 12, 20, 30, 100];
+        let b = bins(&values, 4);
+        assert_eq!(b.len(), 4);
+        assert_eq!(b.iter().map(|(_, _, c)| c).sum::<u64>(), 6);
+        assert_eq!(b[0], (10, 33, 5));
+        assert_eq!(b[3], (79, 102, 1));
+        assert_eq!(bins(&[5], 20), vec![(5, 6, 1)]);
+        assert!(bins(&[], 20).is_empty());
+        let same = bins(&[7, 7, 7], 20);
+        assert_eq!(same.iter().map(|(_, _, c)| c).sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn cdf_ends_at_one() {
+        let c = cdf(&[3, 1, 2, 4]);
+        assert_eq!(c.first(), Some(&(1, 0.25)));
+        assert_eq!(c.last(), Some(&(4, 1.0)));
+    }
+}
