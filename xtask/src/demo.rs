@@ -155,8 +155,17 @@ fn recovery(bin: &Path) -> Result<()> {
             .args(["audit", "verify"])
             .arg(&audit),
     )?;
+    let report = out.join("report.html");
+    util::run(
+        Command::new(bin.join("chaos"))
+            .arg("report")
+            .arg(out.join("sync-helper.json"))
+            .arg("--html")
+            .arg(&report),
+    )?;
     println!(
-        "\nresults: {} (JSON), {} (JUnit), {} (HdrHistogram log), {} (audit log)",
+        "\nresults: {} (the report: histograms, CDF, timeline), {} (JSON), {} (JUnit), {} (HdrHistogram log), {} (audit log)",
+        report.display(),
         out.join("sync-helper.json").display(),
         out.join("sync-helper.xml").display(),
         out.join("sync-helper.hlog").display(),

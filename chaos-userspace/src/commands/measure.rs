@@ -118,13 +118,23 @@ impl MeasureConfig {
 
 pub fn run(args: MeasureArgs) -> Result<(), Error> {
     match args.replay.clone() {
-        Some(path) => replay(
-            &path,
-            args.json,
-            Outputs {
-                hdr_log: args.hdr_log,
-            },
-        ),
+        Some(path) => {
+            let export = ExportConfig::from_args(&args.export)?;
+            if export.prometheus.is_some() {
+                return Err(Error::Usage(
+                    "--prometheus serves while measuring live; a replay ends at once: use --textfile or --otlp"
+                        .into(),
+                ));
+            }
+            replay(
+                &path,
+                args.json,
+                Outputs {
+                    hdr_log: args.hdr_log,
+                },
+                &export,
+            )
+        }
         None => live(MeasureConfig::from_args(args)?),
     }
 }
@@ -139,10 +149,17 @@ fn report(json: bool) -> Box<dyn Report> {
 }
 
 /// Recomputes a recording: the same inputs through the same path as live.
-fn replay(path: &Path, json: bool, outputs: Outputs) -> Result<(), Error> {
+fn replay(path: &Path, json: bool, outputs: Outputs, export: &ExportConfig) -> Result<(), Error> {
     let recording = Recording::open(path)?;
+    // Exported times are those of the recording: its header ties kernel time to wall time.
+    let (exporters, _) = export::shared(export)?;
+    exporters.borrow_mut().clock = Some(export::Clock::new(
+        recording.header.start_ns,
+        recording.header.start_unix_ns,
+    ));
     let mut measurement =
         Measurement::new(recording.header, report(json), None, None).map_err(Error::Output)?;
+    measurement.set_exporters(exporters.clone());
     let mut last_ns = 0;
     for input in recording.inputs {
         last_ns = match &input {
@@ -163,6 +180,7 @@ fn replay(path: &Path, json: bool, outputs: Outputs) -> Result<(), Error> {
         }
     });
     measurement.finish(end, &outputs).map_err(Error::Output)?;
+    export::finish(&exporters);
     Ok(())
 }
 
