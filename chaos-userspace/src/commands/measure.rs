@@ -30,7 +30,7 @@ use crate::{
     measure::{
         Measurement, Outputs,
         discover::{Found, Selector, check_comm, find, processes},
-        record::{End, Header, Input, ReadyMark, Recording, Tick, VERSION},
+        record::{End, Header, Input, ReadyMark, Recording, Tick},
         report::{JsonReport, Report, TableReport},
         service::{Ready, Service},
     },
@@ -214,23 +214,14 @@ fn live(config: MeasureConfig) -> Result<(), Error> {
     let mut target_set = programs.target_set()?;
     follow_service(&mut target_set, &found, &config.selector)?;
 
-    let start_ns = monotonic_ns();
-    let start_unix_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let header = Header {
-        version: VERSION,
-        start_ns,
-        start_unix_ns,
-        service: Service {
-            comm: found.comm.clone(),
-            supervisors: found.supervisors.clone(),
-            explicit_supervisors: found.explicit,
-            instances: found.instances.clone(),
-            ready: config.ready.clone(),
-            recovery_timeout_ns: config.recovery_timeout.as_nanos() as u64,
-        },
-    };
+    let header = Header::starting_now(Service {
+        comm: found.comm.clone(),
+        supervisors: found.supervisors.clone(),
+        explicit_supervisors: found.explicit,
+        instances: found.instances.clone(),
+        ready: config.ready.clone(),
+        recovery_timeout_ns: config.recovery_timeout.as_nanos() as u64,
+    });
     let record: Option<Box<dyn Write>> = match &config.record {
         Some(path) => Some(Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).map_err(|source| Error::Io {

@@ -64,7 +64,7 @@ use crate::{
         Measurement, Outputs as MeasureOutputs,
         discover::{Found, Proc, find, process, processes},
         episode::{Episode, Outcome},
-        record::{End, Header, Input, ReadyMark, Tick, VERSION},
+        record::{End, Header, Input, ReadyMark, Tick},
         report::{MeasureSummary, Report, TableReport},
         service::{Ready, Service},
     },
@@ -239,21 +239,15 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         return Ok(0);
     }
 
-    let start_ns = monotonic_ns();
-    let start_unix_ns = unix_ns();
-    let header = Header {
-        version: VERSION,
-        start_ns,
-        start_unix_ns,
-        service: Service {
-            comm: found.comm.clone(),
-            supervisors: found.supervisors.clone(),
-            explicit_supervisors: found.explicit,
-            instances: found.instances.clone(),
-            ready: experiment.target.ready.clone(),
-            recovery_timeout_ns: recovery_timeout(&experiment).as_nanos() as u64,
-        },
-    };
+    let header = Header::starting_now(Service {
+        comm: found.comm.clone(),
+        supervisors: found.supervisors.clone(),
+        explicit_supervisors: found.explicit,
+        instances: found.instances.clone(),
+        ready: experiment.target.ready.clone(),
+        recovery_timeout_ns: recovery_timeout(&experiment).as_nanos() as u64,
+    });
+    let (start_ns, start_unix_ns) = (header.start_ns, header.start_unix_ns);
     let collected = Rc::new(RefCell::new(Collected::default()));
     let mut measurement =
         Measurement::new(header, Box::new(Collect(collected.clone())), None, None)
@@ -523,12 +517,6 @@ fn print_plan(
     ));
     print!("{out}");
     let _ = std::io::stdout().flush();
-}
-
-fn unix_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Runs the verify command once: Ok when it exits 0 within `timeout`.
@@ -1304,14 +1292,5 @@ fn print_verdict(
     if let Some(why) = abort {
         writeln!(out, "  aborted: {why}")?;
     }
-    for c in clauses {
-        writeln!(
-            out,
-            "  [{}] {}: {}",
-            if c.held { "held" } else { "FAILED" },
-            c.name,
-            c.detail
-        )?;
-    }
-    Ok(())
+    verdict::write_clauses(out, clauses)
 }

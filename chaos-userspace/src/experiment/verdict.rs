@@ -127,6 +127,20 @@ pub fn clauses(experiment: &Experiment, stats: &Stats, evidence: &Evidence) -> V
     out
 }
 
+/// A line per clause: `  [held] name: detail` or `  [FAILED] ...`.
+pub fn write_clauses(out: &mut impl std::io::Write, clauses: &[Clause]) -> std::io::Result<()> {
+    for c in clauses {
+        writeln!(
+            out,
+            "  [{}] {}: {}",
+            if c.held { "held" } else { "FAILED" },
+            c.name,
+            c.detail
+        )?;
+    }
+    Ok(())
+}
+
 /// Held when every clause held, unless a guard (or the operator) aborted.
 pub fn verdict(clauses: &[Clause], aborted: bool) -> Verdict {
     if aborted {

@@ -85,8 +85,9 @@ pub struct Otlp {
     events: Counter<u64>,
     lost: Counter<u64>,
     lost_seen: u64,
-    /// Faults not yet matched to an episode or a proof: their spans are made when one comes.
-    pending: HashMap<u64, Fault>,
+    /// Faults not yet matched to an episode, with their proof's time once seen: their spans
+    /// are made when the episode ends, or at shutdown (ending at the proof).
+    pending: HashMap<u64, (Fault, Option<u64>)>,
     /// The last fault per pid (a fault's episode is the death of that pid).
     by_pid: HashMap<u32, u64>,
 }
@@ -246,17 +247,19 @@ impl Exporter for Otlp {
     fn fault(&mut self, fault: &Fault, _clock: &Clock) {
         self.injected.add(1, &[KeyValue::new("fault", fault.fault)]);
         self.by_pid.insert(fault.pid, fault.id);
-        self.pending.insert(fault.id, fault.clone());
+        self.pending.insert(fault.id, (fault.clone(), None));
     }
 
     fn confirmed(&mut self, fault: &Fault, ts_ns: u64, clock: &Clock) {
         self.confirmed
             .add(1, &[KeyValue::new("fault", fault.fault)]);
-        // A signal that kills is the start of an episode: its span waits for it. Others
-        // (an errno, a signal that did not kill) end at their proof.
+        // A signal that kills is the start of an episode: its span waits for it (or for the
+        // end). An errno ends at its proof.
         if fault.fault != "signal" {
             self.pending.remove(&fault.id);
             self.span(Some(fault), None, fault.ts_ns, ts_ns, clock);
+        } else if let Some((_, proof)) = self.pending.get_mut(&fault.id) {
+            *proof = Some(ts_ns);
         }
     }
 
@@ -274,7 +277,8 @@ impl Exporter for Otlp {
         let fault = self
             .by_pid
             .remove(&episode.old_pid)
-            .and_then(|id| self.pending.remove(&id));
+            .and_then(|id| self.pending.remove(&id))
+            .map(|(fault, _)| fault);
         let at = &episode.at_ns;
         let start = fault
             .as_ref()
@@ -299,11 +303,12 @@ impl Exporter for Otlp {
 
     fn shutdown(self: Box<Self>) -> Result<(), Error> {
         let clock = Clock::now();
-        // Faults whose episode never came: a span each, ending where they began.
-        let mut left: Vec<&Fault> = self.pending.values().collect();
-        left.sort_by_key(|f| f.id);
-        for f in left {
-            self.span(Some(f), None, f.ts_ns, f.ts_ns, &clock);
+        // Faults with no episode (none measured, or none came): a span each, from the fault to
+        // its proof (or an instant, unproven).
+        let mut left: Vec<&(Fault, Option<u64>)> = self.pending.values().collect();
+        left.sort_by_key(|(f, _)| f.id);
+        for (f, proof) in left {
+            self.span(Some(f), None, f.ts_ns, proof.unwrap_or(f.ts_ns), &clock);
         }
         let traces = self.tracer_provider.shutdown();
         let metrics = self.meter_provider.shutdown();

@@ -220,6 +220,19 @@ pub struct Episode {
     pub reason: Option<String>,
 }
 
+impl Episode {
+    /// The duration of phase `name` (a [`PHASES`] name, or "total"), when it was measured.
+    pub fn phase_ns(&self, name: &str) -> Option<u64> {
+        if name == "total" {
+            return self.total_ns;
+        }
+        self.phases_ns
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v)
+    }
+}
+
 /// What the engine asks of its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {

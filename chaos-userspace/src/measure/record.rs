@@ -35,6 +35,20 @@ pub struct Header {
     pub service: Service,
 }
 
+impl Header {
+    /// The header of a measurement of `service` that begins now.
+    pub fn starting_now(service: Service) -> Self {
+        let clock = crate::export::Clock::now();
+        let start_ns = crate::commands::common::monotonic_ns();
+        Self {
+            version: VERSION,
+            start_ns,
+            start_unix_ns: clock.unix_ns(start_ns),
+            service,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadyMark {
     pub episode: u64,

@@ -229,14 +229,7 @@ pub fn page(r: &RunResult) -> String {
             e.new_pid.map_or("-".into(), |p| p.to_string())
         );
         for (name, _) in phase_names() {
-            let value = if name == "total" {
-                e.total_ns
-            } else {
-                e.phases_ns
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .and_then(|(_, v)| v)
-            };
+            let value = e.phase_ns(name);
             let _ = write!(h, "<td>{}</td>", value.map_or("-".into(), human_duration));
         }
         h.push_str("</tr>\n");

@@ -74,16 +74,7 @@ pub fn samples(episodes: &[Episode], phase: &str) -> Vec<u64> {
     episodes
         .iter()
         .filter(|e| e.outcome == Outcome::Recovered)
-        .filter_map(|e| {
-            if phase == "total" {
-                e.total_ns
-            } else {
-                e.phases_ns
-                    .iter()
-                    .find(|(n, _)| *n == phase)
-                    .and_then(|(_, v)| v)
-            }
-        })
+        .filter_map(|e| e.phase_ns(phase))
         .collect()
 }
 

@@ -22,15 +22,7 @@ pub fn render(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
     if let Some(why) = &r.abort {
         writeln!(out, "aborted: {why}")?;
     }
-    for c in &r.clauses {
-        writeln!(
-            out,
-            "  [{}] {}: {}",
-            if c.held { "held" } else { "FAILED" },
-            c.name,
-            c.detail
-        )?;
-    }
+    crate::experiment::verdict::write_clauses(out, &r.clauses)?;
     writeln!(
         out,
         "{} fault(s), {} episode(s) in {}",
