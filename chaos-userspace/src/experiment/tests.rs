@@ -89,7 +89,7 @@ fn every_shipped_example_is_valid() {
         // The demo's cgroup exists only while the demo runs: a supervisor stands in for it.
         let text = text.replace("cgroup = \"chaos-demo\"", "supervisor = 4242");
         let e = check(&text, &path).unwrap_or_else(|err| panic!("{err}"));
-        checked.push((e.id, e.planned()));
+        checked.push((e.id.clone(), e.planned()));
     }
     checked.sort();
     assert_eq!(
