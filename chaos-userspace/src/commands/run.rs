@@ -125,29 +125,6 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     }
     print_plan(&experiment, &found, &outputs, args.dry_run);
 
-    let audit_path = outputs
-        .audit
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_AUDIT));
-    if let Some(dir) = audit_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            what: "cannot create the audit log's directory",
-            source,
-        })?;
-    }
-    let mut audit = AuditLog::open(&audit_path)?;
-    audit.append(json!({
-        "kind": "start",
-        "experiment": experiment.id,
-        "file": experiment.path.display().to_string(),
-        "hypothesis": experiment.hypothesis.statement,
-        "blast_radius": experiment.radius.name(),
-        "approved": args.approve,
-        "dry_run": args.dry_run,
-        "target": {"comm": found.comm, "supervisors": found.supervisors, "instances": found.instances.iter().map(|i| i.pid).collect::<Vec<_>>()},
-        "faults": experiment.faults.iter().map(|f| f.describe()).collect::<Vec<_>>(),
-    }))?;
-
     // The kernel: measurement hooks plus what the faults need; kernel faults disarmed until
     // the injection phase.
     let env = preflight::check()?;
@@ -214,16 +191,43 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     let mut target_set = programs.target_set()?;
     follow_service(&mut target_set, &found, &experiment.target.selector)?;
 
+    // The audit log opens once the kernel took the programs (a refusal leaves no record to
+    // end) and before anything acts.
+    let audit_path = outputs
+        .audit
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_AUDIT));
+    if let Some(dir) = audit_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            what: "cannot create the audit log's directory",
+            source,
+        })?;
+    }
+    let mut audit = AuditLog::open(&audit_path)?;
+    audit.append(json!({
+        "kind": "start",
+        "experiment": experiment.id,
+        "file": experiment.path.display().to_string(),
+        "hypothesis": experiment.hypothesis.statement,
+        "blast_radius": experiment.radius.name(),
+        "approved": args.approve,
+        "dry_run": args.dry_run,
+        "target": {"comm": found.comm, "supervisors": found.supervisors, "instances": found.instances.iter().map(|i| i.pid).collect::<Vec<_>>()},
+        "faults": experiment.faults.iter().map(|f| f.describe()).collect::<Vec<_>>(),
+    }))?;
+
     let (runtime, stops) = runtime_with_stops()?;
     let verify = experiment.hypothesis.verify.clone();
     if let Some(v) = &verify {
         let result = runtime.block_on(run_verify(v.command.clone(), v.timeout));
         audit.append(json!({"kind": "verify", "when": "before", "passed": result.is_ok(), "detail": result.as_ref().err()}))?;
         if let Err(why) = result {
-            return Err(Error::Usage(format!(
+            let message = format!(
                 "{}: hypothesis.verify fails before any fault ({why}): nothing was injected",
                 experiment.path.display()
-            )));
+            );
+            audit.append(json!({"kind": "end", "injected": 0, "error": message}))?;
+            return Err(Error::Usage(message));
         }
     }
     if args.dry_run {
