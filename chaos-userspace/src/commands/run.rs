@@ -739,6 +739,7 @@ impl<'a> Runner<'a> {
             };
             let mut extra = None;
             let mut fire = false;
+            let mut ticked = false;
             tokio::select! {
                 more = source.next_batch(&mut batch) => {
                     if !more? {
@@ -756,6 +757,7 @@ impl<'a> Runner<'a> {
                     let mut e = self.exporters.borrow_mut();
                     e.lost(source.counters().lost);
                     e.tick()?;
+                    ticked = true;
                 }
                 () = async {
                     match next_signal {
@@ -823,7 +825,10 @@ impl<'a> Runner<'a> {
             match self.phase {
                 Phase::Baseline if now >= baseline_end => self.start_injection(now)?,
                 Phase::Injection => {
-                    self.windows()?;
+                    if ticked {
+                        // Windows open and close by the minute: a tick's look is enough.
+                        self.windows()?;
+                    }
                     if self.injection_done() {
                         self.phase = Phase::Cooldown;
                         self.bar.set_prefix(Phase::Cooldown.name());
