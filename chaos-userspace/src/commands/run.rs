@@ -832,7 +832,7 @@ impl<'a> Runner<'a> {
                     if self.injection_done() {
                         self.phase = Phase::Cooldown;
                         self.bar.set_prefix(Phase::Cooldown.name());
-                        self.disarm_all()?;
+                        self.disarm_all("every fault is done")?;
                         self.say("chaos: every fault is done; cool-down".into());
                     }
                 }
@@ -851,7 +851,7 @@ impl<'a> Runner<'a> {
             }
             self.progress();
         }
-        self.disarm_all()?;
+        self.disarm_all("the run is over")?;
         for probe in probes.into_values() {
             probe.abort();
         }
@@ -972,7 +972,7 @@ impl<'a> Runner<'a> {
         if self.abort.is_some() {
             return Ok(());
         }
-        self.disarm_all()?;
+        self.disarm_all("abort")?;
         for s in &mut self.schedules {
             s.next = None;
         }
@@ -982,11 +982,14 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    fn disarm_all(&mut self) -> Result<(), Error> {
-        for kind in [fault_kind::TRIGGER_SIGNAL, fault_kind::LSM_ERRNO] {
+    /// Disarms every kernel rule still armed, each recorded in the audit log with `why`.
+    fn disarm_all(&mut self, why: &str) -> Result<(), Error> {
+        for f in &self.experiment.faults {
+            let Some(kind) = kernel_kind(f) else { continue };
             if self.armed[kind as usize] {
                 self.maps.set_armed(kind, false)?;
                 self.armed[kind as usize] = false;
+                self.audit.append(json!({"kind": "disarmed", "fault": f.index, "rule": f.describe(), "reason": why}))?;
             }
         }
         Ok(())
@@ -1020,11 +1023,7 @@ impl<'a> Runner<'a> {
     fn windows(&mut self) -> Result<(), Error> {
         let now = jiff::ZonedDateTime::now();
         for f in &self.experiment.faults {
-            let kind = match &f.action {
-                FaultAction::Trigger { .. } => fault_kind::TRIGGER_SIGNAL,
-                FaultAction::Errno { .. } => fault_kind::LSM_ERRNO,
-                FaultAction::Signal { .. } => continue,
-            };
+            let Some(kind) = kernel_kind(f) else { continue };
             let want = self.abort.is_none()
                 && self.kernel_fired[kind as usize] < f.count
                 && window::open(&f.windows, &now);
@@ -1042,15 +1041,10 @@ impl<'a> Runner<'a> {
             .schedules
             .iter()
             .all(|s| s.left == 0 || s.next.is_none());
-        let kernel = self.experiment.faults.iter().all(|f| match &f.action {
-            FaultAction::Trigger { .. } => {
-                self.kernel_fired[fault_kind::TRIGGER_SIGNAL as usize] >= f.count
-            }
-            FaultAction::Errno { .. } => {
-                self.kernel_fired[fault_kind::LSM_ERRNO as usize] >= f.count
-            }
-            FaultAction::Signal { .. } => true,
-        });
+        let kernel =
+            self.experiment.faults.iter().all(|f| {
+                kernel_kind(f).is_none_or(|kind| self.kernel_fired[kind as usize] >= f.count)
+            });
         signals && kernel
     }
 
@@ -1262,6 +1256,15 @@ impl<'a> Runner<'a> {
             "clauses": clauses.iter().map(|c| json!({"name": c.name, "held": c.held})).collect::<Vec<Value>>(),
         }))?;
         Ok(code)
+    }
+}
+
+/// The kind of kernel-fired fault (`chaos_common::fault`) of a file's fault, if it is one.
+fn kernel_kind(f: &experiment::Fault) -> Option<u32> {
+    match &f.action {
+        FaultAction::Trigger { .. } => Some(fault_kind::TRIGGER_SIGNAL),
+        FaultAction::Errno { .. } => Some(fault_kind::LSM_ERRNO),
+        FaultAction::Signal { .. } => None,
     }
 }
 
