@@ -153,10 +153,6 @@ fn replay(path: &Path, json: bool, outputs: Outputs, export: &ExportConfig) -> R
     let recording = Recording::open(path)?;
     // Exported times are those of the recording: its header ties kernel time to wall time.
     let (exporters, _) = export::shared(export)?;
-    exporters.borrow_mut().clock = Some(export::Clock::new(
-        recording.header.start_ns,
-        recording.header.start_unix_ns,
-    ));
     let mut measurement =
         Measurement::new(recording.header, report(json), None, None).map_err(Error::Output)?;
     measurement.set_exporters(exporters.clone());

@@ -64,8 +64,14 @@ impl Measurement {
         })
     }
 
-    /// Ended episodes also go to these exporters.
+    /// Ended episodes also go to these exporters, which from now on turn kernel times into
+    /// wall-clock times with this measurement's header (so exported times and the recorded or
+    /// reported ones agree exactly).
     pub fn set_exporters(&mut self, exporters: crate::export::Shared) {
+        exporters.borrow_mut().clock = Some(crate::export::Clock::new(
+            self.header.start_ns,
+            self.header.start_unix_ns,
+        ));
         self.exporters = Some(exporters);
     }
 
