@@ -62,11 +62,42 @@ fn usage(message: String) -> Error {
     Error::Usage(message)
 }
 
+/// What every `chaos inject` subcommand checks the same way: all of [`InjectConfig`] but
+/// the plan.
+struct Common {
+    spec: TargetSpec,
+    seed: u64,
+    seed_given: bool,
+    max_duration: Option<Duration>,
+    max_per_minute: u32,
+    dry_run: bool,
+    json: bool,
+    audit: Option<std::path::PathBuf>,
+    export: crate::export::ExportConfig,
+}
+
+impl Common {
+    fn with_plan(self, plan: Plan) -> InjectConfig {
+        InjectConfig {
+            plan,
+            spec: self.spec,
+            seed: self.seed,
+            seed_given: self.seed_given,
+            dry_run: self.dry_run,
+            max_duration: self.max_duration,
+            max_per_minute: self.max_per_minute,
+            json: self.json,
+            audit: self.audit,
+            export: self.export,
+        }
+    }
+}
+
 fn common(
     common: &InjectCommonArgs,
     targets: &InjectTargetArgs,
     ceiling: u32,
-) -> Result<(TargetSpec, u64, bool, Option<Duration>, u32), Error> {
+) -> Result<Common, Error> {
     let spec = TargetSpec {
         pids: targets.pids.clone(),
         follow: true,
@@ -90,20 +121,23 @@ fn common(
             "--max-per-minute {max_per_minute}: give 1 to {ceiling}"
         )));
     }
-    let seed = common.seed.unwrap_or_else(fresh_seed);
-    Ok((
+    Ok(Common {
         spec,
-        seed,
-        common.seed.is_some(),
+        seed: common.seed.unwrap_or_else(fresh_seed),
+        seed_given: common.seed.is_some(),
         max_duration,
         max_per_minute,
-    ))
+        dry_run: common.dry_run,
+        json: common.json,
+        audit: common.audit.clone(),
+        export: crate::export::ExportConfig::from_args(&common.export)?,
+    })
 }
 
 impl InjectConfig {
     pub fn signal(args: &InjectSignalArgs) -> Result<Self, Error> {
-        let (spec, seed, seed_given, max_duration, max_per_minute) =
-            common(&args.common, &args.targets, SIGNAL_CEILING_PER_MINUTE)?;
+        let base = common(&args.common, &args.targets, SIGNAL_CEILING_PER_MINUTE)?;
+        let (spec, seed, max_per_minute) = (&base.spec, base.seed, base.max_per_minute);
         let signal = names::signal(&args.signal).map_err(usage)?;
         let duration = |flag: &str, v: &Option<String>| {
             v.as_deref()
@@ -163,23 +197,12 @@ impl InjectConfig {
                 freeze_for,
             })
         };
-        Ok(Self {
-            plan,
-            spec,
-            seed,
-            seed_given,
-            dry_run: args.common.dry_run,
-            max_duration,
-            max_per_minute,
-            json: args.common.json,
-            audit: args.common.audit.clone(),
-            export: crate::export::ExportConfig::from_args(&args.common.export)?,
-        })
+        Ok(base.with_plan(plan))
     }
 
     pub fn errno(args: &InjectErrnoArgs) -> Result<Self, Error> {
-        let (spec, seed, seed_given, max_duration, max_per_minute) =
-            common(&args.common, &args.targets, ERRNO_CEILING_PER_MINUTE)?;
+        let base = common(&args.common, &args.targets, ERRNO_CEILING_PER_MINUTE)?;
+        let (spec, seed, max_per_minute) = (&base.spec, base.seed, base.max_per_minute);
         let nr = names::syscall("--syscall", &args.syscall).map_err(usage)?;
         let errno = names::errno(&args.errno).map_err(usage)? as i32;
         if !(0.0..=1.0).contains(&args.probability) {
@@ -253,18 +276,7 @@ impl InjectConfig {
                 }
             }
         };
-        Ok(Self {
-            plan,
-            spec,
-            seed,
-            seed_given,
-            dry_run: args.common.dry_run,
-            max_duration,
-            max_per_minute,
-            json: args.common.json,
-            audit: args.common.audit.clone(),
-            export: crate::export::ExportConfig::from_args(&args.common.export)?,
-        })
+        Ok(base.with_plan(plan))
     }
 }
 
