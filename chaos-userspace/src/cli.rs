@@ -53,6 +53,8 @@ Examples:
   chaos run exp.toml --dry-run                         check the file, the target and the kernel; hit nothing
   chaos run exp.toml --junit result.xml --json result.json   for a CI gate
   chaos run canary.toml --approve queue-canary-7       a canary experiment needs its id on the command line
+  chaos run exp.toml --record run.jsonl                keep every input of the run ...
+  chaos run --replay run.jsonl --json result.json      ... and recompute its verdict and result, without root
   chaos schema > experiment.schema.json                the file format, for editors
 
 Exit codes: 0 the hypothesis held, 1 it was refuted, 3 a guard (or Ctrl-C) aborted the run,
@@ -393,8 +395,14 @@ pub struct ReportArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The experiment file (TOML; `chaos schema` prints its JSON Schema).
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
+    #[arg(value_name = "FILE", required_unless_present = "replay")]
+    pub file: Option<PathBuf>,
+    /// Save every input of the run to FILE, for --replay.
+    #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
+    pub record: Option<PathBuf>,
+    /// Recompute a --record file's verdict and result (no root needed; nothing is touched).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["file", "record", "dry_run", "accept_blast_radius", "approve", "audit"])]
+    pub replay: Option<PathBuf>,
     /// Check the file, find the target, load the kernel programs and run the verify command;
     /// inject nothing.
     #[arg(long)]

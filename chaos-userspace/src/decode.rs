@@ -6,7 +6,7 @@
 
 use chaos_common::{
     EventHeader, ExecEvent, ExitEvent, ForkEvent, FsyncEvent, InjectEvent, ListenEvent, ReapEvent,
-    SignalDeliverEvent, SignalEvent, SyscallErrorEvent, fault, fsync_call, kind, lsm_hook,
+    SignalDeliverEvent, SignalEvent, SyscallErrorEvent, fsync_call, kind, lsm_hook,
 };
 
 use crate::{
@@ -14,6 +14,7 @@ use crate::{
         self, Event, Exec, Exit, Fork, Fsync, Inject, Listen, Reap, Signal, SignalDeliver,
         SyscallError, c_str,
     },
+    fault::KernelRule,
     kernel::layout::sync_syscall_name,
 };
 
@@ -27,6 +28,8 @@ pub enum DecodeError {
     },
     #[error("record has unknown kind {0}")]
     UnknownKind(u32),
+    #[error("inject record has unknown fault kind {0}")]
+    UnknownFault(u32),
 }
 
 /// Copies a `T` out of the front of `bytes` after checking the length.
@@ -113,24 +116,19 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         }
         kind::INJECT => {
             let e: InjectEvent = read(bytes, "inject event")?;
-            let (fault_name, what, value) = match e.fault {
-                fault::TRIGGER_SIGNAL => (
-                    "signal_trigger",
-                    event::syscall_name(e.what),
-                    event::signal_name(e.value),
-                ),
-                fault::LSM_ERRNO => (
-                    "lsm_errno",
+            let rule = KernelRule::from_slot(e.fault).ok_or(DecodeError::UnknownFault(e.fault))?;
+            let (what, value) = match rule {
+                KernelRule::Trigger => (event::syscall_name(e.what), event::signal_name(e.value)),
+                KernelRule::Lsm => (
                     lsm_hook_name(e.what).to_string(),
                     event::errno_name(e.value as i32),
                 ),
-                _ => ("unknown", e.what.to_string(), e.value.to_string()),
             };
             Event::Inject(Inject {
                 ts_ns: header.ts_ns,
                 pid: header.pid,
                 tid: e.tid,
-                fault: fault_name.into(),
+                fault: rule,
                 what,
                 value,
                 nth: e.nth,

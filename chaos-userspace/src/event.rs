@@ -146,7 +146,7 @@ pub struct Inject {
     pub ts_ns: u64,
     pub pid: u32,
     pub tid: u32,
-    pub fault: String,
+    pub fault: crate::fault::KernelRule,
     pub what: String,
     pub value: String,
     pub nth: u32,

@@ -7,12 +7,12 @@ fn main() -> ExitCode {
         .format_target(false)
         .init();
     let cli = chaos::cli::Cli::parse(); // exits 2 with clap's message on bad usage
-    match chaos::run(cli) {
+    match chaos::commands::run(cli) {
         Ok(code) => ExitCode::from(code),
-        Err(err) => {
-            eprintln!("chaos: error: {}", err.one_line());
-            log::debug!("{err:?}");
-            ExitCode::from(err.exit_code())
+        Err(failure) => {
+            eprintln!("chaos: error: {}", failure.one_line());
+            log::debug!("{:?}", failure.error);
+            ExitCode::from(failure.code)
         }
     }
 }

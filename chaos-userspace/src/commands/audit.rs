@@ -2,13 +2,11 @@
 
 use std::path::Path;
 
-use crate::{
-    audit::{AuditError, verify as check},
-    error::{EXIT_FAILURE, Error},
-};
+use super::{EXIT_FAILURE, Failure};
+use crate::audit::{AuditError, verify as check};
 
 /// Exit 0 when the chain is intact; 1, naming the first line that breaks it, when not.
-pub fn verify(path: &Path) -> Result<u8, Error> {
+pub fn verify(path: &Path) -> Result<u8, Failure> {
     match check(path) {
         Ok(chain) => {
             println!(

@@ -9,16 +9,17 @@ use aya::programs::{
 use chaos_common::Layout;
 use serde::Serialize;
 
+use super::{EXIT_USAGE, Failure};
 use crate::{
     bpf::{DEFAULT_RING_BYTES, Programs},
     cli::DoctorArgs,
-    error::{EXIT_USAGE, Error, chain},
     kernel::{
         btf::{KernelBtf, VMLINUX},
         layout::{Ext4Hooks, FsyncHook, HookSet, discover},
         preflight::{self, CAP_BPF, CAP_KILL, CAP_PERFMON, CAP_SYS_ADMIN, has_cap},
         tracefs,
     },
+    sys::chain,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -55,7 +56,7 @@ const REQUIRED: [&str; 6] = [
     "ring_buffer",
 ];
 
-pub fn run(args: DoctorArgs) -> Result<u8, Error> {
+pub fn run(args: DoctorArgs) -> Result<u8, Failure> {
     let report = diagnose();
     if args.json {
         println!(
@@ -189,14 +190,14 @@ struct ProbeContext {
 impl ProbeContext {
     fn new(tracefs: &Path, btf: &KernelBtf) -> Result<Self, String> {
         let layout = discover(tracefs, btf, HookSet::observe(FsyncHook::Off))
-            .map_err(|e| Error::from(e).one_line())?;
+            .map_err(|e| format!("this kernel lacks what the observer needs: {}", chain(&e)))?;
         let btf = aya::Btf::from_sys_fs().map_err(|e| chain(&e))?;
         Ok(Self { layout, btf })
     }
 
     /// A fresh object per probe, so that a refusal cannot affect the next probe.
     fn programs(&self) -> Result<Programs, String> {
-        Programs::load(&self.layout, DEFAULT_RING_BYTES).map_err(|e| Error::from(e).one_line())
+        Programs::load(&self.layout, DEFAULT_RING_BYTES).map_err(|e| chain(&e))
     }
 }
 

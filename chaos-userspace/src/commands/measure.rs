@@ -1,49 +1,37 @@
 //! `chaos measure`: recovery episodes of a supervised service, live from the kernel or
 //! replayed from a recording.
 //!
-//! Live order: arguments checked, kernel probed, service found in /proc, programs attached,
-//! the supervisors and instances put in the target set (following their children); only then
-//! is the recording opened and the readiness line printed.
+//! Live order: arguments checked, the kernel brought up, the service found in /proc, the
+//! supervisors and instances put in the target set (following their children); only then is
+//! the recording opened and the readiness line printed.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    io::Write,
-    path::{Path, PathBuf},
-    time::Duration,
+use std::{path::PathBuf, time::Duration};
+
+use super::{
+    EXIT_FAILURE, Failure,
+    common::{export_config, exporters, positive_secs, ring_bytes},
 };
-
-use chaos_common::{TargetInfo, reason, target_flag};
-use tokio::{sync::mpsc, task::AbortHandle};
-
-use super::common::{Stops, after, monotonic_ns, positive_secs, ring_bytes, runtime_with_stops};
 use crate::{
-    bpf::{Programs, TargetSet, counts_unsynced, hooks, ring::RingSource},
     cli::MeasureArgs,
-    error::Error,
+    driver::{self, Driver, Setup},
     event::KernelCounters,
-    export::{self, ExportConfig},
-    kernel::{
-        btf::KernelBtf,
-        layout::{Ext4Hooks, FsyncHook, HookSet, discover},
-        preflight,
+    export::{self, ExportConfig, Exporters},
+    kernel::layout::{FsyncHook, HookSet},
+    machine::{
+        Input, Tick,
+        record::{End, Recording},
     },
     measure::{
-        Measurement, Outputs,
-        discover::{Found, Selector, check_comm, find, processes},
-        record::{End, Header, Input, ReadyMark, Recording, Tick},
-        report::{JsonReport, Report, TableReport},
+        MeasureMachine, Measurement,
+        discover::{self, Selector, check_comm},
+        record::Header,
         service::{Ready, Service},
+        sink::{EpisodeSink, JsonEpisodes, TableEpisodes},
     },
-    source::EventSource,
-    target::{cgroup_rule, comm_key, scan_cgroups},
+    session::{KernelFaults, Session, SessionPlan},
+    sys::{clock::monotonic_ns, stops::runtime_with_stops},
+    target::cgroup_rule,
 };
-
-/// How often time is fed to the episode logic when no event comes (deadlines).
-const TICK: Duration = Duration::from_millis(100);
-/// Pause between two readiness probes.
-const PROBE_GAP: Duration = Duration::from_millis(1);
-/// Longest wait for one TCP connect of a probe.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// A checked live `chaos measure` invocation.
 #[derive(Debug, Clone)]
@@ -55,7 +43,7 @@ pub struct MeasureConfig {
     pub episodes: Option<u64>,
     pub duration: Option<Duration>,
     pub json: bool,
-    pub outputs: Outputs,
+    pub hdr_log: Option<PathBuf>,
     pub record: Option<PathBuf>,
     pub fsync: FsyncHook,
     pub reap: bool,
@@ -64,7 +52,7 @@ pub struct MeasureConfig {
 }
 
 impl MeasureConfig {
-    pub fn from_args(args: MeasureArgs) -> Result<Self, Error> {
+    pub fn from_args(args: MeasureArgs) -> Result<Self, Failure> {
         if let Some(comm) = &args.comm {
             check_comm(comm)?;
         }
@@ -81,8 +69,8 @@ impl MeasureConfig {
             (_, _, _, Some(cg), _) => Selector::Cgroup(cgroup_rule(cg)?),
             (_, _, _, _, Some(comm)) => Selector::Comm(comm.clone()),
             _ => {
-                return Err(Error::Usage(
-                    "name the service with --supervisor, --pid, --comm, --exe or --cgroup".into(),
+                return Err(Failure::refused(
+                    "name the service with --supervisor, --pid, --comm, --exe or --cgroup",
                 ));
             }
         };
@@ -91,12 +79,12 @@ impl MeasureConfig {
             _ => args.comm.clone(),
         };
         if args.episodes == Some(0) {
-            return Err(Error::Usage("--episodes 0: give at least 1".into()));
+            return Err(Failure::refused("--episodes 0: give at least 1"));
         }
         Ok(Self {
             selector,
             comm_filter,
-            ready: Ready::parse(&args.ready).map_err(Error::Usage)?,
+            ready: Ready::parse(&args.ready).map_err(Failure::refused)?,
             recovery_timeout: positive_secs("--recovery-timeout", args.recovery_timeout)?,
             episodes: args.episodes,
             duration: args
@@ -104,67 +92,60 @@ impl MeasureConfig {
                 .map(|secs| positive_secs("--duration", secs))
                 .transpose()?,
             json: args.json,
-            outputs: Outputs {
-                hdr_log: args.hdr_log,
-            },
+            hdr_log: args.hdr_log,
             record: args.record,
             fsync: args.fsync_hook,
             reap: !args.no_reap,
             ring_bytes: ring_bytes(args.buffer_pages)?,
-            export: ExportConfig::from_args(&args.export)?,
+            export: export_config(&args.export)?,
         })
     }
 }
 
-pub fn run(args: MeasureArgs) -> Result<(), Error> {
+pub fn run(args: MeasureArgs) -> Result<u8, Failure> {
     match args.replay.clone() {
         Some(path) => {
-            let export = ExportConfig::from_args(&args.export)?;
+            let export = export_config(&args.export)?;
             if export.prometheus.is_some() {
-                return Err(Error::Usage(
-                    "--prometheus serves while measuring live; a replay ends at once: use --textfile or --otlp"
-                        .into(),
+                return Err(Failure::refused(
+                    "--prometheus serves while measuring live; a replay ends at once: use --textfile or --otlp",
                 ));
             }
-            replay(
-                &path,
-                args.json,
-                Outputs {
-                    hdr_log: args.hdr_log,
-                },
-                &export,
-            )
+            replay(&path, args.json, args.hdr_log, &export)
         }
         None => live(MeasureConfig::from_args(args)?),
     }
 }
 
-fn report(json: bool) -> Box<dyn Report> {
+fn sink(json: bool) -> Box<dyn EpisodeSink> {
     let stdout = std::io::stdout();
     if json {
-        Box::new(JsonReport(stdout))
+        Box::new(JsonEpisodes(stdout))
     } else {
-        Box::new(TableReport(stdout))
+        Box::new(TableEpisodes(stdout))
     }
 }
 
-/// Recomputes a recording: the same inputs through the same path as live.
-fn replay(path: &Path, json: bool, outputs: Outputs, export: &ExportConfig) -> Result<(), Error> {
-    let recording = Recording::open(path)?;
+/// Recomputes a recording: the same inputs through the same engine as live.
+fn replay(
+    path: &std::path::Path,
+    json: bool,
+    hdr_log: Option<PathBuf>,
+    export: &ExportConfig,
+) -> Result<u8, Failure> {
+    let recording = Recording::<Header>::open(path)?;
     // Exported times are those of the recording: its header ties kernel time to wall time.
-    let (exporters, _) = export::shared(export)?;
-    let mut measurement =
-        Measurement::new(recording.header, report(json), None, None).map_err(Error::Output)?;
-    measurement.set_exporters(exporters.clone());
-    let mut last_ns = 0;
-    for input in recording.inputs {
-        last_ns = match &input {
-            Input::Event(e) => e.ts_ns(),
-            Input::Ready(r) => r.ts_ns,
-            Input::Tick(t) => t.ts_ns,
-        };
-        measurement.feed(input).map_err(Error::Output)?;
-    }
+    let (mut exporters, _) = exporters(export)?;
+    exporters.clock = Some(recording.header.clock());
+    let mut machine =
+        MeasureMachine::new(Measurement::new(recording.header), sink(json), None, None);
+    let last_ns = recording
+        .inputs
+        .iter()
+        .rev()
+        .find_map(Input::ts_ns)
+        .unwrap_or(0);
+    driver::replay(&mut machine, recording.inputs, &mut exporters);
     let end = recording.end.unwrap_or_else(|| {
         eprintln!(
             "chaos: {}: the recording has no end mark (cut short); replaying to its last line",
@@ -175,40 +156,57 @@ fn replay(path: &Path, json: bool, outputs: Outputs, export: &ExportConfig) -> R
             counters: KernelCounters::default(),
         }
     });
-    measurement.finish(end, &outputs).map_err(Error::Output)?;
-    export::finish(&exporters);
-    Ok(())
+    finish(&mut machine, &end, hdr_log.as_deref(), &mut exporters)
 }
 
-fn live(config: MeasureConfig) -> Result<(), Error> {
-    let env = preflight::check()?;
-    let (exporters, server) = export::shared(&config.export)?;
-    let btf = KernelBtf::load(&env.btf_path)?;
-    let set = HookSet {
-        reap: config.reap,
-        listen: config.ready == Ready::Listen,
-        ..HookSet::observe(config.fsync)
-    };
-    let layout = discover(&env.tracefs, &btf, set)?;
-    let ext4 = Ext4Hooks::probe(&env.tracefs);
+/// The summary, the HdrHistogram log, the exports' last word.
+fn finish(
+    machine: &mut MeasureMachine,
+    end: &End,
+    hdr_log: Option<&std::path::Path>,
+    exporters: &mut Exporters,
+) -> Result<u8, Failure> {
+    let (summary, unfinished) = machine.finish(end);
+    for episode in &unfinished {
+        exporters.episode(episode);
+    }
+    exporters.lost(end.counters.lost);
+    if let Some(path) = hdr_log {
+        machine
+            .measurement
+            .write_hdr_log(path, summary.duration_ns)
+            .map_err(|e| {
+                Failure::running(
+                    EXIT_FAILURE,
+                    super::Refusal(format!(
+                        "{}: cannot write the HdrHistogram log: {e}",
+                        path.display()
+                    )),
+                )
+            })?;
+    }
+    exporters.finish();
+    match machine.error.take() {
+        Some(e) => Err(Failure::running(EXIT_FAILURE, e)),
+        None => Ok(0),
+    }
+}
 
-    let procs = processes(Path::new("/proc"));
-    let in_cgroup = match &config.selector {
-        Selector::Cgroup(rule) => scan_cgroups(std::slice::from_ref(rule)),
-        _ => Vec::new(),
-    };
-    let found = find(
-        &config.selector,
-        config.comm_filter.as_deref(),
-        &procs,
-        &in_cgroup,
-    )?;
-
-    let mut programs = Programs::load(&layout, config.ring_bytes)?;
-    let hooks = hooks(set, &ext4);
-    programs.attach(&hooks)?;
-    let mut target_set = programs.target_set()?;
-    follow_service(&mut target_set, &found, &config.selector)?;
+fn live(config: MeasureConfig) -> Result<u8, Failure> {
+    let (exporters, server) = exporters(&config.export)?;
+    let mut session = Session::open(&SessionPlan {
+        hooks: HookSet {
+            reap: config.reap,
+            listen: config.ready == Ready::Listen,
+            ..HookSet::observe(config.fsync)
+        },
+        ring_bytes: config.ring_bytes,
+        faults: KernelFaults::default(),
+        deny_pids: Vec::new(),
+        deny_comms: Vec::new(),
+    })?;
+    let found = discover::find_live(&config.selector, config.comm_filter.as_deref())?;
+    discover::follow(&mut session.targets, &found, &config.selector)?;
 
     let header = Header::starting_now(Service {
         comm: found.comm.clone(),
@@ -218,21 +216,27 @@ fn live(config: MeasureConfig) -> Result<(), Error> {
         ready: config.ready.clone(),
         recovery_timeout_ns: config.recovery_timeout.as_nanos() as u64,
     });
-    let record: Option<Box<dyn Write>> = match &config.record {
-        Some(path) => Some(Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).map_err(|source| Error::Io {
-                what: "cannot create the --record file",
-                source,
-            })?,
-        ))),
-        None => None,
-    };
-    let mut measurement = Measurement::new(header, report(config.json), record, config.episodes)
-        .map_err(Error::Output)?;
-    measurement.set_exporters(exporters.clone());
-
-    let (ring, counters) = (programs.ring()?, programs.counters()?);
-    let logs = programs.logger();
+    let recorder = config
+        .record
+        .as_deref()
+        .map(|path| {
+            driver::recorder(path, &header).map_err(|e| {
+                Failure::refused(format!(
+                    "{}: cannot create the --record file: {e}",
+                    path.display()
+                ))
+            })
+        })
+        .transpose()?;
+    let start_ns = header.start_ns;
+    let mut exporters = exporters;
+    exporters.clock = Some(header.clock());
+    let mut machine = MeasureMachine::new(
+        Measurement::new(header),
+        sink(config.json),
+        config.episodes,
+        config.duration,
+    );
     let (runtime, stops) = runtime_with_stops()?;
     eprintln!(
         "chaos: measuring {} ({} instance(s), supervisor(s) {}); ready = {}; Ctrl-C to stop",
@@ -246,170 +250,38 @@ fn live(config: MeasureConfig) -> Result<(), Error> {
             .join(", "),
         config.ready.describe()
     );
+    let _context = runtime.enter();
+    let source = session.ring_source()?;
+    let mut driver = Driver::new(
+        None,
+        None,
+        Setup {
+            exporters,
+            probe: Some((config.ready.clone(), config.recovery_timeout)),
+            recorder,
+            ..Setup::default()
+        },
+    );
+    driver.feed(&mut machine, Input::Tick(Tick { ts_ns: start_ns }));
     let counters = runtime.block_on(async {
         export::serve(server)?;
-        let source = RingSource::new(ring, counters, logs, counts_unsynced(&hooks))?;
-        drive(source, &mut measurement, stops, &config, &exporters).await
+        driver
+            .run(&mut machine, source, stops, None)
+            .await
+            .map_err(|e| Failure::running(EXIT_FAILURE, e))
     })?;
     let end = End {
         ts_ns: monotonic_ns(),
         counters,
     };
-    measurement
-        .finish(end, &config.outputs)
-        .map_err(Error::Output)?;
-    drop(programs);
-    export::finish(&exporters);
-    Ok(())
-}
-
-/// Puts the service in the target set: its supervisors and instances, following what they
-/// fork, and its name (or cgroup) for replacements. Pid 1 and chaos itself are never targets:
-/// an init-supervised service is followed through its name or cgroup instead, without the
-/// fork and reap milestones.
-pub(crate) fn follow_service(
-    target_set: &mut TargetSet,
-    found: &Found,
-    selector: &Selector,
-) -> Result<(), Error> {
-    let me = std::process::id();
-    let follow = |reasons| TargetInfo {
-        reasons,
-        flags: target_flag::FOLLOW,
-    };
-    let mut members = BTreeMap::new();
-    for &pid in &found.supervisors {
-        if pid > 1 && pid != me {
-            members.insert(pid, follow(reason::PID));
-        } else {
-            log::warn!(
-                "the supervisor is pid {pid}: chaos does not target it, so replacements are seen from their exec, without fork and reap"
-            );
-        }
-    }
-    for instance in &found.instances {
-        members.insert(instance.pid, follow(reason::PID));
-    }
-    if !found.explicit {
-        target_set.add_comm(comm_key(&found.comm)?)?;
-    }
-    if let Selector::Cgroup(rule) = &selector {
-        for id in &rule.ids {
-            target_set.add_cgroup(*id)?;
-        }
-    }
-    target_set.add_members(&members)?;
-    Ok(())
-}
-
-/// Feeds kernel events, probe results and the passing of time to the measurement until a
-/// stop: a signal, --duration, or --episodes reached. Returns the kernel's counters.
-async fn drive(
-    mut source: RingSource,
-    measurement: &mut Measurement,
-    mut stops: Stops,
-    config: &MeasureConfig,
-    exporters: &export::Shared,
-) -> Result<KernelCounters, Error> {
-    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<ReadyMark>();
-    let mut probes: HashMap<u64, AbortHandle> = HashMap::new();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let deadline = after(config.duration);
-    tokio::pin!(deadline);
-    let mut batch = Vec::new();
-    loop {
-        let mut extra = None;
-        let mut stop = false;
-        tokio::select! {
-            more = source.next_batch(&mut batch) => stop = !more?,
-            Some(mark) = ready_rx.recv() => extra = Some(Input::Ready(mark)),
-            _ = tick.tick() => {
-                // Events already in the ring buffer happened before now: they go first, or
-                // a deadline could pass over the event that met it.
-                source.drain(&mut batch)?;
-                extra = Some(Input::Tick(Tick { ts_ns: monotonic_ns() }));
-                let mut e = exporters.borrow_mut();
-                e.lost(source.counters().lost);
-                e.tick()?;
-            }
-            () = stops.recv() => stop = true,
-            () = &mut deadline => stop = true,
-        }
-        if stop {
-            source.drain(&mut batch)?;
-        }
-        let mut done = false;
-        for input in batch.drain(..).map(Input::Event).chain(extra) {
-            if measurement.feed(input).map_err(Error::Output)? {
-                done = true;
-                break;
-            }
-        }
-        batch.clear();
-        for episode in measurement.take_finished() {
-            if let Some(probe) = probes.remove(&episode) {
-                probe.abort();
-            }
-        }
-        for episode in measurement.take_probes() {
-            let probe = spawn_probe(
-                &config.ready,
-                episode,
-                ready_tx.clone(),
-                config.recovery_timeout,
-            );
-            probes.insert(episode, probe);
-        }
-        measurement.flush_record().map_err(Error::Output)?;
-        if stop || done {
-            break;
-        }
-    }
-    for probe in probes.into_values() {
-        probe.abort();
-    }
-    Ok(source.counters())
-}
-
-/// Probes readiness from userspace until it succeeds or `limit` passes. The time reported is
-/// when the successful attempt began (CLOCK_MONOTONIC), so the resolution is the probe gap
-/// plus one attempt.
-pub(crate) fn spawn_probe(
-    ready: &Ready,
-    episode: u64,
-    tx: mpsc::UnboundedSender<ReadyMark>,
-    limit: Duration,
-) -> AbortHandle {
-    let ready = ready.clone();
-    let task = tokio::spawn(async move {
-        let give_up = tokio::time::Instant::now() + limit;
-        while tokio::time::Instant::now() < give_up {
-            let ts_ns = monotonic_ns();
-            let ok = match &ready {
-                Ready::Tcp { addr } => matches!(
-                    tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
-                        .await,
-                    Ok(Ok(_))
-                ),
-                Ready::Cmd { command } => tokio::process::Command::new("sh")
-                    .arg("-c")
-                    .arg(command)
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .kill_on_drop(true)
-                    .status()
-                    .await
-                    .is_ok_and(|s| s.success()),
-                Ready::Exec | Ready::Listen => return,
-            };
-            if ok {
-                let _ = tx.send(ReadyMark { episode, ts_ns });
-                return;
-            }
-            tokio::time::sleep(PROBE_GAP).await;
-        }
-    });
-    task.abort_handle()
+    driver.end_recording(&end);
+    let mut exporters = std::mem::take(&mut driver.exporters);
+    drop(driver);
+    drop(session);
+    finish(
+        &mut machine,
+        &end,
+        config.hdr_log.as_deref(),
+        &mut exporters,
+    )
 }

@@ -1,31 +1,33 @@
 //! `chaos observe`: stream events of a target set.
 //!
 //! Order matters for "no event missed, nothing half-done": arguments are checked, the kernel
-//! probed and the programs attached first; only then is `-- CMD` forked (still single-threaded,
+//! brought up (`crate::session`) first; only then is `-- CMD` forked (still single-threaded,
 //! held at a barrier), the target set filled, and CMD released.
 
 use std::{path::Path, time::Duration};
 
 use nix::sys::signal::{Signal as Sig, kill};
-use tokio::sync::oneshot;
 
-use super::common::{
-    Stops, after, monotonic_ns, positive_secs, ring_bytes, runtime_with_stops, when_gone,
+use super::{
+    EXIT_FAILURE, Failure,
+    common::{export_config, exporters, positive_secs, ring_bytes},
 };
 use crate::{
-    bpf::{Programs, counts_unsynced, hooks, ring::RingSource},
     cli::ObserveArgs,
-    error::Error,
-    event::{Event, EventCounts, Summary},
-    export::{self, ExportConfig, Tee},
-    kernel::{
-        btf::KernelBtf,
-        layout::{Ext4Hooks, FsyncHook, HookSet, discover},
-        preflight,
-    },
+    driver::{Driver, Setup},
+    event::Summary,
+    export::{self, ExportConfig},
+    kernel::layout::{FsyncHook, HookSet},
     launch,
-    output::{Sink, human::Human, jsonl::JsonLines},
-    source::EventSource,
+    machine::{Input, Tick},
+    output::{
+        Sink,
+        human::Human,
+        jsonl::JsonLines,
+        stream::{StopReason, Stream},
+    },
+    session::{KernelFaults, Session, SessionPlan},
+    sys::{clock::monotonic_ns, stops::runtime_with_stops},
     target::{TargetSpec, Targets, initial_members, scan_cgroups, scan_processes},
 };
 
@@ -41,7 +43,7 @@ pub struct ObserveConfig {
 }
 
 impl ObserveConfig {
-    pub fn from_args(args: ObserveArgs) -> Result<Self, Error> {
+    pub fn from_args(args: ObserveArgs) -> Result<Self, Failure> {
         let spec = TargetSpec {
             pids: args.pids,
             follow: !args.no_follow,
@@ -54,7 +56,7 @@ impl ObserveConfig {
             .map(|secs| positive_secs("--duration", secs))
             .transpose()?;
         let ring_bytes = ring_bytes(args.buffer_pages)?;
-        let export = ExportConfig::from_args(&args.export)?;
+        let export = export_config(&args.export)?;
         if let Some(program) = spec.command.first() {
             launch::resolve(program)?;
         }
@@ -69,42 +71,30 @@ impl ObserveConfig {
     }
 }
 
-pub fn run(args: ObserveArgs) -> Result<(), Error> {
+pub fn run(args: ObserveArgs) -> Result<u8, Failure> {
     let config = ObserveConfig::from_args(args)?;
-    let env = preflight::check()?;
-    let (exporters, server) = export::shared(&config.export)?;
-    let btf = KernelBtf::load(&env.btf_path)?;
+    let (exporters, server) = exporters(&config.export)?;
     // Listening sockets cost nothing to watch; reaping needs a syscall tracepoint (measure only).
-    let set = HookSet {
-        listen: true,
-        ..HookSet::observe(config.fsync)
-    };
-    let layout = discover(&env.tracefs, &btf, set)?;
-    let ext4 = Ext4Hooks::probe(&env.tracefs);
-    if config.fsync == FsyncHook::Fs && !ext4.sync {
+    let mut session = Session::open(&SessionPlan {
+        hooks: HookSet {
+            listen: true,
+            ..HookSet::observe(config.fsync)
+        },
+        ring_bytes: config.ring_bytes,
+        faults: KernelFaults::default(),
+        deny_pids: Vec::new(),
+        deny_comms: Vec::new(),
+    })?;
+    if config.fsync == FsyncHook::Fs && !session.ext4.sync {
         log::warn!(
             "no ext4 sync tracepoints on this kernel: fsync events need --fsync-hook syscalls"
         );
     }
-
-    let mut programs = Programs::load(&layout, config.ring_bytes)?;
-    let hooks = hooks(set, &ext4);
-    programs.attach(&hooks)?;
-    let unsynced = counts_unsynced(&hooks);
-    log::info!(
-        "attached: {}",
-        hooks
-            .iter()
-            .map(|h| h.describe())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let mut target_set = programs.target_set()?;
     for comm in &config.targets.comms {
-        target_set.add_comm(*comm)?;
+        session.targets.add_comm(*comm)?;
     }
     for id in config.targets.cgroups.iter().flat_map(|c| &c.ids) {
-        target_set.add_cgroup(*id)?;
+        session.targets.add_cgroup(*id)?;
     }
 
     // Still single-threaded: safe to fork.
@@ -125,24 +115,17 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
         scan_processes(Path::new("/proc"))
     };
     let members = initial_members(&targets, processes, scan_cgroups(&targets.cgroups));
-    target_set.add_members(&members)?;
+    session.targets.add_members(&members)?;
 
     let start_ns = monotonic_ns();
-    let (ring, counters) = (programs.ring()?, programs.counters()?);
-    let logs = programs.logger();
     let (runtime, stops) = runtime_with_stops()?;
-    let stdout = std::io::stdout().lock();
-    let mut sink: Box<dyn Sink> = if config.json {
+    let stdout = std::io::stdout();
+    let sink: Box<dyn Sink> = if config.json {
         Box::new(JsonLines::new(stdout))
     } else {
         Box::new(Human::new(stdout, start_ns))
     };
-    if !exporters.borrow().is_empty() {
-        sink = Box::new(Tee {
-            inner: sink,
-            exporters: exporters.clone(),
-        });
-    }
+    let mut stream = Stream::new(sink, config.duration);
     // Every program is attached and the target set filled: say so (tests wait for this line).
     eprintln!(
         "chaos: observing {} process(es){}; Ctrl-C to stop",
@@ -161,130 +144,49 @@ pub fn run(args: ObserveArgs) -> Result<(), Error> {
         }
         None => None,
     };
-    let stop = runtime.block_on(async {
+    let _context = runtime.enter();
+    let source = session.ring_source()?;
+    let mut driver = Driver::new(
+        None,
+        None,
+        Setup {
+            exporters,
+            ..Setup::default()
+        },
+    );
+    driver.feed(&mut stream, Input::Tick(Tick { ts_ns: start_ns }));
+    let counters = runtime.block_on(async {
         export::serve(server)?;
-        let source = RingSource::new(ring, counters, logs, unsynced)?;
-        stream(source, sink, start_ns, stops, config.duration, tree_gone).await
+        driver
+            .run(&mut stream, source, stops, tree_gone)
+            .await
+            .map_err(|e| Failure::running(EXIT_FAILURE, e))
     })?;
-    export::finish(&exporters);
-    if let (Some(pid), StopReason::Signal | StopReason::Deadline) = (command_pid, stop) {
-        // The command chaos started outlived observation; end it (only that pid, ours).
-        let _ = kill(pid, Sig::SIGTERM);
-    }
-    drop(programs); // detaches every program
-    Ok(())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StopReason {
-    Signal,
-    Deadline,
-    TreeGone,
-    SourceEnded,
-    OutputClosed,
-}
-
-/// Moves events from `source` to `sink` until a stop condition, then writes the summary.
-async fn stream(
-    mut source: impl EventSource,
-    mut sink: Box<dyn Sink>,
-    start_ns: u64,
-    mut stops: Stops,
-    duration: Option<Duration>,
-    tree_gone: Option<oneshot::Receiver<()>>,
-) -> Result<StopReason, Error> {
-    let deadline = after(duration);
-    let gone = when_gone(tree_gone);
-    tokio::pin!(deadline, gone);
-
-    let mut counts = EventCounts::default();
-    let mut batch = Vec::new();
-    let stop = loop {
-        let reason = tokio::select! {
-            more = source.next_batch(&mut batch) => (!more?).then_some(StopReason::SourceEnded),
-            () = stops.recv() => Some(StopReason::Signal),
-            () = &mut deadline => Some(StopReason::Deadline),
-            () = &mut gone => Some(StopReason::TreeGone),
-        };
-        if reason.is_some() {
-            // Whatever the kernel committed before we stopped still belongs to the run.
-            source.drain(&mut batch)?;
-        }
-        if !emit(&mut sink, &mut batch, &mut counts)? {
-            break StopReason::OutputClosed;
-        }
-        if let Some(reason) = reason {
-            break reason;
-        }
-    };
-    let counters = source.counters();
     let summary = Summary {
         duration_ns: monotonic_ns().saturating_sub(start_ns),
-        events: counts,
+        events: stream.counts.clone(),
         lost: counters.lost,
         targets_full: counters.targets_full,
         read_errors: counters.read_errors,
     };
-    if stop != StopReason::OutputClosed {
-        sink.summary(&summary).map_err(Error::Output)?;
-    }
+    driver.exporters.lost(counters.lost);
+    stream.finish(&summary);
     if counters.lost > 0 {
         eprintln!(
             "chaos: {} events were lost (the ring buffer was full)",
             counters.lost
         );
     }
-    Ok(stop)
-}
-
-/// Writes a batch; false when the reader went away (a closed pipe is a normal way to stop).
-fn emit(
-    sink: &mut Box<dyn Sink>,
-    batch: &mut Vec<Event>,
-    counts: &mut EventCounts,
-) -> Result<bool, Error> {
-    for event in batch.drain(..) {
-        counts.add(&event);
-        match sink.event(&event) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(false),
-            Err(err) => return Err(Error::Output(err)),
-        }
+    driver.exporters.finish();
+    if let (Some(pid), Some(StopReason::Signal | StopReason::Deadline)) = (command_pid, stream.stop)
+    {
+        // The command chaos started outlived observation; end it (only that pid, ours).
+        let _ = kill(pid, Sig::SIGTERM);
     }
-    Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{event::Fork, output::SharedBuf, source::ReplaySource};
-
-    #[test]
-    fn replayed_stream_reaches_the_sink_with_a_summary() {
-        let text = "{\"type\":\"fork\",\"data\":{\"ts_ns\":1,\"parent_pid\":2,\"child_pid\":3}}\n";
-        let source = ReplaySource::from_reader(Path::new("r"), text.as_bytes()).unwrap();
-        let out = SharedBuf::default();
-        let sink = Box::new(JsonLines::new(out.clone()));
-        let (rt, stops) = runtime_with_stops().unwrap();
-        let stop = rt
-            .block_on(stream(source, sink, 0, stops, None, None))
-            .unwrap();
-        assert_eq!(stop, StopReason::SourceEnded);
-        let text = out.text();
-        let lines: Vec<_> = text.lines().collect();
-        assert_eq!(
-            serde_json::from_str::<Event>(lines[0]).unwrap(),
-            Event::Fork(Fork {
-                ts_ns: 1,
-                parent_pid: 2,
-                child_pid: 3
-            })
-        );
-        assert!(
-            lines[1].starts_with("{\"type\":\"summary\""),
-            "{}",
-            lines[1]
-        );
-        assert!(lines[1].contains("\"fork\":1"));
+    drop(driver);
+    drop(session); // detaches every program
+    match stream.error.take() {
+        Some(e) => Err(Failure::running(EXIT_FAILURE, e)),
+        None => Ok(0),
     }
 }

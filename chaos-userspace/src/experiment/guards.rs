@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 
 use super::Guards;
-use crate::measure::episode::{Episode, Outcome};
+use crate::episode::{Episode, Outcome};
 
 #[derive(Debug, Clone)]
 pub struct GuardState {
@@ -136,7 +136,7 @@ impl GuardState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measure::episode::{ExitInfo, Milestones, Phases};
+    use crate::episode::{ExitInfo, Milestones, RecoveryPhases};
 
     fn episode(id: u64, outcome: Outcome, exit_ns: u64, reason: Option<&str>) -> Episode {
         Episode {
@@ -158,7 +158,7 @@ mod tests {
                 exit: Some(exit_ns),
                 ..Milestones::default()
             },
-            phases_ns: Phases::default(),
+            phases_ns: RecoveryPhases::default(),
             total_ns: None,
             last_milestone: "exit".into(),
             reason: reason.map(str::to_string),

@@ -4,10 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::verdict::{Clause, Verdict};
-use crate::{
-    inject::report::Fault,
-    measure::{episode::Episode, report::MeasureSummary},
-};
+use crate::{episode::Episode, fault::FaultRecord, measure::sink::MeasureSummary};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
@@ -27,7 +24,7 @@ pub struct RunResult {
     pub duration_ns: u64,
     pub baseline: Baseline,
     pub clauses: Vec<Clause>,
-    pub faults: Vec<FaultEntry>,
+    pub faults: Vec<FaultRecord>,
     pub injected: u64,
     pub confirmed: u64,
     pub unconfirmed: Vec<u64>,
@@ -39,38 +36,4 @@ pub struct RunResult {
 pub struct Baseline {
     pub duration_ns: u64,
     pub crashes: u64,
-}
-
-/// One fault as injected (see `chaos inject`'s wire format).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FaultEntry {
-    pub id: u64,
-    pub ts_ns: u64,
-    pub pid: u32,
-    pub tid: Option<u32>,
-    pub comm: String,
-    pub fault: String,
-    pub value: String,
-    pub syscall: Option<String>,
-    pub nth: Option<u32>,
-    pub backend: String,
-    pub dry_run: bool,
-}
-
-impl From<&Fault> for FaultEntry {
-    fn from(f: &Fault) -> Self {
-        Self {
-            id: f.id,
-            ts_ns: f.ts_ns,
-            pid: f.pid,
-            tid: f.tid,
-            comm: f.comm.clone(),
-            fault: f.fault.into(),
-            value: f.value.clone(),
-            syscall: f.syscall.clone(),
-            nth: f.nth,
-            backend: f.backend.into(),
-            dry_run: f.dry_run,
-        }
-    }
 }

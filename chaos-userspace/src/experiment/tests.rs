@@ -1,7 +1,10 @@
 //! The checks of experiment files: a valid file, the shipped example, and a table of bad
 //! files, each with the line, the key and the message it must produce.
 
+use nix::sys::signal::Signal;
+
 use super::*;
+use crate::inject::spec::{FaultAction, Timing};
 
 const VALID: &str = r#"id = "queue-kill"
 blast_radius = "local"
@@ -36,7 +39,7 @@ fn a_valid_file_is_read_whole() {
     let e = check_text(VALID).unwrap();
     assert_eq!(e.id, "queue-kill");
     assert_eq!(e.radius, BlastRadius::Local);
-    assert_eq!(e.target.selector, Selector::Supervisor(4242));
+    assert_eq!(e.target.named, Named::Supervisor(4242));
     assert_eq!(e.target.comm_filter.as_deref(), Some("queue"));
     assert_eq!(e.target.ready, Ready::Listen);
     assert_eq!(e.hypothesis.max_failed, Some(0));
@@ -45,7 +48,8 @@ fn a_valid_file_is_read_whole() {
     assert_eq!(e.planned(), 3);
     assert!(matches!(
         e.faults[0].action,
-        FaultAction::Signal { signal: Signal::SIGKILL, interval, .. } if interval == Duration::from_secs(2)
+        FaultAction::Signal(ref s)
+            if s.signal == Signal::SIGKILL && s.interval == Duration::from_secs(2) && s.timing == Timing::AfterPrevious
     ));
     // The default seed comes from the id: the same file runs the same way each time.
     assert_eq!(e.faults[0].seed, check_text(VALID).unwrap().faults[0].seed);
@@ -65,7 +69,7 @@ fn kernel_faults_are_read() {
         e.faults[1].action,
         FaultAction::Trigger { nth: 3, .. }
     ));
-    let FaultAction::Errno { fault, .. } = &e.faults[2].action else {
+    let FaultAction::Lsm { fault, .. } = &e.faults[2].action else {
         panic!("not errno")
     };
     assert_eq!((fault.errno, fault.count), (libc::EIO as u32, 10));

@@ -26,6 +26,35 @@ pub enum Verdict {
     Aborted,
 }
 
+/// The verdict as printed: `HELD`, `REFUTED`, `ABORTED`.
+pub fn word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Held => "HELD",
+        Verdict::Refuted => "REFUTED",
+        Verdict::Aborted => "ABORTED",
+    }
+}
+
+/// The verdict's lines: the word with the statement, why it aborted, each clause.
+pub fn write_verdict(
+    out: &mut impl std::io::Write,
+    statement: &str,
+    verdict: Verdict,
+    abort: Option<&str>,
+    clauses: &[Clause],
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "\nverdict: {} (exit {}): {statement}",
+        word(verdict),
+        verdict.exit_code()
+    )?;
+    if let Some(why) = abort {
+        writeln!(out, "  aborted: {why}")?;
+    }
+    write_clauses(out, clauses)
+}
+
 impl Verdict {
     pub fn exit_code(self) -> u8 {
         match self {

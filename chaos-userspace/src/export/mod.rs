@@ -24,13 +24,14 @@
 pub mod otlp;
 pub mod prometheus;
 
-use std::{path::PathBuf, time::SystemTime};
+use std::path::PathBuf;
 
+pub use crate::sys::clock::Clock;
 use crate::{
-    error::Error,
+    episode::{Episode, MILESTONES, Outcome, PHASES},
     event::Event,
-    inject::report::Fault,
-    measure::episode::{Episode, MILESTONES, Outcome, PHASES},
+    fault::FaultRecord,
+    machine::Report,
 };
 
 /// Bucket bounds (seconds) of the recovery histograms: 10 us to a minute.
@@ -39,36 +40,20 @@ pub const BUCKETS: [f64; 21] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-/// Kernel time (CLOCK_MONOTONIC ns) to wall-clock time.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    /// Wall-clock ns since the epoch minus monotonic ns, at the same instant.
-    offset_ns: i128,
-}
-
-impl Clock {
-    pub fn new(monotonic_ns: u64, unix_ns: u64) -> Self {
-        Self {
-            offset_ns: i128::from(unix_ns) - i128::from(monotonic_ns),
-        }
-    }
-
-    /// Reads both clocks now.
-    pub fn now() -> Self {
-        let mono = crate::commands::common::monotonic_ns();
-        let unix = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        Self::new(mono, unix)
-    }
-
-    pub fn unix_ns(&self, monotonic_ns: u64) -> u64 {
-        (i128::from(monotonic_ns) + self.offset_ns).max(0) as u64
-    }
-
-    pub fn wall(&self, monotonic_ns: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(self.unix_ns(monotonic_ns))
-    }
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// A flag or variable that cannot work (exit 2 before anything starts).
+    #[error("{0}")]
+    Config(String),
+    #[error("{what}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// What could not be sent at the end (a warning: the command's result stands).
+    #[error("{0}")]
+    Send(String),
 }
 
 /// One phase of an ended episode, with its kernel start and end times.
@@ -121,18 +106,18 @@ pub fn phase_seconds(episode: &Episode) -> Vec<(&'static str, f64)> {
 pub trait Exporter {
     /// A kernel event (counted by kind).
     fn event(&mut self, _event: &Event) {}
-    fn fault(&mut self, fault: &Fault, clock: &Clock);
+    fn fault(&mut self, fault: &FaultRecord, clock: &Clock);
     /// The fault with this id was proven by a kernel event at `ts_ns`.
-    fn confirmed(&mut self, fault: &Fault, ts_ns: u64, clock: &Clock);
+    fn confirmed(&mut self, fault: &FaultRecord, ts_ns: u64, clock: &Clock);
     fn episode(&mut self, episode: &Episode, clock: &Clock);
     /// The ring buffer's lost-event counter now (a running total).
     fn lost(&mut self, total: u64);
     /// Once in a while (about a second): for files written periodically.
-    fn tick(&mut self) -> Result<(), Error> {
+    fn tick(&mut self) -> Result<(), ExportError> {
         Ok(())
     }
     /// Flushes and stops; called once, outside any async context.
-    fn shutdown(self: Box<Self>) -> Result<(), Error>;
+    fn shutdown(self: Box<Self>) -> Result<(), ExportError>;
 }
 
 /// `--otlp`, `--prometheus`, `--textfile`, checked.
@@ -148,19 +133,6 @@ pub struct ExportConfig {
 }
 
 impl ExportConfig {
-    pub fn from_args(args: &crate::cli::ExportArgs) -> Result<Self, Error> {
-        Ok(Self {
-            otlp: otlp::Endpoint::from_args(args.otlp.as_deref())?,
-            prometheus: args
-                .prometheus
-                .as_deref()
-                .map(prometheus::listen_addr)
-                .transpose()?,
-            textfile: args.textfile.clone(),
-            attributes: Vec::new(),
-        })
-    }
-
     pub fn is_empty(&self) -> bool {
         self.otlp.is_none() && self.prometheus.is_none() && self.textfile.is_none()
     }
@@ -174,18 +146,8 @@ pub struct Exporters {
     last_tick: Option<std::time::Instant>,
 }
 
-/// The exporters, shared by the parts of a command that report to them (the measurement and
-/// the ledger of faults in `chaos run`).
-pub type Shared = std::rc::Rc<std::cell::RefCell<Exporters>>;
-
-/// Builds the exporters of `config` (shared) and the Prometheus server to spawn, if any.
-pub fn shared(config: &ExportConfig) -> Result<(Shared, Option<prometheus::Server>), Error> {
-    let (exporters, server) = Exporters::new(config)?;
-    Ok((std::rc::Rc::new(std::cell::RefCell::new(exporters)), server))
-}
-
 /// Starts serving /metrics (inside the runtime) and says where.
-pub fn serve(server: Option<prometheus::Server>) -> Result<(), Error> {
+pub fn serve(server: Option<prometheus::Server>) -> Result<(), ExportError> {
     if let Some(server) = server {
         let addr = server.spawn()?;
         eprintln!("chaos: Prometheus metrics at http://{addr}/metrics");
@@ -193,18 +155,10 @@ pub fn serve(server: Option<prometheus::Server>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Flushes and stops the exporters, after the command's work (outside any async context). A
-/// failed export is reported, not fatal: the command's own result stands.
-pub fn finish(exporters: &Shared) {
-    if let Err(e) = exporters.borrow_mut().shutdown() {
-        eprintln!("chaos: warning: {}", crate::error::chain(&e));
-    }
-}
-
 impl Exporters {
     /// Builds the exporters (outside any async context: the OTLP clients block). The
     /// Prometheus server starts later, inside the runtime ([`prometheus::serve`]).
-    pub fn new(config: &ExportConfig) -> Result<(Self, Option<prometheus::Server>), Error> {
+    pub fn new(config: &ExportConfig) -> Result<(Self, Option<prometheus::Server>), ExportError> {
         let mut sinks: Vec<Box<dyn Exporter>> = Vec::new();
         if let Some(endpoint) = &config.otlp {
             sinks.push(Box::new(otlp::Otlp::new(endpoint, &config.attributes)?));
@@ -239,14 +193,23 @@ impl Exporters {
         }
     }
 
-    pub fn fault(&mut self, fault: &Fault) {
+    /// What an engine reported.
+    pub fn report(&mut self, report: &Report) {
+        match report {
+            Report::Fault(f) => self.fault(f),
+            Report::Proof(f, proof) => self.confirmed(f, proof.ts_ns),
+            Report::Episode(e) => self.episode(e),
+        }
+    }
+
+    pub fn fault(&mut self, fault: &FaultRecord) {
         let clock = self.clock();
         for s in &mut self.sinks {
             s.fault(fault, &clock);
         }
     }
 
-    pub fn confirmed(&mut self, fault: &Fault, ts_ns: u64) {
+    pub fn confirmed(&mut self, fault: &FaultRecord, ts_ns: u64) {
         let clock = self.clock();
         for s in &mut self.sinks {
             s.confirmed(fault, ts_ns, &clock);
@@ -267,7 +230,7 @@ impl Exporters {
     }
 
     /// Call as often as convenient: passes a tick on about once a second.
-    pub fn tick(&mut self) -> Result<(), Error> {
+    pub fn tick(&mut self) -> Result<(), ExportError> {
         let now = std::time::Instant::now();
         if self
             .last_tick
@@ -279,7 +242,15 @@ impl Exporters {
         self.sinks.iter_mut().try_for_each(|s| s.tick())
     }
 
-    pub fn shutdown(&mut self) -> Result<(), Error> {
+    /// Flushes and stops, after the command's work (outside any async context). A failed
+    /// export is reported, not fatal: the command's own result stands.
+    pub fn finish(&mut self) {
+        if let Err(e) = self.shutdown() {
+            eprintln!("chaos: warning: {}", crate::sys::chain(&e));
+        }
+    }
+
+    pub fn shutdown(&mut self) -> Result<(), ExportError> {
         let mut first = Ok(());
         for s in std::mem::take(&mut self.sinks) {
             if let Err(e) = s.shutdown()
@@ -292,32 +263,10 @@ impl Exporters {
     }
 }
 
-/// An observe sink that also feeds the exporters.
-pub struct Tee {
-    pub inner: Box<dyn crate::output::Sink>,
-    pub exporters: Shared,
-}
-
-impl crate::output::Sink for Tee {
-    fn event(&mut self, event: &Event) -> std::io::Result<()> {
-        {
-            let mut e = self.exporters.borrow_mut();
-            e.event(event);
-            let _ = e.tick();
-        }
-        self.inner.event(event)
-    }
-
-    fn summary(&mut self, summary: &crate::event::Summary) -> std::io::Result<()> {
-        self.exporters.borrow_mut().lost(summary.lost);
-        self.inner.summary(summary)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measure::episode::{ExitInfo, Milestones, Phases};
+    use crate::episode::{ExitInfo, Milestones, RecoveryPhases};
 
     pub(crate) fn episode() -> Episode {
         Episode {
@@ -343,7 +292,7 @@ mod tests {
                 exec: Some(4_000),
                 ready: Some(6_000),
             },
-            phases_ns: Phases {
+            phases_ns: RecoveryPhases {
                 fault_to_exit: Some(500),
                 exit_to_reaped: None,
                 reaped_to_forked: Some(1_500),

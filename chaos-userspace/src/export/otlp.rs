@@ -18,12 +18,11 @@ use opentelemetry_sdk::{
     trace::{SdkTracer, SdkTracerProvider},
 };
 
-use super::{BUCKETS, Clock, Exporter, phase_seconds, phase_spans};
+use super::{BUCKETS, Clock, ExportError, Exporter, phase_seconds, phase_spans};
 use crate::{
-    error::Error,
+    episode::{Episode, Outcome},
     event::Event,
-    inject::report::Fault,
-    measure::episode::{Episode, Outcome},
+    fault::FaultRecord,
 };
 
 /// Where OTLP goes.
@@ -43,7 +42,7 @@ const ENV_ENDPOINTS: [&str; 3] = [
 ];
 
 impl Endpoint {
-    pub fn from_args(url: Option<&str>) -> Result<Option<Self>, Error> {
+    pub fn from_args(url: Option<&str>) -> Result<Option<Self>, ExportError> {
         match url {
             Some(url) => {
                 let host = url
@@ -52,7 +51,7 @@ impl Endpoint {
                     .and_then(|rest| rest.split(['/', ':']).next());
                 let ok = host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace));
                 if !ok {
-                    return Err(Error::Usage(format!(
+                    return Err(ExportError::Config(format!(
                         "--otlp {url}: give the collector's OTLP/HTTP base URL, for example http://127.0.0.1:4318"
                     )));
                 }
@@ -87,17 +86,17 @@ pub struct Otlp {
     lost_seen: u64,
     /// Faults not yet matched to an episode, with their proof's time once seen: their spans
     /// are made when the episode ends, or at shutdown (ending at the proof).
-    pending: HashMap<u64, (Fault, Option<u64>)>,
+    pending: HashMap<u64, (FaultRecord, Option<u64>)>,
     /// The last fault per pid (a fault's episode is the death of that pid).
     by_pid: HashMap<u32, u64>,
 }
 
-fn build_error(what: &'static str, e: impl std::fmt::Display) -> Error {
-    Error::Usage(format!("--otlp: cannot set up the {what} exporter: {e}"))
+fn build_error(what: &'static str, e: impl std::fmt::Display) -> ExportError {
+    ExportError::Config(format!("--otlp: cannot set up the {what} exporter: {e}"))
 }
 
 impl Otlp {
-    pub fn new(endpoint: &Endpoint, attributes: &[(String, String)]) -> Result<Self, Error> {
+    pub fn new(endpoint: &Endpoint, attributes: &[(String, String)]) -> Result<Self, ExportError> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
@@ -175,7 +174,7 @@ impl Otlp {
     /// children when there is one.
     fn span(
         &self,
-        fault: Option<&Fault>,
+        fault: Option<&FaultRecord>,
         episode: Option<&Episode>,
         start: u64,
         end: u64,
@@ -189,8 +188,8 @@ impl Otlp {
         if let Some(f) = fault {
             attributes.extend([
                 KeyValue::new("chaos.fault.id", f.id as i64),
-                KeyValue::new("chaos.fault.kind", f.fault),
-                KeyValue::new("chaos.fault.backend", f.backend),
+                KeyValue::new("chaos.fault.kind", f.kind.as_str()),
+                KeyValue::new("chaos.fault.backend", f.backend.as_str()),
                 KeyValue::new("process.pid", i64::from(f.pid)),
                 KeyValue::new("process.command", f.comm.clone()),
             ]);
@@ -244,18 +243,19 @@ impl Exporter for Otlp {
         self.events.add(1, &[KeyValue::new("kind", event.kind())]);
     }
 
-    fn fault(&mut self, fault: &Fault, _clock: &Clock) {
-        self.injected.add(1, &[KeyValue::new("fault", fault.fault)]);
+    fn fault(&mut self, fault: &FaultRecord, _clock: &Clock) {
+        self.injected
+            .add(1, &[KeyValue::new("fault", fault.kind.as_str())]);
         self.by_pid.insert(fault.pid, fault.id);
         self.pending.insert(fault.id, (fault.clone(), None));
     }
 
-    fn confirmed(&mut self, fault: &Fault, ts_ns: u64, clock: &Clock) {
+    fn confirmed(&mut self, fault: &FaultRecord, ts_ns: u64, clock: &Clock) {
         self.confirmed
-            .add(1, &[KeyValue::new("fault", fault.fault)]);
+            .add(1, &[KeyValue::new("fault", fault.kind.as_str())]);
         // A signal that kills is the start of an episode: its span waits for it (or for the
         // end). An errno ends at its proof.
-        if fault.fault != "signal" {
+        if fault.kind != crate::fault::FaultKind::Signal {
             self.pending.remove(&fault.id);
             self.span(Some(fault), None, fault.ts_ns, ts_ns, clock);
         } else if let Some((_, proof)) = self.pending.get_mut(&fault.id) {
@@ -301,11 +301,11 @@ impl Exporter for Otlp {
         }
     }
 
-    fn shutdown(self: Box<Self>) -> Result<(), Error> {
+    fn shutdown(self: Box<Self>) -> Result<(), ExportError> {
         let clock = Clock::now();
         // Faults with no episode (none measured, or none came): a span each, from the fault to
         // its proof (or an instant, unproven).
-        let mut left: Vec<&(Fault, Option<u64>)> = self.pending.values().collect();
+        let mut left: Vec<&(FaultRecord, Option<u64>)> = self.pending.values().collect();
         left.sort_by_key(|(f, _)| f.id);
         for (f, proof) in left {
             self.span(Some(f), None, f.ts_ns, proof.unwrap_or(f.ts_ns), &clock);
@@ -313,9 +313,11 @@ impl Exporter for Otlp {
         let traces = self.tracer_provider.shutdown();
         let metrics = self.meter_provider.shutdown();
         traces
-            .map_err(|e| Error::Usage(format!("--otlp: exporting traces failed: {e}")))
+            .map_err(|e| ExportError::Send(format!("--otlp: exporting traces failed: {e}")))
             .and(
-                metrics.map_err(|e| Error::Usage(format!("--otlp: exporting metrics failed: {e}"))),
+                metrics.map_err(|e| {
+                    ExportError::Send(format!("--otlp: exporting metrics failed: {e}"))
+                }),
             )
     }
 }

@@ -20,21 +20,20 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::{BUCKETS, Clock, ExportConfig, Exporter, phase_seconds};
+use super::{BUCKETS, Clock, ExportConfig, ExportError, Exporter, phase_seconds};
 use crate::{
-    error::Error,
+    episode::{Episode, Outcome},
     event::Event,
-    inject::report::Fault,
-    measure::episode::{Episode, Outcome},
+    fault::FaultRecord,
 };
 
 type Labels = Vec<(String, String)>;
 
 /// `ADDR` of `--prometheus`: `HOST:PORT`, or a bare port on 127.0.0.1 (loopback unless the
 /// user names another address).
-pub fn listen_addr(text: &str) -> Result<SocketAddr, Error> {
+pub fn listen_addr(text: &str) -> Result<SocketAddr, ExportError> {
     let bad = || {
-        Error::Usage(format!(
+        ExportError::Config(format!(
             "--prometheus {text}: give PORT (on 127.0.0.1) or HOST:PORT, for example 127.0.0.1:9464"
         ))
     };
@@ -69,7 +68,7 @@ fn label(key: &str, value: &str) -> Labels {
 }
 
 impl Metrics {
-    pub fn new(config: &ExportConfig) -> Result<(Self, Option<Server>), Error> {
+    pub fn new(config: &ExportConfig) -> Result<(Self, Option<Server>), ExportError> {
         let mut registry = Registry::default();
         let phases = Family::<Labels, Histogram>::new_with_constructor(|| {
             Histogram::new(BUCKETS.iter().copied())
@@ -113,13 +112,15 @@ impl Metrics {
             .prometheus
             .map(|addr| {
                 let listener = std::net::TcpListener::bind(addr).map_err(|source| {
-                    Error::Usage(format!("--prometheus {addr}: cannot listen: {source}"))
+                    ExportError::Config(format!("--prometheus {addr}: cannot listen: {source}"))
                 })?;
-                listener.set_nonblocking(true).map_err(|source| Error::Io {
-                    what: "cannot set up the /metrics listener",
-                    source,
-                })?;
-                Ok::<_, Error>(Server {
+                listener
+                    .set_nonblocking(true)
+                    .map_err(|source| ExportError::Io {
+                        what: "cannot set up the /metrics listener",
+                        source,
+                    })?;
+                Ok::<_, ExportError>(Server {
                     listener,
                     registry: registry.clone(),
                 })
@@ -145,7 +146,7 @@ impl Metrics {
         ))
     }
 
-    fn write_textfile(&self) -> Result<(), Error> {
+    fn write_textfile(&self) -> Result<(), ExportError> {
         let Some(path) = &self.textfile else {
             return Ok(());
         };
@@ -153,27 +154,27 @@ impl Metrics {
         let tmp = path.with_extension("prom.tmp");
         std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|source| Error::Io {
+            .map_err(|source| ExportError::Io {
                 what: "cannot write the --textfile",
                 source,
             })
     }
 }
 
-fn check_textfile(path: &Path) -> Result<(), Error> {
+fn check_textfile(path: &Path) -> Result<(), ExportError> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     if !dir.is_dir() {
-        return Err(Error::Usage(format!(
+        return Err(ExportError::Config(format!(
             "--textfile {}: no directory {}",
             path.display(),
             dir.display()
         )));
     }
     if path.extension().is_none_or(|e| e != "prom") {
-        return Err(Error::Usage(format!(
+        return Err(ExportError::Config(format!(
             "--textfile {}: node_exporter's textfile collector reads *.prom files",
             path.display()
         )));
@@ -214,13 +215,16 @@ fn classic_text(registry: &Registry) -> String {
 
 impl Server {
     /// Serves /metrics until the runtime ends; call inside the runtime.
-    pub fn spawn(self) -> Result<SocketAddr, Error> {
-        let addr = self.listener.local_addr().map_err(|source| Error::Io {
-            what: "cannot read the /metrics address",
-            source,
-        })?;
+    pub fn spawn(self) -> Result<SocketAddr, ExportError> {
+        let addr = self
+            .listener
+            .local_addr()
+            .map_err(|source| ExportError::Io {
+                what: "cannot read the /metrics address",
+                source,
+            })?;
         let listener =
-            tokio::net::TcpListener::from_std(self.listener).map_err(|source| Error::Io {
+            tokio::net::TcpListener::from_std(self.listener).map_err(|source| ExportError::Io {
                 what: "cannot serve /metrics",
                 source,
             })?;
@@ -269,13 +273,13 @@ impl Exporter for Metrics {
             .inc();
     }
 
-    fn fault(&mut self, fault: &Fault, _clock: &Clock) {
+    fn fault(&mut self, fault: &FaultRecord, _clock: &Clock) {
         self.injected
-            .get_or_create(&label("fault", fault.fault))
+            .get_or_create(&label("fault", fault.kind.as_str()))
             .inc();
     }
 
-    fn confirmed(&mut self, _fault: &Fault, _ts_ns: u64, _clock: &Clock) {
+    fn confirmed(&mut self, _fault: &FaultRecord, _ts_ns: u64, _clock: &Clock) {
         self.confirmed.inc();
     }
 
@@ -303,11 +307,11 @@ impl Exporter for Metrics {
         }
     }
 
-    fn tick(&mut self) -> Result<(), Error> {
+    fn tick(&mut self) -> Result<(), ExportError> {
         self.write_textfile()
     }
 
-    fn shutdown(self: Box<Self>) -> Result<(), Error> {
+    fn shutdown(self: Box<Self>) -> Result<(), ExportError> {
         self.write_textfile()
     }
 }

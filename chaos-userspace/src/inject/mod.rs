@@ -1,26 +1,23 @@
-//! Fault injection: what may be hit (the denylist), the names users give (signals, syscalls,
-//! errnos, durations), seeded choices, and the record of each fault and its proof.
+//! Fault injection: the one fault model ([`spec`]), the engine that carries it out
+//! ([`injector`]) with its ledger of proofs, and what `chaos inject` adds on top
+//! ([`machine`]); the seccomp and watchdog pieces of the seccomp backend, pidfd signals,
+//! time windows, and the names users give (signals, syscalls, errnos, durations).
 //!
 //! Every fault is aimed at a target chaos resolved and checked; the kernel programs check the
 //! target map again (deny-by-default) and the denylist maps, so a process that joins the set
 //! later (a `--comm` match, a child) is held to the same rules.
 
-pub mod denylist;
-pub mod driver;
+pub mod injector;
+pub mod ledger;
+pub mod machine;
 pub mod names;
-pub mod plan;
-pub mod report;
 pub mod seccomp;
 pub mod signal;
+pub mod spec;
 pub mod watchdog;
-
-use std::path::Path;
+pub mod window;
 
 use chaos_common::splitmix64;
-use denylist::Denylist;
-use signal::{Pinned, start_time};
-
-use crate::measure::discover::{Proc, process};
 
 /// Signals per minute at most, whatever `--count` and `--interval` say (`--max-per-minute`
 /// lowers it; nothing raises it): ten a second is already more deaths than any service
@@ -55,27 +52,6 @@ impl Draws {
         // Multiply-shift keeps the bias below 2^-32 for the n chaos uses.
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
-}
-
-/// One of `candidates` that is alive, passes the denylist and `allowed`, chosen with the
-/// seeded draws and pinned by a pidfd. Only the candidates are read from /proc.
-pub fn pick(
-    candidates: impl Iterator<Item = u32>,
-    denylist: &Denylist,
-    allowed: impl Fn(&Proc) -> bool,
-    draws: &mut Draws,
-) -> Option<Pinned> {
-    let proc = Path::new("/proc");
-    let live: Vec<Proc> = candidates
-        .filter_map(|pid| process(proc, pid))
-        .filter(|p| denylist.check_proc(proc, p).is_ok() && allowed(p))
-        .collect();
-    if live.is_empty() {
-        return None;
-    }
-    let chosen = &live[draws.below(live.len() as u64) as usize];
-    let started = start_time(proc, chosen.pid)?;
-    Pinned::open(proc, chosen.pid, &chosen.comm, started).ok()
 }
 
 /// The default seed when none is given: printed, so the run can be repeated.

@@ -38,7 +38,7 @@ pub fn filter(nr: u32) -> Vec<libc::sock_filter> {
 
 /// What to do with the calls the filter hands over.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
+pub struct Rule {
     pub action: Action,
     /// Only the Nth candidate call of each process; None: every candidate.
     pub nth: Option<u32>,
@@ -71,7 +71,7 @@ pub struct Decision {
     pub hit: bool,
 }
 
-/// The per-process counts and limits behind [`Plan`]; pure, so a dry run and the tests can
+/// The per-process counts and limits behind [`Rule`]; pure, so a dry run and the tests can
 /// play it without a kernel.
 #[derive(Debug, Default)]
 pub struct Decider {
@@ -85,7 +85,7 @@ impl Decider {
     /// (for `--path`) is `path`.
     pub fn decide(
         &mut self,
-        plan: &Plan,
+        plan: &Rule,
         tgid: u32,
         path: Option<&str>,
         now: Duration,
@@ -126,15 +126,6 @@ impl Decider {
     }
 }
 
-/// The thread group of thread `tid` (`Tgid:` in /proc/TID/status).
-pub fn tgid_of(proc: &Path, tid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(proc.join(tid.to_string()).join("status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// Reads a NUL-terminated path at `addr` in thread `tid`'s memory (up to PATH_MAX). The
 /// caller checks the notification is still valid afterwards (the memory could have changed:
 /// a path check is advisory, as for every seccomp agent).
@@ -163,8 +154,8 @@ pub fn read_path(proc: &Path, tid: u32, addr: u64) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn plan() -> Plan {
-        Plan {
+    fn plan() -> Rule {
+        Rule {
             action: Action::Fail(libc::EIO),
             nth: None,
             threshold: chaos_common::threshold(1.0),
@@ -176,7 +167,7 @@ mod tests {
         }
     }
 
-    fn hits(decider: &mut Decider, plan: &Plan, tgid: u32, calls: u32) -> Vec<bool> {
+    fn hits(decider: &mut Decider, plan: &Rule, tgid: u32, calls: u32) -> Vec<bool> {
         (0..calls)
             .map(|i| {
                 decider
@@ -188,7 +179,7 @@ mod tests {
 
     #[test]
     fn nth_hits_exactly_that_call_of_each_process() {
-        let plan = Plan {
+        let plan = Rule {
             nth: Some(3),
             ..plan()
         };
@@ -208,7 +199,7 @@ mod tests {
 
     #[test]
     fn probability_is_the_seeded_sequence_and_count_caps_it() {
-        let plan = Plan {
+        let plan = Rule {
             threshold: chaos_common::threshold(0.5),
             seed: 99,
             ..plan()
@@ -218,7 +209,7 @@ mod tests {
             .collect();
         assert_eq!(hits(&mut Decider::default(), &plan, 7, 20), expected);
         assert!(expected.iter().any(|&h| h) && expected.iter().any(|&h| !h));
-        let capped = Plan {
+        let capped = Rule {
             count: Some(2),
             ..plan
         };
@@ -228,7 +219,7 @@ mod tests {
 
     #[test]
     fn path_prefix_picks_the_candidates_and_the_ceiling_holds() {
-        let plan = Plan {
+        let plan = Rule {
             path: Some("/data/".into()),
             ..plan()
         };
@@ -246,7 +237,7 @@ mod tests {
             "only candidates are counted"
         );
 
-        let slow = Plan {
+        let slow = Rule {
             max_per_minute: 3,
             ..super::tests::plan()
         };

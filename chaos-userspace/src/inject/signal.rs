@@ -27,7 +27,7 @@ impl Pinned {
         }
         // SAFETY: a new fd, owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        if start_time(proc, pid) != Some(start_ticks) {
+        if crate::target::proc::start_ticks(proc, pid) != Some(start_ticks) {
             return Err(std::io::Error::other(format!(
                 "process {pid} exited and its pid was reused"
             )));
@@ -68,16 +68,6 @@ impl Pinned {
     }
 }
 
-/// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
-pub fn start_time(proc: &Path, pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(proc.join(pid.to_string()).join("stat")).ok()?;
-    stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,7 +80,7 @@ mod tests {
             .unwrap();
         let pid = child.id();
         let proc = Path::new("/proc");
-        let started = start_time(proc, pid).unwrap();
+        let started = crate::target::proc::start_ticks(proc, pid).unwrap();
         assert!(
             Pinned::open(proc, pid, "sleep", started + 1).is_err(),
             "a different start"

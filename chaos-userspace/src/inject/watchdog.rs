@@ -25,6 +25,8 @@ use nix::sys::socket::{
     sendmsg, socketpair,
 };
 
+use crate::machine::Verdict;
+
 /// `struct seccomp_notif` (include/uapi/linux/seccomp.h).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -47,15 +49,6 @@ struct NotifResp {
     val: i64,
     error: i32,
     flags: u32,
-}
-
-/// What to answer one notification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Let the call run (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`).
-    Continue,
-    /// Fail it with this errno; the call does not run.
-    Fail(i32),
 }
 
 // ioctl numbers: _IOWR('!', 0, struct seccomp_notif), _IOWR('!', 1, struct seccomp_notif_resp),

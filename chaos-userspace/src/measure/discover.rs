@@ -6,8 +6,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use chaos_common::{TargetInfo, reason, target_flag};
+
 use super::service::InitialInstance;
-use crate::target::{CgroupRule, comm_key, proc_pids};
+use crate::bpf::TargetSet;
+pub use crate::target::proc::{Proc, process, processes};
+use crate::target::{CgroupRule, comm_key};
 
 /// How the user named the service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,46 +50,14 @@ pub enum DiscoverError {
     Exe(PathBuf, String),
 }
 
-/// One process as /proc/PID/stat and /proc/PID/exe show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Proc {
-    pub pid: u32,
-    pub ppid: u32,
-    pub comm: String,
-    pub exe: Option<PathBuf>,
-}
-
-/// Every process under `proc` (normally /proc); those that vanish while read are skipped.
-pub fn processes(proc: &Path) -> BTreeMap<u32, Proc> {
-    proc_pids(proc)
-        .filter_map(|pid| process(proc, pid).map(|p| (pid, p)))
-        .collect()
-}
-
-/// One process as /proc shows it, or None when it is gone.
-pub fn process(proc: &Path, pid: u32) -> Option<Proc> {
-    let dir = proc.join(pid.to_string());
-    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-    let (comm, ppid) = parse_stat(&stat)?;
-    let exe = std::fs::read_link(dir.join("exe")).ok();
-    Some(Proc {
-        pid,
-        ppid,
-        comm,
-        exe,
-    })
-}
-
-/// `comm` and `ppid` from /proc/PID/stat: `pid (comm) state ppid ...`, where comm may hold
-/// spaces and parentheses, so the last `)` ends it (proc(5)).
-fn parse_stat(stat: &str) -> Option<(String, u32)> {
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?.to_string();
-    let mut rest = stat.get(close + 1..)?.split_whitespace();
-    let _state = rest.next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    Some((comm, ppid))
+/// Finds the service on this machine now (/proc, and the selector's cgroups).
+pub fn find_live(selector: &Selector, filter: Option<&str>) -> Result<Found, DiscoverError> {
+    let procs = processes(Path::new("/proc"));
+    let in_cgroup = match selector {
+        Selector::Cgroup(rule) => crate::target::scan_cgroups(std::slice::from_ref(rule)),
+        _ => Vec::new(),
+    };
+    find(selector, filter, &procs, &in_cgroup)
 }
 
 /// Resolves the selector (with an optional `--comm` filter) against `procs`; `in_cgroup`
@@ -176,6 +148,46 @@ fn top_of(set: Vec<&Proc>) -> Vec<&Proc> {
         .collect()
 }
 
+/// Puts the service in the target set: its supervisors and instances, following what they
+/// fork, and its name (or cgroup) for replacements. Pid 1 and chaos itself are never targets:
+/// an init-supervised service is followed through its name or cgroup instead, without the
+/// fork and reap milestones.
+pub fn follow(
+    targets: &mut TargetSet,
+    found: &Found,
+    selector: &Selector,
+) -> Result<(), crate::bpf::BpfError> {
+    let me = std::process::id();
+    let follow = |reasons| TargetInfo {
+        reasons,
+        flags: target_flag::FOLLOW,
+    };
+    let mut members = BTreeMap::new();
+    for &pid in &found.supervisors {
+        if pid > 1 && pid != me {
+            members.insert(pid, follow(reason::PID));
+        } else {
+            log::warn!(
+                "the supervisor is pid {pid}: chaos does not target it, so replacements are seen from their exec, without fork and reap"
+            );
+        }
+    }
+    for instance in &found.instances {
+        members.insert(instance.pid, follow(reason::PID));
+    }
+    if !found.explicit
+        && let Ok(key) = comm_key(&found.comm)
+    {
+        targets.add_comm(key)?;
+    }
+    if let Selector::Cgroup(rule) = &selector {
+        for id in &rule.ids {
+            targets.add_cgroup(*id)?;
+        }
+    }
+    targets.add_members(&members)
+}
+
 /// Checks a `--comm` filter's length the way the kernel stores names.
 pub fn check_comm(comm: &str) -> Result<(), crate::target::TargetError> {
     comm_key(comm).map(drop)
@@ -199,15 +211,6 @@ mod tests {
                 )
             })
             .collect()
-    }
-
-    #[test]
-    fn parses_stat_with_awkward_names() {
-        assert_eq!(
-            parse_stat("42 (a (b) c) S 7 42 42 0 -1"),
-            Some(("a (b) c".into(), 7))
-        );
-        assert_eq!(parse_stat("garbage"), None);
     }
 
     #[test]

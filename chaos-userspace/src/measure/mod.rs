@@ -1,148 +1,76 @@
-//! Recovery measurement: events -> [`episode::Engine`] -> episodes and histograms.
+//! Recovery measurement: inputs -> [`engine::Engine`] -> episodes and histograms.
 //!
-//! [`Measurement`] is the one path every input takes, live or replayed: it records the input
-//! (with `--record`), feeds the engine, reports what ended, and counts towards `--episodes`.
-//! Live and replayed runs therefore print the same thing for the same input.
+//! [`Measurement`] is the one path every input takes, in `chaos measure` and in `chaos run`,
+//! live or replayed: it feeds the engine, asks for readiness probes, and reports each ended
+//! episode. [`MeasureMachine`] is `chaos measure`'s engine: a measurement, a sink for its
+//! episodes, and the `--episodes` limit. Live and replayed runs therefore print the same thing
+//! for the same inputs.
 
 pub mod discover;
-pub mod episode;
-pub mod record;
-pub mod report;
+pub mod engine;
 pub mod service;
+pub mod sink;
 pub mod stats;
 
-use std::{io::Write, path::PathBuf, time::Duration};
+pub mod record;
 
-use episode::{Engine, Output};
-use record::{End, Header, Input, Recorder};
-use report::{MeasureSummary, Report};
+use engine::{Engine, Output};
+use record::Header;
+use sink::{EpisodeSink, MeasureSummary};
 
-/// Where the HdrHistogram log goes, if anywhere.
-#[derive(Debug, Clone, Default)]
-pub struct Outputs {
-    pub hdr_log: Option<PathBuf>,
-}
+use crate::{
+    episode::Episode,
+    machine::{Action, Input, Machine, Report, record::End},
+};
 
 pub struct Measurement {
     header: Header,
     engine: Engine,
-    report: Box<dyn Report>,
-    recorder: Option<Recorder<Box<dyn Write>>>,
-    /// Stop after this many ended episodes.
-    limit: Option<u64>,
-    ended: u64,
     outputs: Vec<Output>,
-    /// Episodes whose readiness the driver should start probing.
-    probes: Vec<u64>,
-    /// Episodes that ended since the driver last asked (to stop their probes).
-    finished: Vec<u64>,
-    /// The reader of the report went away (a closed pipe is a normal way to stop).
-    closed: bool,
-    exporters: Option<crate::export::Shared>,
 }
 
 impl Measurement {
-    pub fn new(
-        header: Header,
-        report: Box<dyn Report>,
-        record: Option<Box<dyn Write>>,
-        limit: Option<u64>,
-    ) -> std::io::Result<Self> {
-        let recorder = record.map(|out| Recorder::new(out, &header)).transpose()?;
-        Ok(Self {
+    pub fn new(header: Header) -> Self {
+        Self {
             engine: Engine::new(header.service.clone()),
             header,
-            report,
-            recorder,
-            limit,
-            ended: 0,
             outputs: Vec::new(),
-            probes: Vec::new(),
-            finished: Vec::new(),
-            closed: false,
-            exporters: None,
-        })
+        }
     }
 
-    /// Ended episodes also go to these exporters, which from now on turn kernel times into
-    /// wall-clock times with this measurement's header (so exported times and the recorded or
-    /// reported ones agree exactly).
-    pub fn set_exporters(&mut self, exporters: crate::export::Shared) {
-        exporters.borrow_mut().clock = Some(crate::export::Clock::new(
-            self.header.start_ns,
-            self.header.start_unix_ns,
-        ));
-        self.exporters = Some(exporters);
+    pub fn header(&self) -> &Header {
+        &self.header
     }
 
-    /// Feeds one input; true once `--episodes` is reached or the report's reader is gone.
-    pub fn feed(&mut self, input: Input) -> std::io::Result<bool> {
-        match &input {
+    /// Feeds one input: pushes the probes to start and stop and the ended episodes (to
+    /// report), and returns the ended episodes.
+    pub fn feed(&mut self, input: &Input, out: &mut Vec<Action>) -> Vec<Episode> {
+        match input {
             Input::Event(event) => self.engine.event(event, &mut self.outputs),
             Input::Ready(mark) => self
                 .engine
                 .ready(mark.episode, mark.ts_ns, &mut self.outputs),
             Input::Tick(tick) => self.engine.advance(tick.ts_ns, &mut self.outputs),
+            _ => {}
         }
-        // A tick that changed nothing is not worth a line in the recording.
-        let keep = !matches!(input, Input::Tick(_)) || !self.outputs.is_empty();
-        if let (Some(recorder), true) = (self.recorder.as_mut(), keep) {
-            recorder.input(&input)?;
-        }
-        self.drain_outputs()?;
-        Ok(self.closed || self.limit.is_some_and(|limit| self.ended >= limit))
+        self.drain(out)
     }
 
-    /// Writes to the report unless its reader is gone.
-    fn report(
-        &mut self,
-        write: impl FnOnce(&mut dyn Report) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
-        if self.closed {
-            return Ok(());
-        }
-        match write(self.report.as_mut()) {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                self.closed = true;
-                Ok(())
-            }
-            other => other,
-        }
-    }
-
-    fn drain_outputs(&mut self) -> std::io::Result<()> {
-        for output in std::mem::take(&mut self.outputs) {
+    fn drain(&mut self, out: &mut Vec<Action>) -> Vec<Episode> {
+        let mut ended = Vec::new();
+        for output in self.outputs.drain(..) {
             match output {
                 Output::Episode(episode) => {
-                    if let Some(e) = &self.exporters {
-                        e.borrow_mut().episode(&episode);
-                    }
-                    self.ended += 1;
-                    self.finished.push(episode.id);
-                    self.report(|r| r.episode(&episode))?;
+                    out.push(Action::EndProbe {
+                        episode: episode.id,
+                    });
+                    out.push(Action::Report(Report::Episode(episode.clone())));
+                    ended.push(*episode);
                 }
-                Output::Probe { episode } => self.probes.push(episode),
+                Output::Probe { episode } => out.push(Action::Probe { episode }),
             }
         }
-        Ok(())
-    }
-
-    /// Episodes to start probing since the last call.
-    pub fn take_probes(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.probes)
-    }
-
-    /// Episodes that ended since the last call.
-    pub fn take_finished(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.finished)
-    }
-
-    pub fn flush_record(&mut self) -> std::io::Result<()> {
-        self.recorder.as_mut().map_or(Ok(()), Recorder::flush)
-    }
-
-    pub fn instance_count(&self) -> usize {
-        self.engine.instance_count()
+        ended
     }
 
     /// Episodes begun and not yet ended.
@@ -159,17 +87,13 @@ impl Measurement {
         self.engine.stats()
     }
 
-    /// Ends the run at `end`: open episodes are reported unfinished, then the summary; the
-    /// recording gets its end mark and the HdrHistogram log is written.
-    pub fn finish(mut self, end: End, outputs: &Outputs) -> std::io::Result<MeasureSummary> {
+    /// Ends the measurement at `end`: open episodes end unfinished (returned, and pushed as
+    /// reports); then the summary.
+    pub fn finish(&mut self, end: &End, out: &mut Vec<Action>) -> (Vec<Episode>, MeasureSummary) {
         self.engine.finish(end.ts_ns, &mut self.outputs);
-        self.drain_outputs()?;
-        if let Some(e) = &self.exporters {
-            e.borrow_mut().lost(end.counters.lost);
-        }
-        let duration_ns = end.ts_ns.saturating_sub(self.header.start_ns);
+        let ended = self.drain(out);
         let summary = MeasureSummary {
-            duration_ns,
+            duration_ns: end.ts_ns.saturating_sub(self.header.start_ns),
             comm: self.header.service.comm.clone(),
             ready: self.header.service.ready.describe(),
             stats: self.engine.stats().summary(),
@@ -177,35 +101,139 @@ impl Measurement {
             targets_full: end.counters.targets_full,
             read_errors: end.counters.read_errors,
         };
-        self.report(|r| r.summary(&summary))?;
-        if let Some(recorder) = self.recorder.take() {
-            recorder.end(&end)?;
+        (ended, summary)
+    }
+
+    /// Writes the HdrHistogram interval log of every phase.
+    pub fn write_hdr_log(&self, path: &std::path::Path, duration_ns: u64) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        let start =
+            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(self.header.start_unix_ns);
+        self.engine.stats().write_hdr_log(
+            &mut file,
+            start,
+            std::time::Duration::from_nanos(duration_ns),
+        )?;
+        file.flush()
+    }
+}
+
+/// `chaos measure`: a measurement whose episodes go to a sink, until `--episodes` have
+/// ended, the reader of the sink goes away, or the driver stops it.
+pub struct MeasureMachine {
+    pub measurement: Measurement,
+    sink: Box<dyn EpisodeSink>,
+    /// Stop after this many ended episodes.
+    limit: Option<u64>,
+    /// Stop this long after the first tick (`--duration`).
+    duration: Option<std::time::Duration>,
+    end: Option<u64>,
+    ended: u64,
+    /// The reader of the sink went away (a closed pipe is a normal way to stop).
+    closed: bool,
+    stopped: bool,
+    /// Error other than a closed pipe writing the sink, reported at the end.
+    pub error: Option<std::io::Error>,
+}
+
+impl MeasureMachine {
+    pub fn new(
+        measurement: Measurement,
+        sink: Box<dyn EpisodeSink>,
+        limit: Option<u64>,
+        duration: Option<std::time::Duration>,
+    ) -> Self {
+        Self {
+            measurement,
+            sink,
+            limit,
+            duration,
+            end: None,
+            ended: 0,
+            closed: false,
+            stopped: false,
+            error: None,
         }
-        if let Some(path) = &outputs.hdr_log {
-            let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-            let start = std::time::UNIX_EPOCH + Duration::from_nanos(self.header.start_unix_ns);
-            self.engine.stats().write_hdr_log(
-                &mut file,
-                start,
-                Duration::from_nanos(duration_ns),
-            )?;
-            file.flush()?;
+    }
+
+    fn write(&mut self, write: impl FnOnce(&mut dyn EpisodeSink) -> std::io::Result<()>) {
+        if self.closed {
+            return;
         }
-        Ok(summary)
+        match write(self.sink.as_mut()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => self.closed = true,
+            Err(e) => {
+                self.closed = true;
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Ends the measurement and writes the summary; returns it, and the episodes the end
+    /// left unfinished.
+    pub fn finish(&mut self, end: &End) -> (MeasureSummary, Vec<Episode>) {
+        let mut actions = Vec::new();
+        let (ended, summary) = self.measurement.finish(end, &mut actions);
+        for episode in &ended {
+            self.write(|s| s.episode(episode));
+        }
+        self.write(|s| s.summary(&summary));
+        (summary, ended)
+    }
+}
+
+impl Machine for MeasureMachine {
+    fn feed(&mut self, input: &Input, out: &mut Vec<Action>) {
+        if self.stopped {
+            return;
+        }
+        if let Input::Stop(_) = input {
+            self.stopped = true;
+            out.push(Action::Stop);
+            return;
+        }
+        for episode in self.measurement.feed(input, out) {
+            self.ended += 1;
+            self.write(|s| s.episode(&episode));
+        }
+        let past_end = match input {
+            Input::Tick(t) => {
+                let end = *self.end.get_or_insert_with(|| {
+                    self.duration
+                        .map_or(u64::MAX, |d| t.ts_ns.saturating_add(d.as_nanos() as u64))
+                });
+                t.ts_ns >= end
+            }
+            _ => false,
+        };
+        if past_end || self.closed || self.limit.is_some_and(|limit| self.ended >= limit) {
+            self.stopped = true;
+            out.push(Action::Stop);
+        }
+    }
+
+    fn quiet_ticks_matter(&self) -> bool {
+        false
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{record::Recording, report::JsonReport, *};
+    use super::{record::tests::header as base_header, *};
     use crate::{
         event::{Event, Exec, Exit, Fork, KernelCounters, Reap, Signal},
-        measure::record::{ReadyMark, Tick},
-        output::SharedBuf as Shared,
+        machine::{
+            ReadyMark, Tick,
+            record::{Recorder, Recording},
+        },
+        measure::sink::JsonEpisodes,
+        output::SharedBuf,
     };
 
     fn header() -> Header {
-        let mut header = record::tests::header();
+        let mut header = base_header();
         header.start_ns = 0;
         header.service.recovery_timeout_ns = 1_000_000_000;
         header
@@ -272,17 +300,24 @@ mod tests {
         inputs
     }
 
-    fn run(inputs: Vec<Input>, record: Option<Shared>, limit: Option<u64>) -> String {
-        let out = Shared::default();
-        let mut m = Measurement::new(
-            header(),
-            Box::new(JsonReport(out.clone())),
-            record.map(|r| Box::new(r) as Box<dyn Write>),
+    /// Feeds `inputs` as the driver would (recording what it keeps); returns the output.
+    fn run(inputs: Vec<Input>, record: Option<&mut Vec<u8>>, limit: Option<u64>) -> String {
+        let out = SharedBuf::default();
+        let mut m = MeasureMachine::new(
+            Measurement::new(header()),
+            Box::new(JsonEpisodes(out.clone())),
             limit,
-        )
-        .unwrap();
+            None,
+        );
+        let mut recorder = record.map(|buf| Recorder::new(buf, &header()).unwrap());
+        let mut actions = Vec::new();
         for input in inputs {
-            if m.feed(input).unwrap() {
+            m.feed(&input, &mut actions);
+            let quiet = matches!(input, Input::Tick(_)) && actions.is_empty();
+            if let (Some(r), false) = (recorder.as_mut(), quiet && !m.quiet_ticks_matter()) {
+                r.input(&input).unwrap();
+            }
+            if actions.drain(..).any(|a| a == Action::Stop) {
                 break;
             }
         }
@@ -290,16 +325,19 @@ mod tests {
             ts_ns: 6_000_000_000,
             counters: KernelCounters::default(),
         };
-        m.finish(end, &Outputs::default()).unwrap();
+        if let Some(r) = recorder {
+            r.end(&end).unwrap();
+        }
+        m.finish(&end);
         out.text()
     }
 
     #[test]
     fn a_replay_prints_exactly_what_the_run_printed() {
-        let record = Shared::default();
-        let live = run(inputs(), Some(record.clone()), None);
+        let mut record = Vec::new();
+        let live = run(inputs(), Some(&mut record), None);
         let recording =
-            Recording::from_reader(std::path::Path::new("r"), record.text().as_bytes()).unwrap();
+            Recording::<Header>::from_reader(std::path::Path::new("r"), record.as_slice()).unwrap();
         assert_eq!(recording.header, header());
         let replayed = run(recording.inputs, None, None);
         assert_eq!(live, replayed);
@@ -313,12 +351,27 @@ mod tests {
 
     #[test]
     fn episodes_limit_stops_the_run_and_the_recording() {
-        let record = Shared::default();
-        let live = run(inputs(), Some(record.clone()), Some(1));
+        let mut record = Vec::new();
+        let live = run(inputs(), Some(&mut record), Some(1));
         assert_eq!(live.lines().count(), 2, "one episode and the summary");
         let recording =
-            Recording::from_reader(std::path::Path::new("r"), record.text().as_bytes()).unwrap();
+            Recording::<Header>::from_reader(std::path::Path::new("r"), record.as_slice()).unwrap();
         assert!(recording.inputs.len() < inputs().len());
         assert_eq!(run(recording.inputs, None, None), live);
+    }
+
+    #[test]
+    fn a_quiet_tick_is_not_worth_a_line_but_one_that_fails_an_episode_is() {
+        let m = MeasureMachine::new(
+            Measurement::new(header()),
+            Box::new(JsonEpisodes(SharedBuf::default())),
+            None,
+            None,
+        );
+        assert!(!m.quiet_ticks_matter());
+        let mut record = Vec::new();
+        run(inputs(), Some(&mut record), None);
+        let text = String::from_utf8(record).unwrap();
+        assert_eq!(text.matches("\"type\":\"tick\"").count(), 1, "{text}");
     }
 }

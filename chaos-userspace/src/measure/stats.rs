@@ -8,7 +8,7 @@ use hdrhistogram::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::episode::{Episode, Outcome, PHASES};
+use crate::episode::{Episode, Outcome, PHASES};
 
 /// Three significant digits: a 2.5 ms phase is kept to within 2.5 µs.
 const SIGFIG: u8 = 3;

@@ -115,7 +115,7 @@ impl<W: Write> Sink for Human<W> {
                     } else {
                         "injected "
                     },
-                    e.fault,
+                    e.fault.as_str(),
                     e.value,
                     e.nth,
                     e.what

@@ -2,6 +2,7 @@
 
 pub mod human;
 pub mod jsonl;
+pub mod stream;
 
 use crate::event::{Event, Summary};
 

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use plotters::{coord::Shift, prelude::*, style::RGBColor};
 
 use super::{bins, cdf, episode_span, phase_names, samples, verdict_word};
-use crate::{experiment::result::RunResult, measure::episode::Outcome, output::human_duration};
+use crate::{episode::Outcome, experiment::result::RunResult, output::human_duration};
 
 pub const BAR_COLOR: RGBColor = RGBColor(0x4C, 0x78, 0xA8);
 pub const RECOVERED_COLOR: RGBColor = RGBColor(0x54, 0xA2, 0x4B);

@@ -1,5 +1,5 @@
-//! `chaos report RESULT.json [--html OUT.html]`: a run's result as people read it, in the
-//! terminal or as a self-contained HTML page (SVG plots drawn with plotters).
+//! A run's result as people read it, in the terminal or as a self-contained HTML page (SVG
+//! plots drawn with plotters); `chaos report` (`commands::report`) picks one.
 //!
 //! Both renditions show the verdict and its clauses, a histogram per recovery phase, the CDF
 //! of total recovery time, and a timeline of faults and episodes.
@@ -7,57 +7,13 @@
 pub mod html;
 pub mod terminal;
 
-use std::path::Path;
-
 use crate::{
-    error::Error,
+    episode::{Episode, Outcome, PHASES},
     experiment::result::RunResult,
-    measure::episode::{Episode, Outcome, PHASES},
 };
 
-pub fn run(args: crate::cli::ReportArgs) -> Result<u8, Error> {
-    let result = load(&args.result)?;
-    match &args.html {
-        Some(out) => {
-            let page = html::page(&result);
-            std::fs::write(out, page).map_err(|source| Error::Io {
-                what: "cannot write the --html page",
-                source,
-            })?;
-            println!(
-                "{}: {} episode(s), verdict {}",
-                out.display(),
-                result.episodes.len(),
-                verdict_word(&result)
-            );
-        }
-        None => {
-            let mut out = std::io::stdout();
-            terminal::render(&mut out, &result).map_err(Error::Output)?;
-        }
-    }
-    Ok(0)
-}
-
-pub fn load(path: &Path) -> Result<RunResult, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Usage(format!("{}: cannot read: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| {
-        Error::Usage(format!(
-            "{}:{}:{}: not the result of chaos run (--json): {e}",
-            path.display(),
-            e.line(),
-            e.column()
-        ))
-    })
-}
-
 pub fn verdict_word(result: &RunResult) -> &'static str {
-    match result.verdict {
-        crate::experiment::verdict::Verdict::Held => "HELD",
-        crate::experiment::verdict::Verdict::Refuted => "REFUTED",
-        crate::experiment::verdict::Verdict::Aborted => "ABORTED",
-    }
+    crate::experiment::verdict::word(result.verdict)
 }
 
 /// The phases in order, then "total": (name, label).

@@ -78,7 +78,7 @@ pub fn render(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
                     f.value,
                     f.pid,
                     f.comm,
-                    f.backend
+                    f.backend.as_str()
                 ),
             )
         })

@@ -1,5 +1,9 @@
-//! Target selection: what the user named, checked before anything touches the kernel, and the
-//! processes that already match when observation starts.
+//! Target selection: what the user named, checked before anything touches the kernel, the
+//! processes that already match when observation starts, and what no fault may touch
+//! ([`denylist`]).
+
+pub mod denylist;
+pub mod proc;
 
 use std::{
     collections::BTreeMap,
@@ -76,7 +80,7 @@ impl TargetSpec {
             return Err(TargetError::Empty);
         }
         for &pid in &self.pids {
-            match tgid_of(proc, pid) {
+            match proc::tgid_of(proc, pid) {
                 None => return Err(TargetError::NoProcess(pid)),
                 Some(tgid) if tgid != pid => return Err(TargetError::Thread { pid, tgid }),
                 Some(_) => {}
@@ -161,15 +165,6 @@ fn collect_cgroup_ids(dir: &Path, ids: &mut Vec<u64>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The thread group id of `pid` (`Tgid:` in /proc/PID/status), or None if it does not exist.
-fn tgid_of(proc: &Path, pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(proc.join(pid.to_string()).join("status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// The processes that match the targets when observation starts, with why.
 ///
 /// `processes` lists (pid, comm) of every process; `cgroup_procs` the pids found in each
@@ -205,17 +200,9 @@ pub fn initial_members(
 }
 
 /// The pids under `proc` (its numeric entries).
-pub fn proc_pids(proc: &Path) -> impl Iterator<Item = u32> {
-    std::fs::read_dir(proc)
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-}
-
 /// Every (pid, comm) under `proc`. Processes that vanish while being read are skipped.
 pub fn scan_processes(proc: &Path) -> Vec<(u32, String)> {
-    proc_pids(proc)
+    proc::pids(proc)
         .filter_map(|pid| {
             let comm = std::fs::read_to_string(proc.join(pid.to_string()).join("comm")).ok()?;
             Some((pid, comm.trim_end_matches('\n').to_string()))

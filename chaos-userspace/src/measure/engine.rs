@@ -27,48 +27,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::{Deserialize, Serialize};
-
 use super::{
     service::{Ready, Service},
     stats::Stats,
 };
-use crate::event::{Event, Exec, Exit, Signal, signal_name};
-
-/// One phase of an episode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Phase {
-    pub name: &'static str,
-    /// For tables: what the phase is.
-    pub label: &'static str,
-}
-
-/// The phases in order; each ends at the milestone of the same index in [`MILESTONES`] + 1.
-pub const PHASES: [Phase; 5] = [
-    Phase {
-        name: "fault_to_exit",
-        label: "fault -> exit",
-    },
-    Phase {
-        name: "exit_to_reaped",
-        label: "exit -> reaped",
-    },
-    Phase {
-        name: "reaped_to_forked",
-        label: "reaped -> forked",
-    },
-    Phase {
-        name: "forked_to_exec",
-        label: "forked -> exec",
-    },
-    Phase {
-        name: "exec_to_ready",
-        label: "exec -> ready",
-    },
-];
-
-/// Milestone names, in order.
-pub const MILESTONES: [&str; 6] = ["fault", "exit", "reaped", "forked", "exec", "ready"];
+use crate::{
+    episode::{Cause, Episode, ExitInfo, Milestones, Outcome, RecoveryPhases},
+    event::{Event, Exec, Exit, Signal, signal_name},
+};
 
 /// Signals that ask a process to stop: when an instance exits normally after one of them, the
 /// first such signal is the fault (a graceful shutdown is part of the recovery time).
@@ -81,157 +47,6 @@ const STOP_REQUESTS: [u32; 3] = [
 const SIGNALS_KEPT: usize = 8;
 /// How far up the fork tree an exec is traced to find its supervisor.
 const MAX_DEPTH: usize = 16;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Recovered,
-    /// No ready replacement within the recovery timeout, or the supervisor itself exited.
-    Failed,
-    /// Measurement ended first.
-    Unfinished,
-}
-
-/// The signal that started an episode.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fault {
-    pub signal: u32,
-    pub signal_name: String,
-    pub sender_pid: u32,
-    pub sender_comm: String,
-}
-
-/// How the old instance ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExitInfo {
-    pub exit_code: u32,
-    pub signal: u32,
-    pub core_dumped: bool,
-    pub lifetime_ns: u64,
-    /// Bytes written since its last successful fsync-family call: what a power loss at that
-    /// instant could lose. Null when no write hook was attached.
-    pub unsynced_bytes: Option<u64>,
-}
-
-/// Kernel timestamps (CLOCK_MONOTONIC ns) of each milestone seen.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Milestones {
-    pub fault: Option<u64>,
-    pub exit: Option<u64>,
-    pub reaped: Option<u64>,
-    pub forked: Option<u64>,
-    pub exec: Option<u64>,
-    pub ready: Option<u64>,
-}
-
-impl Milestones {
-    fn ordered(&self) -> [Option<u64>; 6] {
-        [
-            self.fault,
-            self.exit,
-            self.reaped,
-            self.forked,
-            self.exec,
-            self.ready,
-        ]
-    }
-
-    /// The name of the last milestone reached.
-    fn last(&self) -> &'static str {
-        let ordered = self.ordered();
-        (0..ordered.len())
-            .rev()
-            .find(|&i| ordered[i].is_some())
-            .map_or("none", |i| MILESTONES[i])
-    }
-}
-
-/// Duration of each phase (ns); null when its end milestone was not seen.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Phases {
-    pub fault_to_exit: Option<u64>,
-    pub exit_to_reaped: Option<u64>,
-    pub reaped_to_forked: Option<u64>,
-    pub forked_to_exec: Option<u64>,
-    pub exec_to_ready: Option<u64>,
-}
-
-impl Phases {
-    fn from_milestones(m: &Milestones) -> Self {
-        let ordered = m.ordered();
-        let mut durations = [None; 5];
-        let mut previous = ordered[0];
-        for (i, end) in ordered.iter().enumerate().skip(1) {
-            if let Some(end) = end {
-                durations[i - 1] = previous.map(|start| end.saturating_sub(start));
-                previous = Some(*end);
-            }
-        }
-        let [
-            fault_to_exit,
-            exit_to_reaped,
-            reaped_to_forked,
-            forked_to_exec,
-            exec_to_ready,
-        ] = durations;
-        Self {
-            fault_to_exit,
-            exit_to_reaped,
-            reaped_to_forked,
-            forked_to_exec,
-            exec_to_ready,
-        }
-    }
-
-    /// (phase name, duration) in episode order.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, Option<u64>)> {
-        let values = [
-            self.fault_to_exit,
-            self.exit_to_reaped,
-            self.reaped_to_forked,
-            self.forked_to_exec,
-            self.exec_to_ready,
-        ];
-        PHASES.iter().map(|p| p.name).zip(values)
-    }
-}
-
-/// One recovery, as reported.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Episode {
-    /// 1, 2, ... in the order episodes began.
-    pub id: u64,
-    pub outcome: Outcome,
-    pub supervisor: u32,
-    pub old_pid: u32,
-    pub new_pid: Option<u32>,
-    pub fault: Option<Fault>,
-    pub exit: ExitInfo,
-    /// Replacements that died before they were ready; the milestones after `exit` are the
-    /// last attempt's.
-    pub failed_starts: u32,
-    pub at_ns: Milestones,
-    pub phases_ns: Phases,
-    /// From the fault (or the exit when no signal was seen) to ready.
-    pub total_ns: Option<u64>,
-    /// The last milestone reached: for a failed episode, where recovery stopped.
-    pub last_milestone: String,
-    /// Why a failed or unfinished episode did not recover.
-    pub reason: Option<String>,
-}
-
-impl Episode {
-    /// The duration of phase `name` (a [`PHASES`] name, or "total"), when it was measured.
-    pub fn phase_ns(&self, name: &str) -> Option<u64> {
-        if name == "total" {
-            return self.total_ns;
-        }
-        self.phases_ns
-            .iter()
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, v)| v)
-    }
-}
 
 /// What the engine asks of its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,7 +78,7 @@ struct Open {
     old_pid: u32,
     /// The supervisor's child whose reaping ends the "reaping" phase.
     child: u32,
-    fault: Option<Fault>,
+    fault: Option<Cause>,
     exit: ExitInfo,
     at: Milestones,
     new_pid: Option<u32>,
@@ -541,7 +356,7 @@ impl Engine {
             exit: open.exit,
             failed_starts: open.failed_starts,
             at_ns: at,
-            phases_ns: Phases::from_milestones(&at),
+            phases_ns: RecoveryPhases::from_milestones(&at),
             total_ns: at.ready.zip(start).map(|(r, s)| r.saturating_sub(s)),
             last_milestone: at.last().to_string(),
             reason,
@@ -610,7 +425,7 @@ impl Engine {
 
 /// The fault of an exit: the last generation of the signal that killed it, or for a normal
 /// exit the first stop request it received; None when neither was seen.
-fn fault_of(exit: &Exit, signals: &[Signal]) -> Option<(u64, Fault)> {
+fn fault_of(exit: &Exit, signals: &[Signal]) -> Option<(u64, Cause)> {
     let signal = if exit.signal != 0 {
         signals.iter().rev().find(|s| s.signal == exit.signal)
     } else {
@@ -618,7 +433,7 @@ fn fault_of(exit: &Exit, signals: &[Signal]) -> Option<(u64, Fault)> {
     }?;
     Some((
         signal.ts_ns,
-        Fault {
+        Cause {
             signal: signal.signal,
             signal_name: signal_name(signal.signal),
             sender_pid: signal.sender_pid,
@@ -628,5 +443,5 @@ fn fault_of(exit: &Exit, signals: &[Signal]) -> Option<(u64, Fault)> {
 }
 
 #[cfg(test)]
-#[path = "episode_tests.rs"]
+#[path = "engine_tests.rs"]
 mod tests;

@@ -1,4 +1,4 @@
-//! How `chaos measure` reports: one line per episode as it ends, then a summary with the
+//! Where `chaos measure` writes: one line per episode as it ends, then a summary with the
 //! histograms; as a table or as JSON Lines.
 //!
 //! # Wire format (`--json`)
@@ -17,11 +17,11 @@ use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
+use super::stats::{PhaseSummary, Quantiles};
+use crate::{
     episode::{Episode, Outcome, PHASES},
-    stats::{PhaseSummary, Quantiles},
+    output::human_duration,
 };
-use crate::output::human_duration;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeasureSummary {
@@ -42,14 +42,15 @@ enum Line<'a> {
     Summary(&'a MeasureSummary),
 }
 
-pub trait Report {
+/// Where ended episodes and the summary go.
+pub trait EpisodeSink {
     fn episode(&mut self, episode: &Episode) -> std::io::Result<()>;
     fn summary(&mut self, summary: &MeasureSummary) -> std::io::Result<()>;
 }
 
-pub struct JsonReport<W: Write>(pub W);
+pub struct JsonEpisodes<W: Write>(pub W);
 
-impl<W: Write> Report for JsonReport<W> {
+impl<W: Write> EpisodeSink for JsonEpisodes<W> {
     fn episode(&mut self, episode: &Episode) -> std::io::Result<()> {
         serde_json::to_writer(&mut self.0, &Line::Episode(episode))?;
         self.0.write_all(b"\n")?;
@@ -63,9 +64,9 @@ impl<W: Write> Report for JsonReport<W> {
     }
 }
 
-pub struct TableReport<W: Write>(pub W);
+pub struct TableEpisodes<W: Write>(pub W);
 
-impl<W: Write> Report for TableReport<W> {
+impl<W: Write> EpisodeSink for TableEpisodes<W> {
     fn episode(&mut self, e: &Episode) -> std::io::Result<()> {
         let cause = match &e.fault {
             Some(f) => format!(

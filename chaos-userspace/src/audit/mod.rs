@@ -9,6 +9,12 @@
 //! SHA-256, in hex, of `prev` followed by the entry's JSON without `hash` (fields in the order
 //! above). An edit changes a hash; a deletion or a reordering breaks `seq` or `prev`.
 //! `chaos audit verify FILE` checks the whole chain and names the first line that breaks it.
+//!
+//! The `event` of each entry is one of the typed [`Entry`] kinds, documented in [`entry`].
+
+pub mod entry;
+
+pub use entry::Entry;
 
 use std::{
     fs::{File, OpenOptions},
@@ -51,7 +57,7 @@ struct Body {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Entry {
+struct Line {
     #[serde(flatten)]
     body: Body,
     hash: String,
@@ -91,7 +97,7 @@ pub fn verify(path: &Path) -> Result<Chain, AuditError> {
             line: index + 1,
             reason,
         };
-        let entry: Entry =
+        let entry: Line =
             serde_json::from_str(&line).map_err(|e| broken(format!("not an audit entry ({e})")))?;
         if entry.body.seq != seq + 1 {
             return Err(broken(format!(
@@ -169,7 +175,8 @@ impl AuditLog {
     }
 
     /// Appends an entry and syncs it to disk before returning.
-    pub fn append(&mut self, event: Value) -> Result<(), AuditError> {
+    pub fn append(&mut self, entry: &Entry) -> Result<(), AuditError> {
+        let event = serde_json::to_value(entry).expect("an audit entry serializes");
         let body = Body {
             seq: self.seq + 1,
             prev: self.prev.clone(),
@@ -179,7 +186,7 @@ impl AuditLog {
             host: self.host.clone(),
             event,
         };
-        let entry = Entry {
+        let entry = Line {
             hash: hash(&body),
             body,
         };
@@ -200,8 +207,6 @@ impl AuditLog {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     fn log_of(n: u64) -> (tempfile::TempDir, PathBuf) {
@@ -209,7 +214,10 @@ mod tests {
         let path = dir.path().join("audit.jsonl");
         let mut log = AuditLog::open(&path).unwrap();
         for i in 1..=n {
-            log.append(json!({"kind": "fault", "n": i})).unwrap();
+            log.append(&Entry::Abort(entry::Abort {
+                reason: format!("n{i}"),
+            }))
+            .unwrap();
         }
         (dir, path)
     }
@@ -232,7 +240,9 @@ mod tests {
         assert_eq!(verify(&path).unwrap().entries, 3);
         AuditLog::open(&path)
             .unwrap()
-            .append(json!({"kind": "end"}))
+            .append(&Entry::Abort(entry::Abort {
+                reason: "end".into(),
+            }))
             .unwrap();
         assert_eq!(verify(&path).unwrap().entries, 4);
     }
@@ -243,7 +253,7 @@ mod tests {
         let good = lines(&path);
 
         let mut edited = good.clone();
-        edited[2] = edited[2].replace("\"n\":3", "\"n\":30");
+        edited[2] = edited[2].replace("\"n3\"", "\"n30\"");
         write(&path, &edited);
         let err = verify(&path).unwrap_err().to_string();
         assert!(

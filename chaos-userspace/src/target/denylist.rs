@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::measure::discover::Proc;
+use super::proc::{self, Proc};
 
 /// Command names (as the kernel keeps them, 15 bytes at most) never faulted: init systems and
 /// their helpers, remote access, the message bus, logging, device management, login.
@@ -35,9 +35,6 @@ pub const DENIED_COMMS: &[&str] = &[
     "runsvdir",
     "process_api",
 ];
-
-/// `PF_KTHREAD`, include/linux/sched.h: the `flags` field of /proc/PID/stat.
-const PF_KTHREAD: u64 = 0x0020_0000;
 
 /// Why a process may not be faulted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,25 +114,13 @@ impl Denylist {
     }
 }
 
-fn ppid_of(proc: &Path, pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(proc.join(pid.to_string()).join("stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
+fn ppid_of(proc_dir: &Path, pid: u32) -> Option<u32> {
+    proc::stat(proc_dir, pid).map(|s| s.ppid)
 }
 
-/// Whether `pid` is a kernel thread (PF_KTHREAD in /proc/PID/stat's flags, field 9).
-pub fn is_kthread(proc: &Path, pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(proc.join(pid.to_string()).join("stat")) else {
-        return false;
-    };
-    let Some(close) = stat.rfind(')') else {
-        return false;
-    };
-    stat[close + 1..]
-        .split_whitespace()
-        .nth(6)
-        .and_then(|f| f.parse::<u64>().ok())
-        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+/// Whether `pid` is a kernel thread (PF_KTHREAD in /proc/PID/stat's flags).
+pub fn is_kthread(proc_dir: &Path, pid: u32) -> bool {
+    proc::stat(proc_dir, pid).is_some_and(|s| s.is_kthread())
 }
 
 #[cfg(test)]

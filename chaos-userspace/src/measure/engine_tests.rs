@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::{
+    episode::*,
     event::{Exec, Exit, Fork, Fsync, Listen, Reap, Signal},
     measure::service::InitialInstance,
 };
@@ -146,7 +147,7 @@ fn a_settled_restart_has_every_phase() {
     assert_eq!(e.exit.unsynced_bytes, Some(512));
     assert_eq!(
         e.phases_ns,
-        Phases {
+        RecoveryPhases {
             fault_to_exit: Some(MS),
             exit_to_reaped: Some(MS),
             reaped_to_forked: Some(MS),

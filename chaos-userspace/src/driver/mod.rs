@@ -1,0 +1,415 @@
+//! The driver: it carries out the actions of an engine (`crate::machine`) for every
+//! command, and feeds it its inputs: kernel events from the ring buffer, the passing of time,
+//! probe and verify results, seccomp notifications, Ctrl-C, the end of a launched command,
+//! and the outcome of each action it carried out. It also feeds the exporters, records the
+//! inputs (`--record`) and shows the engine's lines to the operator.
+//!
+//! Everything the engine learns from the machine goes through [`Driver::feed`], so a
+//! recording of those inputs replays the engine exactly ([`replay`]).
+
+mod act;
+pub mod console;
+pub mod probe;
+pub mod verify;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    io::Write,
+    os::fd::{AsRawFd as _, OwnedFd},
+    path::Path,
+    time::Duration,
+};
+
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::{mpsc, oneshot},
+    task::AbortHandle,
+};
+
+use crate::{
+    audit::AuditLog,
+    bpf::{FaultMaps, TargetSet, ring::RingSource},
+    event::{Event, KernelCounters},
+    export::Exporters,
+    inject::{signal::Pinned, watchdog::Watchdog},
+    machine::{
+        Action, Input, KernelFault, Machine, Notification, ReadyMark, StopCause, Tick, Verdict,
+        Verified,
+        record::{Header, Recorder},
+    },
+    measure::service::Ready,
+    source::{EventSource, SourceError},
+    sys::{clock::monotonic_ns, stops::Stops},
+    target::{
+        denylist::Denylist,
+        proc::{comm_of, exe_of, tgid_of},
+    },
+};
+use console::Console;
+use verify::VerifyCommand;
+
+/// How often time is fed to the engine when no event comes (deadlines, windows).
+pub const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{what}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the driver needs beyond the kernel's maps.
+#[derive(Default)]
+pub struct Setup<'a> {
+    pub audit: Option<AuditLog>,
+    pub exporters: Exporters,
+    pub console: Console,
+    /// How readiness is probed (`tcp:`, `cmd:`) and for how long.
+    pub probe: Option<(Ready, Duration)>,
+    pub verify: Option<VerifyCommand>,
+    pub watchdog: Option<&'a Watchdog>,
+    /// The seccomp listener's copy chaos keeps, to check notifications are still valid.
+    pub listener: Option<OwnedFd>,
+    pub recorder: Option<Recorder<Box<dyn Write>>>,
+    /// Read the path argument of each notification (the seccomp rule filters on one).
+    pub seccomp_paths: bool,
+}
+
+pub struct Driver<'a> {
+    faults: Option<&'a mut FaultMaps>,
+    targets: Option<&'a TargetSet>,
+    audit: Option<AuditLog>,
+    /// Set once the audit log failed: nothing more may be injected.
+    audit_broken: bool,
+    pub exporters: Exporters,
+    pub console: Console,
+    probe: Option<(Ready, Duration)>,
+    verify: Option<VerifyCommand>,
+    watchdog: Option<&'a Watchdog>,
+    listener: Option<OwnedFd>,
+    recorder: Option<Recorder<Box<dyn Write>>>,
+    seccomp_paths: bool,
+    denylist: Denylist,
+    /// pidfds kept for a later order (escalation, thaw), by the order that pinned them.
+    pinned: HashMap<u64, Pinned>,
+    /// Orders whose process the watchdog was told is frozen and not yet thawed.
+    frozen: Vec<u64>,
+    probes: HashMap<u64, AbortHandle>,
+    ready_tx: mpsc::UnboundedSender<ReadyMark>,
+    ready_rx: mpsc::UnboundedReceiver<ReadyMark>,
+    verify_tx: mpsc::UnboundedSender<Verified>,
+    verify_rx: mpsc::UnboundedReceiver<Verified>,
+    verifies_running: u32,
+    queue: VecDeque<Input>,
+    stopping: bool,
+    /// The first action that failed, for the command's message.
+    pub failure: Option<String>,
+}
+
+impl<'a> Driver<'a> {
+    pub fn new(
+        faults: Option<&'a mut FaultMaps>,
+        targets: Option<&'a TargetSet>,
+        setup: Setup<'a>,
+    ) -> Self {
+        let (ready_tx, ready_rx) = mpsc::unbounded_channel();
+        let (verify_tx, verify_rx) = mpsc::unbounded_channel();
+        Self {
+            faults,
+            targets,
+            audit: setup.audit,
+            audit_broken: false,
+            exporters: setup.exporters,
+            console: setup.console,
+            probe: setup.probe,
+            verify: setup.verify,
+            watchdog: setup.watchdog,
+            listener: setup.listener,
+            recorder: setup.recorder,
+            seccomp_paths: setup.seccomp_paths,
+            denylist: Denylist::new(Path::new("/proc")),
+            pinned: HashMap::new(),
+            frozen: Vec::new(),
+            probes: HashMap::new(),
+            ready_tx,
+            ready_rx,
+            verify_tx,
+            verify_rx,
+            verifies_running: 0,
+            queue: VecDeque::new(),
+            stopping: false,
+            failure: None,
+        }
+    }
+
+    /// The seccomp listener chaos keeps a copy of (once the launched command installed it).
+    pub fn set_listener(&mut self, listener: OwnedFd) {
+        self.listener = Some(listener);
+    }
+
+    /// Whether the engine asked to stop.
+    pub fn stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// The audit log, for the command's last entry.
+    pub fn audit(&mut self) -> Option<&mut AuditLog> {
+        self.audit.as_mut()
+    }
+
+    /// Feeds one input, then every input its actions produce, in order.
+    pub fn feed(&mut self, machine: &mut impl Machine, input: Input) {
+        self.queue.push_back(input);
+        let mut actions = Vec::new();
+        while let Some(input) = self.queue.pop_front() {
+            machine.feed(&input, &mut actions);
+            let quiet = matches!(input, Input::Tick(_)) && actions.is_empty();
+            if let (Some(recorder), false) = (
+                self.recorder.as_mut(),
+                quiet && !machine.quiet_ticks_matter(),
+            ) && let Err(e) = recorder.input(&input)
+            {
+                log::warn!("cannot write the recording: {e}");
+                self.recorder = None;
+            }
+            for action in actions.drain(..) {
+                self.act(action);
+            }
+        }
+    }
+
+    /// A kernel event: to the exporters, then to the engine (a fault the kernel fired
+    /// carries what /proc says of its target).
+    fn event(&mut self, machine: &mut impl Machine, event: Event) {
+        self.exporters.event(&event);
+        let input = match event {
+            Event::Inject(e) => Input::KernelFault(KernelFault {
+                comm: comm_of(e.pid),
+                exe: exe_of(e.pid),
+                event: e,
+            }),
+            other => Input::Event(other),
+        };
+        self.feed(machine, input);
+    }
+
+    /// Feeds kernel events, time, results and signals until the engine stops (or the
+    /// source ends); returns the kernel's counters.
+    pub async fn run(
+        &mut self,
+        machine: &mut impl Machine,
+        mut source: RingSource,
+        mut stops: Stops,
+        tree_gone: Option<oneshot::Receiver<()>>,
+    ) -> Result<KernelCounters, DriveError> {
+        let gone = async {
+            match tree_gone {
+                Some(rx) => {
+                    let _ = rx.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(gone);
+        let notifications = match (self.watchdog, &self.listener) {
+            (Some(dog), Some(_)) => Some(
+                // SAFETY: the fd belongs to the watchdog handle, which outlives this AsyncFd
+                // (dropped at the end of this function).
+                unsafe { AsyncFd::register_with_interest(dog.socket(), Interest::READABLE) }
+                    .map_err(|e| e.into_parts().1)
+                    .map_err(|source| DriveError::Io {
+                        what: "cannot watch the watchdog socket",
+                        source,
+                    })?,
+            ),
+            _ => None,
+        };
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::new();
+        let mut gone_seen = false;
+        while !self.stopping {
+            let wake = machine.wake_at().map(|at| {
+                let now = monotonic_ns();
+                tokio::time::Instant::now() + Duration::from_nanos(at.saturating_sub(now))
+            });
+            let mut extra: Option<Input> = None;
+            let mut ended = false;
+            tokio::select! {
+                more = source.next_batch(&mut batch) => ended = !more?,
+                Some(mark) = self.ready_rx.recv() => extra = Some(Input::Ready(mark)),
+                Some(v) = self.verify_rx.recv() => {
+                    self.verifies_running -= 1;
+                    extra = Some(Input::Verified(v));
+                }
+                readable = async {
+                    match &notifications {
+                        Some(fd) => fd.readable().await.map(Some),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Some(mut guard) = readable.map_err(|source| DriveError::Io {
+                        what: "watchdog socket",
+                        source,
+                    })? {
+                        guard.clear_ready();
+                        source.drain(&mut batch)?;
+                        for event in batch.drain(..) {
+                            self.event(machine, event);
+                        }
+                        self.notifications(machine);
+                    }
+                }
+                _ = tick.tick() => {
+                    // Events already in the ring buffer happened before now: they go
+                    // first, or a deadline could pass over the event that met it.
+                    source.drain(&mut batch)?;
+                    extra = Some(Input::Tick(Tick { ts_ns: monotonic_ns() }));
+                    self.exporters.lost(source.counters().lost);
+                    if let Err(e) = self.exporters.tick() {
+                        log::warn!("export: {}", crate::sys::chain(&e));
+                    }
+                }
+                () = async {
+                    match wake {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    source.drain(&mut batch)?;
+                    extra = Some(Input::Tick(Tick { ts_ns: monotonic_ns() }));
+                }
+                () = stops.recv() => {
+                    source.drain(&mut batch)?;
+                    extra = Some(Input::Stop(StopCause::Interrupted));
+                }
+                () = &mut gone, if !gone_seen => {
+                    gone_seen = true;
+                    source.drain(&mut batch)?;
+                    extra = Some(Input::Stop(StopCause::TreeGone));
+                }
+            }
+            for event in batch.drain(..) {
+                self.event(machine, event);
+            }
+            if let Some(input) = extra {
+                self.feed(machine, input);
+            }
+            if ended {
+                break;
+            }
+            if let Some(recorder) = &mut self.recorder {
+                let _ = recorder.flush();
+            }
+        }
+        // What the kernel committed before the stop still belongs to the run.
+        source.drain(&mut batch)?;
+        for event in batch.drain(..) {
+            self.event(machine, event);
+        }
+        self.settle();
+        Ok(source.counters())
+    }
+
+    /// Reads and hands over every notification the watchdog relayed.
+    fn notifications(&mut self, machine: &mut impl Machine) {
+        let Some(dog) = self.watchdog else { return };
+        let proc = Path::new("/proc");
+        loop {
+            let notif = match dog.next_notif() {
+                Ok(Some(n)) => n,
+                Ok(None) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    self.fail(format!("cannot read from the watchdog: {e}"));
+                    return;
+                }
+            };
+            if let Some(listener) = &self.listener
+                && !crate::inject::watchdog::id_valid(listener.as_raw_fd(), notif.id)
+            {
+                // The caller died or was interrupted meanwhile: not a call to count.
+                let _ = dog.verdict(notif.id, Verdict::Continue);
+                continue;
+            }
+            let ts_ns = monotonic_ns();
+            let tgid = tgid_of(proc, notif.pid).unwrap_or(notif.pid);
+            let path = self
+                .seccomp_paths
+                .then(|| syscalls::Sysno::new(notif.nr as usize))
+                .flatten()
+                .and_then(crate::inject::names::path_arg)
+                .and_then(|i| crate::inject::seccomp::read_path(proc, notif.pid, notif.args[i]));
+            self.feed(
+                machine,
+                Input::Notification(Notification {
+                    id: notif.id,
+                    ts_ns,
+                    tid: notif.pid,
+                    tgid,
+                    comm: comm_of(tgid),
+                    exe: exe_of(tgid),
+                    path,
+                }),
+            );
+        }
+    }
+
+    /// An action failed: nothing more may be injected; the engine is told to stop.
+    fn fail(&mut self, why: String) {
+        log::warn!("{why}");
+        self.failure.get_or_insert(why.clone());
+        self.queue.push_back(Input::Stop(StopCause::Failure(why)));
+    }
+
+    /// The run is over: probes stop, frozen processes are thawed now rather than left to
+    /// the watchdog.
+    fn settle(&mut self) {
+        for (_, probe) in self.probes.drain() {
+            probe.abort();
+        }
+        for id in std::mem::take(&mut self.frozen) {
+            if let Some(p) = self.pinned.get(&id) {
+                let _ = p.send(nix::sys::signal::Signal::SIGCONT);
+                if let Some(dog) = self.watchdog {
+                    let _ = dog.thawed(p.pid);
+                }
+            }
+        }
+        self.console.finish();
+    }
+
+    /// Ends the recording with the end mark.
+    pub fn end_recording(&mut self, end: &crate::machine::record::End) {
+        if let Some(recorder) = self.recorder.take()
+            && let Err(e) = recorder.end(end)
+        {
+            log::warn!("cannot end the recording: {e}");
+        }
+    }
+}
+
+/// Feeds recorded inputs to an engine, as the driver fed them live: only the exporters and
+/// the operator's lines are served (nothing touches the machine).
+pub fn replay(machine: &mut impl Machine, inputs: Vec<Input>, exporters: &mut Exporters) {
+    let mut actions = Vec::new();
+    for input in inputs {
+        machine.feed(&input, &mut actions);
+        for action in actions.drain(..) {
+            if let Action::Report(report) = action {
+                exporters.report(&report);
+            }
+        }
+    }
+}
+
+/// The header type a recording is written with, for commands that record.
+pub fn recorder<H: Header>(path: &Path, header: &H) -> std::io::Result<Recorder<Box<dyn Write>>> {
+    let file: Box<dyn Write> = Box::new(std::io::BufWriter::new(std::fs::File::create(path)?));
+    Recorder::new(file, header)
+}

@@ -1,0 +1,54 @@
+//! Readiness probes from userspace: a TCP connect or a command, retried until it succeeds
+//! or the recovery timeout passes.
+
+use std::time::Duration;
+
+use tokio::{sync::mpsc, task::AbortHandle};
+
+use crate::{machine::ReadyMark, measure::service::Ready, sys::clock::monotonic_ns};
+
+/// Pause between two readiness probes.
+const PROBE_GAP: Duration = Duration::from_millis(1);
+/// Longest wait for one TCP connect of a probe.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Probes until it succeeds or `limit` passes. The time reported is when the successful
+/// attempt began (CLOCK_MONOTONIC), so the resolution is the probe gap plus one attempt.
+pub fn spawn(
+    ready: &Ready,
+    episode: u64,
+    tx: mpsc::UnboundedSender<ReadyMark>,
+    limit: Duration,
+) -> AbortHandle {
+    let ready = ready.clone();
+    let task = tokio::spawn(async move {
+        let give_up = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < give_up {
+            let ts_ns = monotonic_ns();
+            let ok = match &ready {
+                Ready::Tcp { addr } => matches!(
+                    tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+                        .await,
+                    Ok(Ok(_))
+                ),
+                Ready::Cmd { command } => tokio::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(command)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .status()
+                    .await
+                    .is_ok_and(|s| s.success()),
+                Ready::Exec | Ready::Listen => return,
+            };
+            if ok {
+                let _ = tx.send(ReadyMark { episode, ts_ns });
+                return;
+            }
+            tokio::time::sleep(PROBE_GAP).await;
+        }
+    });
+    task.abort_handle()
+}

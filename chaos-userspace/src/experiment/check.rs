@@ -1,0 +1,690 @@
+//! Checking an experiment file into an [`Experiment`]: every error names the file, the line
+//! and column, and the key (`faults[1].interval`). Pure: nothing on the machine is looked at
+//! (a cgroup is resolved when the run starts).
+
+use std::{
+    ops::Range,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use chaos_common::{LsmFault, splitmix64, threshold};
+
+use super::{
+    BlastRadius, Caps, Experiment, FileError, Guards, Hypothesis, Latency, Named, Outputs,
+    Quantile, RunPhases, Target, Verify,
+    file::{self, ExperimentFile, FaultKind},
+};
+use crate::{
+    inject::{
+        names,
+        spec::{FaultAction, FaultSpec, LSM_SYSCALLS, SignalSchedule, Timing, lsm_hook_for},
+        window::Window,
+    },
+    measure::service::Ready,
+};
+
+/// Where a check points: the file's text and the span of the table being checked.
+struct Checker<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Checker<'_> {
+    fn at(&self, offset: usize, key: &str, message: impl Into<String>) -> FileError {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        FileError {
+            file: self.file.into(),
+            line,
+            column,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An error about `name` (the last part of `key`) inside the table at `span`: at the line
+    /// that sets it when there is one, else at the table.
+    fn key(&self, span: &Range<usize>, key: &str, message: impl Into<String>) -> FileError {
+        let name = key.rsplit(['.', ']']).next().unwrap_or(key);
+        let offset = find_key(self.text, span.clone(), name).unwrap_or(span.start);
+        self.at(offset, key, message)
+    }
+}
+
+/// The offset of `name = ...` inside the table at `span` of `text`, at a line start or after
+/// `{`/`,`.
+fn find_key(text: &str, span: Range<usize>, name: &str) -> Option<usize> {
+    // A table's span covers its header only: its keys run to the next header.
+    let next_header = text[span.end.min(text.len())..]
+        .find("\n[")
+        .map_or(text.len(), |i| span.end + i);
+    let span = span.start..span.end.max(next_header);
+    let region = text.get(span.clone())?;
+    let mut from = 0;
+    while let Some(i) = region[from..].find(name) {
+        let at = from + i;
+        let before = region[..at].trim_end_matches([' ', '\t']);
+        let after = region[at + name.len()..].trim_start_matches([' ', '\t']);
+        let starts = before.is_empty() || before.ends_with(['\n', '{', ',']);
+        if starts && after.starts_with('=') {
+            return Some(span.start + at);
+        }
+        from = at + name.len();
+    }
+    None
+}
+
+/// A message from [`names`] with `--flag VALUE:` turned into `` `VALUE`: `` (the key says
+/// which setting it is).
+fn plain(message: String) -> String {
+    match message.split_once(": ") {
+        Some((head, rest)) if head.starts_with("--") => match head.split_once(' ') {
+            Some((_, value)) => format!("`{value}`: {rest}"),
+            None => rest.to_string(),
+        },
+        _ => message,
+    }
+}
+
+/// Reads and checks an experiment file.
+pub fn load(path: &Path) -> Result<Experiment, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|e| FileError {
+        file: path.display().to_string(),
+        line: 0,
+        column: 0,
+        key: "(file)".into(),
+        message: format!("cannot read: {e}"),
+    })?;
+    check(&text, path)
+}
+
+/// Parses and checks the text of an experiment file.
+pub fn check(text: &str, path: &Path) -> Result<Experiment, FileError> {
+    let file_name = path.display().to_string();
+    let c = Checker {
+        file: &file_name,
+        text,
+    };
+    let raw: ExperimentFile = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        c.at(
+            offset,
+            &key_at(text, offset, e.message()),
+            e.message().trim_end(),
+        )
+    })?;
+
+    let id = raw.id.get_ref().trim().to_string();
+    let id_ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'));
+    if !id_ok {
+        return Err(c.at(
+            raw.id.span().start,
+            "id",
+            "use 1 to 64 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    let radius = *raw.blast_radius.get_ref();
+
+    let hypothesis = check_hypothesis(&c, &raw.hypothesis)?;
+    let target = check_target(&c, &raw.target)?;
+    let faults = check_faults(&c, &raw.faults, &id, radius)?;
+    let guards = check_guards(&c, &raw.guards, &target)?;
+    let phases = check_phases(&c, &raw.phases, &guards)?;
+    let o = raw.outputs;
+    Ok(Experiment {
+        id,
+        description: raw.description,
+        path: path.into(),
+        radius,
+        hypothesis,
+        target,
+        faults,
+        guards,
+        phases,
+        outputs: Outputs {
+            json: o.json,
+            junit: o.junit,
+            hdr_log: o.hdr_log,
+            audit: o.audit,
+        },
+    })
+}
+
+/// `[hypothesis]`: the statement and its measurable clauses.
+fn check_hypothesis(c: &Checker, h: &file::HypothesisFile) -> Result<Hypothesis, FileError> {
+    let whole = 0..c.text.len();
+    if h.statement.trim().is_empty() {
+        return Err(c.key(
+            &whole,
+            "hypothesis.statement",
+            "say what is expected, in words",
+        ));
+    }
+    let mut latency = Vec::new();
+    for (i, entry) in h.latency.iter().enumerate() {
+        let span = entry.span();
+        let l = entry.get_ref();
+        let key = |k: &str| format!("hypothesis.latency[{i}].{k}");
+        let phases: Vec<&str> = crate::episode::PHASES
+            .iter()
+            .map(|p| p.name)
+            .chain(["total"])
+            .collect();
+        if !phases.contains(&l.phase.as_str()) {
+            return Err(c.key(
+                &span,
+                &key("phase"),
+                format!(
+                    "`{}` is not a phase: give one of {}",
+                    l.phase,
+                    phases.join(", ")
+                ),
+            ));
+        }
+        let quantile =
+            Quantile::parse(&l.quantile).map_err(|m| c.key(&span, &key("quantile"), m))?;
+        let under = duration(&l.under).map_err(|m| c.key(&span, &key("under"), m))?;
+        latency.push(Latency {
+            phase: l.phase.clone(),
+            quantile,
+            under,
+        });
+    }
+    let verify = match &h.verify {
+        Some(v) => {
+            let span = v.span();
+            let v = v.get_ref();
+            if v.command.trim().is_empty() {
+                return Err(c.key(&span, "hypothesis.verify.command", "the command is empty"));
+            }
+            let timeout = match &v.timeout {
+                Some(t) => duration(t).map_err(|m| c.key(&span, "hypothesis.verify.timeout", m))?,
+                None => Duration::from_secs(30),
+            };
+            Some(Verify {
+                command: v.command.clone(),
+                timeout,
+            })
+        }
+        None => None,
+    };
+    if h.max_failed_recoveries.is_none() && latency.is_empty() && verify.is_none() {
+        return Err(c.key(
+            &whole,
+            "hypothesis",
+            "nothing to measure: give max_failed_recoveries, latency or verify",
+        ));
+    }
+    Ok(Hypothesis {
+        statement: h.statement.trim().to_string(),
+        max_failed: h.max_failed_recoveries,
+        latency,
+        verify,
+    })
+}
+
+/// `[target]`: the service, its readiness, and what faults may hit beyond the denylist.
+fn check_target(c: &Checker, raw: &toml::Spanned<file::TargetFile>) -> Result<Target, FileError> {
+    let tspan = raw.span();
+    let t = raw.get_ref();
+    let comm_ok =
+        |comm: &str| crate::measure::discover::check_comm(comm).map_err(|e| e.to_string());
+    if let Some(comm) = &t.comm {
+        comm_ok(comm).map_err(|m| c.key(&tspan, "target.comm", plain(m)))?;
+    }
+    let named = [
+        t.supervisor.is_some(),
+        t.pid.is_some(),
+        t.exe.is_some(),
+        t.cgroup.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if named > 1 {
+        return Err(c.at(
+            tspan.start,
+            "target",
+            "give one of supervisor, pid, exe and cgroup (comm may go with any)",
+        ));
+    }
+    let named = if let Some(pid) = t.supervisor {
+        Named::Supervisor(pid)
+    } else if let Some(pid) = t.pid {
+        Named::Pid(pid)
+    } else if let Some(exe) = &t.exe {
+        Named::Exe(exe.clone())
+    } else if let Some(cg) = &t.cgroup {
+        // Resolved when the run starts (`Named::resolve`): checking a file touches nothing.
+        let at = c.key(&tspan, "target.cgroup", "");
+        Named::Cgroup {
+            path: PathBuf::from(cg),
+            line: at.line,
+            column: at.column,
+        }
+    } else if let Some(comm) = &t.comm {
+        Named::Comm(comm.clone())
+    } else {
+        return Err(c.at(
+            tspan.start,
+            "target",
+            "name the service: supervisor, pid, exe, cgroup or comm",
+        ));
+    };
+    if let Some(pid) = t.supervisor.or(t.pid)
+        && pid <= 1
+    {
+        return Err(c.key(
+            &tspan,
+            if t.supervisor.is_some() {
+                "target.supervisor"
+            } else {
+                "target.pid"
+            },
+            format!("{pid}: pid 1 and below are never targets"),
+        ));
+    }
+    let comm_filter = match named {
+        Named::Comm(_) => None,
+        _ => t.comm.clone(),
+    };
+    let ready = Ready::parse(t.ready.as_deref().unwrap_or("exec"))
+        .map_err(|m| c.key(&tspan, "target.ready", plain(m)))?;
+    let recovery_timeout = match &t.recovery_timeout {
+        Some(d) => duration(d).map_err(|m| c.key(&tspan, "target.recovery_timeout", m))?,
+        None => Duration::from_secs(10),
+    };
+    for (list, name) in [(&t.allow, "allow"), (&t.deny, "deny")] {
+        if let Some(m) = list {
+            for comm in &m.comms {
+                comm_ok(comm)
+                    .map_err(|msg| c.key(&tspan, &format!("target.{name}.comms"), plain(msg)))?;
+            }
+        }
+    }
+    if t.allow.as_ref().is_some_and(|a| !a.pids.is_empty()) {
+        return Err(c.key(
+            &tspan,
+            "target.allow.pids",
+            "pids change at every restart: allow by comms or exes",
+        ));
+    }
+    Ok(Target {
+        named,
+        comm_filter,
+        ready,
+        recovery_timeout,
+        allow: t.allow.clone(),
+        deny: t.deny.clone().unwrap_or_default(),
+    })
+}
+
+/// `[[faults]]`: each checked into a fault spec, then what the blast radius allows of them
+/// together.
+fn check_faults(
+    c: &Checker,
+    raw: &toml::Spanned<Vec<toml::Spanned<file::FaultFile>>>,
+    id: &str,
+    radius: BlastRadius,
+) -> Result<Vec<FaultSpec>, FileError> {
+    let caps = radius.caps();
+    if raw.get_ref().is_empty() {
+        return Err(c.at(raw.span().start, "faults", "give at least one fault"));
+    }
+    let mut faults = Vec::new();
+    for (i, entry) in raw.get_ref().iter().enumerate() {
+        faults.push(check_fault(c, i, entry, id, caps, radius)?);
+    }
+    for kind in [FaultKind::Trigger, FaultKind::Errno] {
+        let same: Vec<_> = raw
+            .get_ref()
+            .iter()
+            .filter(|f| *f.get_ref().kind.get_ref() == kind)
+            .collect();
+        if let Some(second) = same.get(1) {
+            return Err(c.at(
+                second.span().start,
+                "faults.kind",
+                format!(
+                    "one {} fault per experiment: the kernel holds one rule of each kind",
+                    if kind == FaultKind::Trigger {
+                        "trigger"
+                    } else {
+                        "errno"
+                    }
+                ),
+            ));
+        }
+    }
+    let planned: u32 = faults.iter().filter_map(|f| f.count).sum();
+    if planned > caps.max_faults {
+        return Err(c.at(
+            raw.span().start,
+            "faults",
+            format!(
+                "{planned} faults in all; blast_radius {} allows at most {}",
+                radius.name(),
+                caps.max_faults
+            ),
+        ));
+    }
+    Ok(faults)
+}
+
+/// `[guards]`: when the run aborts on its own.
+fn check_guards(c: &Checker, g: &file::GuardsFile, target: &Target) -> Result<Guards, FileError> {
+    let episode_timeout = g
+        .episode_timeout
+        .as_ref()
+        .map(|d| {
+            duration(d.get_ref()).map_err(|m| c.at(d.span().start, "guards.episode_timeout", m))
+        })
+        .transpose()?;
+    if let Some(k) = &g.crash_rate_factor
+        && !(*k.get_ref() >= 1.0 && k.get_ref().is_finite())
+    {
+        return Err(c.at(
+            k.span().start,
+            "guards.crash_rate_factor",
+            format!("{}: give a factor of 1 or more", k.get_ref()),
+        ));
+    }
+    if let Some(n) = &g.max_consecutive_failures
+        && *n.get_ref() == 0
+    {
+        return Err(c.at(
+            n.span().start,
+            "guards.max_consecutive_failures",
+            "0: give at least 1",
+        ));
+    }
+    if let (Some(guard), Some(d)) = (episode_timeout, &g.episode_timeout)
+        && guard > target.recovery_timeout
+    {
+        return Err(c.at(
+            d.span().start,
+            "guards.episode_timeout",
+            format!(
+                "{} is longer than target.recovery_timeout ({}), which fails the episode first: give at most that",
+                humantime::format_duration(guard),
+                humantime::format_duration(target.recovery_timeout)
+            ),
+        ));
+    }
+    Ok(Guards {
+        episode_timeout,
+        crash_rate_factor: g.crash_rate_factor.as_ref().map(|k| *k.get_ref()),
+        max_consecutive_failures: g.max_consecutive_failures.as_ref().map(|n| *n.get_ref()),
+    })
+}
+
+/// `[phases]`: the run's timeline.
+fn check_phases(
+    c: &Checker,
+    p: &file::PhasesFile,
+    guards: &Guards,
+) -> Result<RunPhases, FileError> {
+    let phase = |value: &Option<toml::Spanned<String>>, key: &str, default: Duration| {
+        value
+            .as_ref()
+            .map(|d| duration_or_zero(d.get_ref()).map_err(|m| c.at(d.span().start, key, m)))
+            .transpose()
+            .map(|v| v.unwrap_or(default))
+    };
+    let phases = RunPhases {
+        baseline: phase(&p.baseline, "phases.baseline", Duration::from_secs(5))?,
+        cooldown: phase(&p.cooldown, "phases.cooldown", Duration::from_secs(2))?,
+        max_duration: phase(
+            &p.max_duration,
+            "phases.max_duration",
+            Duration::from_secs(3600),
+        )?,
+    };
+    if phases.max_duration.is_zero() {
+        let span = p.max_duration.as_ref().map_or(0, |d| d.span().start);
+        return Err(c.at(span, "phases.max_duration", "give a positive duration"));
+    }
+    if guards.crash_rate_factor.is_some() && phases.baseline.is_zero() {
+        let span = p.baseline.as_ref().map_or(0, |d| d.span().start);
+        return Err(c.at(
+            span,
+            "phases.baseline",
+            "the crash-rate guard compares with the baseline: give it a duration",
+        ));
+    }
+    Ok(phases)
+}
+
+fn check_fault(
+    c: &Checker,
+    i: usize,
+    entry: &toml::Spanned<file::FaultFile>,
+    id: &str,
+    caps: Caps,
+    radius: BlastRadius,
+) -> Result<FaultSpec, FileError> {
+    let span = entry.span();
+    let f = entry.get_ref();
+    let key = |k: &str| format!("faults[{i}].{k}");
+    let err = |k: &str, m: String| c.key(&span, &key(k), m);
+    let kind = *f.kind.get_ref();
+    let kind_name = match kind {
+        FaultKind::Signal => "signal",
+        FaultKind::Trigger => "trigger",
+        FaultKind::Errno => "errno",
+    };
+    // Keys that belong to other kinds are mistakes, not options to ignore.
+    let allowed: &[&str] = match kind {
+        FaultKind::Signal => &["signal", "interval", "jitter"],
+        FaultKind::Trigger => &["signal", "syscall", "nth"],
+        FaultKind::Errno => &["syscall", "errno", "nth", "probability"],
+    };
+    let given = [
+        ("signal", f.signal.is_some()),
+        ("interval", f.interval.is_some()),
+        ("jitter", f.jitter.is_some()),
+        ("syscall", f.syscall.is_some()),
+        ("nth", f.nth.is_some()),
+        ("errno", f.errno.is_some()),
+        ("probability", f.probability.is_some()),
+    ];
+    if let Some((name, _)) = given
+        .iter()
+        .find(|(name, set)| *set && !allowed.contains(name))
+    {
+        return Err(err(
+            name,
+            format!(
+                "not a key of a {kind_name} fault (it takes {})",
+                allowed.join(", ")
+            ),
+        ));
+    }
+    let need = |name: &str, value: &Option<String>| {
+        value
+            .clone()
+            .ok_or_else(|| err(name, format!("a {kind_name} fault needs {name}")))
+    };
+    if f.count == 0 {
+        return Err(err("count", "0: give at least 1".into()));
+    }
+    if f.count > caps.max_faults {
+        return Err(err(
+            "count",
+            format!(
+                "{}: blast_radius {} allows at most {} faults",
+                f.count,
+                radius.name(),
+                caps.max_faults
+            ),
+        ));
+    }
+    let seed = f.seed.unwrap_or_else(|| default_seed(id, i));
+    let signal = |text: String| names::signal(&text).map_err(|m| err("signal", plain(m)));
+    let syscall =
+        |text: String| names::syscall("--syscall", &text).map_err(|m| err("syscall", plain(m)));
+    let nth = |value: Option<u32>| match value {
+        Some(0) => Err(err("nth", "0: calls are counted from 1".into())),
+        other => Ok(other),
+    };
+    let action = match kind {
+        FaultKind::Signal => {
+            let signal = signal(need("signal", &f.signal)?)?;
+            let interval =
+                duration(&need("interval", &f.interval)?).map_err(|m| err("interval", m))?;
+            let jitter = f
+                .jitter
+                .as_deref()
+                .map(duration_or_zero)
+                .transpose()
+                .map_err(|m| err("jitter", m))?
+                .unwrap_or_default();
+            let per_minute = Duration::from_secs(60) / caps.max_per_minute;
+            if f.count > 1 && interval < per_minute {
+                return Err(err(
+                    "interval",
+                    format!(
+                        "{}: blast_radius {} allows {} faults a minute, so at least {} apart",
+                        humantime::format_duration(interval),
+                        radius.name(),
+                        caps.max_per_minute,
+                        humantime::format_duration(per_minute)
+                    ),
+                ));
+            }
+            FaultAction::Signal(SignalSchedule {
+                signal,
+                interval,
+                jitter,
+                escalate_after: None,
+                freeze_for: None,
+                timing: Timing::AfterPrevious,
+            })
+        }
+        FaultKind::Trigger => FaultAction::Trigger {
+            signal: signal(need("signal", &f.signal)?)?,
+            nr: syscall(need("syscall", &f.syscall)?)?,
+            nth: nth(f.nth)?.ok_or_else(|| err("nth", "a trigger fault needs nth".into()))?,
+        },
+        FaultKind::Errno => {
+            let nr = syscall(need("syscall", &f.syscall)?)?;
+            let errno =
+                names::errno(&need("errno", &f.errno)?).map_err(|m| err("errno", plain(m)))? as i32;
+            let probability = f.probability.unwrap_or(1.0);
+            if !(0.0..=1.0).contains(&probability) {
+                return Err(err(
+                    "probability",
+                    format!("{probability}: give a number from 0 to 1"),
+                ));
+            }
+            let (hook, family) = lsm_hook_for(nr).ok_or_else(|| {
+                err(
+                    "syscall",
+                    format!(
+                        "{}: no LSM hook covers it; errno faults in experiments fail {LSM_SYSCALLS}",
+                        nr.name()
+                    ),
+                )
+            })?;
+            FaultAction::Lsm {
+                nr,
+                errno,
+                fault: LsmFault {
+                    hook,
+                    errno: errno as u32,
+                    nth: nth(f.nth)?.unwrap_or(0),
+                    count: f.count,
+                    threshold: threshold(probability),
+                    seed,
+                    max_per_minute: caps.max_per_minute,
+                    dry_run: 0,
+                },
+                family,
+            }
+        }
+    };
+    let windows = f
+        .windows
+        .iter()
+        .enumerate()
+        .map(|(w, text)| {
+            Window::parse(text.get_ref())
+                .map_err(|m| c.at(text.span().start, &key(&format!("windows[{w}]")), m))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(FaultSpec {
+        index: i,
+        action,
+        count: Some(f.count),
+        seed,
+        windows,
+        max_per_minute: caps.max_per_minute,
+    })
+}
+
+/// The seed of fault `index` when the file gives none: derived from the experiment id, so a
+/// file runs the same way every time.
+fn default_seed(id: &str, index: usize) -> u64 {
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    splitmix64(hash ^ index as u64)
+}
+
+fn duration_or_zero(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text)
+        .map_err(|_| format!("`{text}` is not a duration (for example 500ms, 2s, 1m)"))
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    match duration_or_zero(text)? {
+        d if d.is_zero() => Err(format!("`{text}`: give a positive duration")),
+        d => Ok(d),
+    }
+}
+
+/// The key a parse error at `offset` is about, from the text: `table.key` of the line, or
+/// `table.field` when the message is about a missing field.
+fn key_at(text: &str, offset: usize, message: &str) -> String {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = text[line_start..line_end].trim();
+    let header = |l: &str| {
+        l.starts_with('[')
+            .then(|| l.trim_matches(['[', ']']).trim().to_string())
+    };
+    let (table, key) = match header(line) {
+        Some(table) => (Some(table), None),
+        None => (
+            text[..line_start]
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find_map(header),
+            line.split_once('=')
+                .map(|(k, _)| k.trim().to_string())
+                .filter(|k| !k.is_empty()),
+        ),
+    };
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+        .map(str::to_string);
+    let key = missing.or(key);
+    match (table, key) {
+        (Some(t), Some(k)) => format!("{t}.{k}"),
+        (None, Some(k)) => k,
+        (Some(t), None) => t,
+        (None, None) => "(file)".into(),
+    }
+}
