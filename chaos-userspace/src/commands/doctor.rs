@@ -40,7 +40,7 @@ pub struct Check {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub struct Diagnosis {
     pub kernel: String,
     pub observe_works: bool,
     pub checks: Vec<Check>,
@@ -71,7 +71,7 @@ pub fn run(args: DoctorArgs) -> Result<u8, Failure> {
 
 type Outcome = Result<String, String>;
 
-pub fn diagnose() -> Report {
+pub fn diagnose() -> Diagnosis {
     let mut checks = Vec::new();
     let mut add = |name, outcome: Outcome, meaning| {
         let (status, detail) = match outcome {
@@ -173,7 +173,7 @@ pub fn diagnose() -> Report {
             .iter()
             .any(|c| c.name == *name && c.status == Status::Ok)
     });
-    Report {
+    Diagnosis {
         kernel: kernel_release(),
         observe_works,
         checks,
@@ -447,7 +447,7 @@ fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
-fn print_table(report: &Report) {
+fn print_table(report: &Diagnosis) {
     let verdict = if report.observe_works {
         "observation works here"
     } else {

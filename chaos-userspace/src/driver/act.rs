@@ -10,7 +10,7 @@ use crate::{
     audit::Entry,
     inject::signal::Pinned,
     machine::{
-        Action, Answer, Candidate, Candidates, Input, Order, Pin, SendOutcome, Sent, Verdict,
+        Action, Answer, Candidate, Candidates, Input, Order, Pin, Response, SendOutcome, Sent,
         Verified, WatchdogNote,
     },
     sys::clock::monotonic_ns,
@@ -70,7 +70,7 @@ impl Driver<'_> {
                     });
                 });
             }
-            Action::Report(report) => self.exporters.report(&report),
+            Action::Export(item) => self.exporters.export(&item),
             Action::Say(text) => self.console.say(&text),
             Action::Progress(p) => self.console.progress(&p),
             Action::Stop => self.stopping = true,
@@ -208,20 +208,20 @@ impl Driver<'_> {
     /// Writes the audit entry, sends the signal (`--before`), answers the call.
     fn answer(&mut self, answer: Answer) {
         let Some(dog) = self.watchdog else { return };
-        let mut verdict = answer.verdict;
+        let mut response = answer.response;
         if let Some(entry) = &answer.audit
             && !self.write_audit(entry)
         {
             // No record, no fault.
-            verdict = Verdict::Continue;
+            response = Response::Continue;
         }
-        if verdict != Verdict::Continue
+        if response != Response::Continue
             && let Some((tgid, sig)) = answer.signal
             && let Ok(sig) = Signal::try_from(sig)
         {
             let _ = kill(nix::unistd::Pid::from_raw(tgid as i32), sig);
         }
-        if let Err(e) = dog.verdict(answer.id, verdict) {
+        if let Err(e) = dog.respond(answer.id, response) {
             self.fail(format!("cannot answer the watchdog: {e}"));
         }
     }

@@ -33,7 +33,7 @@ use crate::{
     export::Exporters,
     inject::{signal::Pinned, watchdog::Watchdog},
     machine::{
-        Action, Input, KernelFault, Machine, Notification, ReadyMark, StopCause, Tick, Verdict,
+        Action, Input, KernelFault, Machine, Notification, ReadyMark, Response, StopCause, Tick,
         Verified,
         record::{Header, Recorder},
     },
@@ -334,7 +334,7 @@ impl<'a> Driver<'a> {
                 && !crate::inject::watchdog::id_valid(listener.as_raw_fd(), notif.id)
             {
                 // The caller died or was interrupted meanwhile: not a call to count.
-                let _ = dog.verdict(notif.id, Verdict::Continue);
+                let _ = dog.respond(notif.id, Response::Continue);
                 continue;
             }
             let ts_ns = monotonic_ns();
@@ -401,8 +401,8 @@ pub fn replay(machine: &mut impl Machine, inputs: Vec<Input>, exporters: &mut Ex
     for input in inputs {
         machine.feed(&input, &mut actions);
         for action in actions.drain(..) {
-            if let Action::Report(report) = action {
-                exporters.report(&report);
+            if let Action::Export(item) = action {
+                exporters.export(&item);
             }
         }
     }

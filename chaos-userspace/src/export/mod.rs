@@ -31,7 +31,7 @@ use crate::{
     episode::{Episode, MILESTONES, Outcome, PHASES},
     event::Event,
     fault::FaultRecord,
-    machine::Report,
+    machine::Exported,
 };
 
 /// Bucket bounds (seconds) of the recovery histograms: 10 us to a minute.
@@ -194,11 +194,11 @@ impl Exporters {
     }
 
     /// What an engine reported.
-    pub fn report(&mut self, report: &Report) {
-        match report {
-            Report::Fault(f) => self.fault(f),
-            Report::Proof(f, proof) => self.confirmed(f, proof.ts_ns),
-            Report::Episode(e) => self.episode(e),
+    pub fn export(&mut self, item: &Exported) {
+        match item {
+            Exported::Fault(f) => self.fault(f),
+            Exported::Proof(f, proof) => self.confirmed(f, proof.ts_ns),
+            Exported::Episode(e) => self.episode(e),
         }
     }
 

@@ -8,7 +8,7 @@ use super::{
     injector::Injector,
     ledger::{InjectSummary, LedgerPrinter},
 };
-use crate::machine::{Action, Input, Machine, Report, StopCause};
+use crate::machine::{Action, Exported, Input, Machine, StopCause};
 
 /// How long chaos waits, after the last fault of a signal plan, for the events that prove it.
 pub const PROOF_WAIT: Duration = Duration::from_secs(2);
@@ -72,8 +72,8 @@ impl InjectMachine {
     fn print(&mut self, actions: &[Action]) {
         for action in actions {
             let result = match action {
-                Action::Report(Report::Fault(f)) => self.printer.fault(f),
-                Action::Report(Report::Proof(_, proof)) => self.printer.proof(proof),
+                Action::Export(Exported::Fault(f)) => self.printer.fault(f),
+                Action::Export(Exported::Proof(_, proof)) => self.printer.proof(proof),
                 _ => Ok(()),
             };
             if let Err(e) = result {

@@ -64,7 +64,7 @@ pub enum Action {
 
 /// One call's fate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
+pub struct CallDecision {
     /// Which candidate call of its process it was (1-based); None: not a candidate.
     pub nth: Option<u32>,
     /// Hit (or, in a dry run, would have been).
@@ -89,11 +89,11 @@ impl Decider {
         tgid: u32,
         path: Option<&str>,
         now: Duration,
-    ) -> Decision {
+    ) -> CallDecision {
         if let Some(prefix) = &plan.path
             && !path.is_some_and(|p| p.starts_with(prefix.as_str()))
         {
-            return Decision {
+            return CallDecision {
                 nth: None,
                 hit: false,
             };
@@ -117,7 +117,7 @@ impl Decider {
                 self.total += 1;
             }
         }
-        Decision { nth: Some(n), hit }
+        CallDecision { nth: Some(n), hit }
     }
 
     /// A process exited: its pid may come back as another process.
@@ -230,7 +230,7 @@ mod tests {
         let hit = d.decide(&plan, 1, Some("/data/x"), at);
         assert_eq!(
             hit,
-            Decision {
+            CallDecision {
                 nth: Some(1),
                 hit: true
             },

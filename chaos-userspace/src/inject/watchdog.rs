@@ -25,7 +25,7 @@ use nix::sys::socket::{
     sendmsg, socketpair,
 };
 
-use crate::machine::Verdict;
+use crate::machine::Response;
 
 /// `struct seccomp_notif` (include/uapi/linux/seccomp.h).
 #[repr(C)]
@@ -117,12 +117,12 @@ impl Watchdog {
         self.send(b'T', &pid.to_ne_bytes())
     }
 
-    pub fn verdict(&self, id: u64, verdict: Verdict) -> std::io::Result<()> {
+    pub fn respond(&self, id: u64, verdict: Response) -> std::io::Result<()> {
         let mut body = [0u8; 12];
         body[..8].copy_from_slice(&id.to_ne_bytes());
         let error = match verdict {
-            Verdict::Continue => 0,
-            Verdict::Fail(errno) => errno,
+            Response::Continue => 0,
+            Response::Fail(errno) => errno,
         };
         body[8..].copy_from_slice(&error.to_ne_bytes());
         self.send(b'V', &body)
@@ -167,7 +167,7 @@ struct State {
 
 impl State {
     /// Applies a message from chaos; returns a verdict if it was one.
-    fn apply(&mut self, message: Message) -> Option<(u64, Verdict)> {
+    fn apply(&mut self, message: Message) -> Option<(u64, Response)> {
         match message {
             Message::Listener(fd) => self.listener = Some(fd),
             Message::Frozen(pid) => {
@@ -227,7 +227,7 @@ fn run(socket: OwnedFd) -> i32 {
         let bytes = unsafe {
             std::slice::from_raw_parts((&raw const notif).cast::<u8>(), size_of::<Notif>())
         };
-        let mut verdict = Verdict::Continue;
+        let mut verdict = Response::Continue;
         if nix::sys::socket::send(socket.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL).is_ok() {
             while state.chaos_alive {
                 let message = read_message(&socket);
@@ -259,7 +259,7 @@ enum Message {
     Listener(OwnedFd),
     Frozen(u32),
     Thawed(u32),
-    Verdict(u64, Verdict),
+    Verdict(u64, Response),
     Nothing,
     Closed,
 }
@@ -298,9 +298,9 @@ fn read_message(socket: &OwnedFd) -> Message {
             let id = u64::from_ne_bytes(buf[1..9].try_into().unwrap());
             let error = i32::from_ne_bytes(buf[9..13].try_into().unwrap());
             let verdict = if error == 0 {
-                Verdict::Continue
+                Response::Continue
             } else {
-                Verdict::Fail(error)
+                Response::Fail(error)
             };
             Message::Verdict(id, verdict)
         }
@@ -324,7 +324,7 @@ fn serve_alone(listener: &OwnedFd) {
             return;
         }
         if let Some(notif) = receive(listener) {
-            respond(listener, notif.id, Verdict::Continue);
+            respond(listener, notif.id, Response::Continue);
         }
     }
 }
@@ -343,15 +343,15 @@ fn receive(listener: &OwnedFd) -> Option<Notif> {
     (rc == 0).then_some(notif)
 }
 
-fn respond(listener: &OwnedFd, id: u64, verdict: Verdict) {
+fn respond(listener: &OwnedFd, id: u64, verdict: Response) {
     let resp = match verdict {
-        Verdict::Continue => NotifResp {
+        Response::Continue => NotifResp {
             id,
             val: 0,
             error: 0,
             flags: SECCOMP_USER_NOTIF_FLAG_CONTINUE,
         },
-        Verdict::Fail(errno) => NotifResp {
+        Response::Fail(errno) => NotifResp {
             id,
             val: 0,
             error: -errno,

@@ -188,7 +188,7 @@ pub struct Order {
 
 /// How a seccomp notification is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Response {
     /// Let the call run.
     Continue,
     /// Fail it with this errno; the call does not run.
@@ -199,7 +199,7 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     pub id: u64,
-    pub verdict: Verdict,
+    pub response: Response,
     /// Send this signal to this process first (`--before`).
     pub signal: Option<(u32, i32)>,
     /// Written (and fsynced) before the answer.
@@ -208,7 +208,7 @@ pub struct Answer {
 
 /// What the exporters (and any other sink the driver feeds) are told.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Report {
+pub enum Exported {
     Fault(FaultRecord),
     /// The fault was proven by a kernel event.
     Proof(FaultRecord, Proof),
@@ -240,7 +240,7 @@ pub enum Action {
         when: VerifyWhen,
         episode: Option<u64>,
     },
-    Report(Report),
+    Export(Exported),
     /// A line for the operator (stderr, above a progress bar).
     Say(String),
     /// The state of a long run, for a progress bar.

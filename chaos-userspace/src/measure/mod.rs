@@ -20,7 +20,7 @@ use sink::{EpisodeSink, MeasureSummary};
 
 use crate::{
     episode::Episode,
-    machine::{Action, Input, Machine, Report, record::End},
+    machine::{Action, Exported, Input, Machine, record::End},
 };
 
 pub struct Measurement {
@@ -64,7 +64,7 @@ impl Measurement {
                     out.push(Action::EndProbe {
                         episode: episode.id,
                     });
-                    out.push(Action::Report(Report::Episode(episode.clone())));
+                    out.push(Action::Export(Exported::Episode(episode.clone())));
                     ended.push(*episode);
                 }
                 Output::Probe { episode } => out.push(Action::Probe { episode }),

@@ -9,8 +9,16 @@ use syscalls::Sysno;
 use super::*;
 use crate::{
     event::Inject,
-    inject::{seccomp::Rule, window::Window},
-    machine::Candidate,
+    fault::{Backend, FaultKind, KernelRule},
+    inject::{
+        seccomp::{self, Rule},
+        spec::{FaultAction, SignalSchedule},
+        window::Window,
+    },
+    machine::{
+        Answer, Candidate, Candidates, KernelFault, Notification, Order, Pin, Response,
+        SendOutcome, Sent, WatchdogNote,
+    },
 };
 
 const MS: u64 = 1_000_000;
@@ -443,15 +451,15 @@ fn seccomp_fails_the_nth_call_of_each_process_with_its_audit_entry() {
     }
     inj.notification(&notification(4, 50), &mut out);
     inj.notification(&notification(5, 50), &mut out);
-    let verdicts: Vec<Verdict> = answers(&out).iter().map(|a| a.verdict).collect();
+    let responses: Vec<Response> = answers(&out).iter().map(|a| a.response).collect();
     assert_eq!(
-        verdicts,
+        responses,
         [
-            Verdict::Continue,
-            Verdict::Fail(libc::EIO),
-            Verdict::Continue,
-            Verdict::Continue,
-            Verdict::Fail(libc::EIO)
+            Response::Continue,
+            Response::Fail(libc::EIO),
+            Response::Continue,
+            Response::Continue,
+            Response::Fail(libc::EIO)
         ]
     );
     assert!(answers(&out)[1].audit.is_some() && answers(&out)[0].audit.is_none());
@@ -468,6 +476,6 @@ fn a_dry_run_decides_and_records_but_lets_every_call_run() {
     let mut out = Vec::new();
     inj.start(0, &mut out);
     inj.notification(&notification(1, 40), &mut out);
-    assert_eq!(answers(&out)[0].verdict, Verdict::Continue);
+    assert_eq!(answers(&out)[0].response, Response::Continue);
     assert!(inj.ledger().records().next().unwrap().dry_run);
 }

@@ -24,7 +24,7 @@ use crate::{
     },
     episode::{Episode, Outcome},
     inject::injector::Injector,
-    machine::{Action, Input, Machine, Progress, Report, StopCause, Verified, record::End},
+    machine::{Action, Exported, Input, Machine, Progress, StopCause, Verified, record::End},
     measure::{Measurement, record::Header, stats::Stats},
     output::human_duration,
 };
@@ -312,7 +312,7 @@ impl Runner {
     /// crashes) get a line for the operator.
     fn note_faults(&mut self, actions: &[Action], out: &mut Vec<Action>) {
         for action in actions {
-            if let Action::Report(Report::Fault(f)) = action {
+            if let Action::Export(Exported::Fault(f)) = action {
                 self.signalled.insert(f.pid, f.ts_ns);
                 let text = if f.backend.rule().is_some() {
                     format!(
@@ -558,5 +558,6 @@ impl Machine for Runner {
 }
 
 #[cfg(test)]
-#[path = "runner_tests.rs"]
 mod tests;
+#[cfg(test)]
+mod world;

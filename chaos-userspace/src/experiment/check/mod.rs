@@ -8,24 +8,18 @@ use std::{
     time::Duration,
 };
 
-use chaos_common::{LsmFault, splitmix64, threshold};
+mod fault;
 
 use super::{
-    BlastRadius, Caps, Experiment, FileError, Guards, Hypothesis, Latency, Named, Outputs,
-    Quantile, RunPhases, Target, Verify,
-    file::{self, ExperimentFile, FaultKind},
+    Experiment, FileError, Guards, Hypothesis, Latency, Named, Outputs, Quantile, RunPhases,
+    Target, Verify,
+    file::{self, ExperimentFile},
 };
-use crate::{
-    inject::{
-        names,
-        spec::{FaultAction, FaultSpec, LSM_SYSCALLS, SignalSchedule, Timing, lsm_hook_for},
-        window::Window,
-    },
-    measure::service::Ready,
-};
+use crate::measure::service::Ready;
+use fault::check_faults;
 
 /// Where a check points: the file's text and the span of the table being checked.
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     file: &'a str,
     text: &'a str,
 }
@@ -78,7 +72,7 @@ fn find_key(text: &str, span: Range<usize>, name: &str) -> Option<usize> {
 
 /// A message from [`names`] with `--flag VALUE:` turned into `` `VALUE`: `` (the key says
 /// which setting it is).
-fn plain(message: String) -> String {
+pub(super) fn plain(message: String) -> String {
     match message.split_once(": ") {
         Some((head, rest)) if head.starts_with("--") => match head.split_once(' ') {
             Some((_, value)) => format!("`{value}`: {rest}"),
@@ -325,58 +319,6 @@ fn check_target(c: &Checker, raw: &toml::Spanned<file::TargetFile>) -> Result<Ta
     })
 }
 
-/// `[[faults]]`: each checked into a fault spec, then what the blast radius allows of them
-/// together.
-fn check_faults(
-    c: &Checker,
-    raw: &toml::Spanned<Vec<toml::Spanned<file::FaultFile>>>,
-    id: &str,
-    radius: BlastRadius,
-) -> Result<Vec<FaultSpec>, FileError> {
-    let caps = radius.caps();
-    if raw.get_ref().is_empty() {
-        return Err(c.at(raw.span().start, "faults", "give at least one fault"));
-    }
-    let mut faults = Vec::new();
-    for (i, entry) in raw.get_ref().iter().enumerate() {
-        faults.push(check_fault(c, i, entry, id, caps, radius)?);
-    }
-    for kind in [FaultKind::Trigger, FaultKind::Errno] {
-        let same: Vec<_> = raw
-            .get_ref()
-            .iter()
-            .filter(|f| *f.get_ref().kind.get_ref() == kind)
-            .collect();
-        if let Some(second) = same.get(1) {
-            return Err(c.at(
-                second.span().start,
-                "faults.kind",
-                format!(
-                    "one {} fault per experiment: the kernel holds one rule of each kind",
-                    if kind == FaultKind::Trigger {
-                        "trigger"
-                    } else {
-                        "errno"
-                    }
-                ),
-            ));
-        }
-    }
-    let planned: u32 = faults.iter().filter_map(|f| f.count).sum();
-    if planned > caps.max_faults {
-        return Err(c.at(
-            raw.span().start,
-            "faults",
-            format!(
-                "{planned} faults in all; blast_radius {} allows at most {}",
-                radius.name(),
-                caps.max_faults
-            ),
-        ));
-    }
-    Ok(faults)
-}
-
 /// `[guards]`: when the run aborts on its own.
 fn check_guards(c: &Checker, g: &file::GuardsFile, target: &Target) -> Result<Guards, FileError> {
     let episode_timeout = g
@@ -461,183 +403,7 @@ fn check_phases(
     Ok(phases)
 }
 
-fn check_fault(
-    c: &Checker,
-    i: usize,
-    entry: &toml::Spanned<file::FaultFile>,
-    id: &str,
-    caps: Caps,
-    radius: BlastRadius,
-) -> Result<FaultSpec, FileError> {
-    let span = entry.span();
-    let f = entry.get_ref();
-    let key = |k: &str| format!("faults[{i}].{k}");
-    let err = |k: &str, m: String| c.key(&span, &key(k), m);
-    let kind = *f.kind.get_ref();
-    let kind_name = match kind {
-        FaultKind::Signal => "signal",
-        FaultKind::Trigger => "trigger",
-        FaultKind::Errno => "errno",
-    };
-    // Keys that belong to other kinds are mistakes, not options to ignore.
-    let allowed: &[&str] = match kind {
-        FaultKind::Signal => &["signal", "interval", "jitter"],
-        FaultKind::Trigger => &["signal", "syscall", "nth"],
-        FaultKind::Errno => &["syscall", "errno", "nth", "probability"],
-    };
-    let given = [
-        ("signal", f.signal.is_some()),
-        ("interval", f.interval.is_some()),
-        ("jitter", f.jitter.is_some()),
-        ("syscall", f.syscall.is_some()),
-        ("nth", f.nth.is_some()),
-        ("errno", f.errno.is_some()),
-        ("probability", f.probability.is_some()),
-    ];
-    if let Some((name, _)) = given
-        .iter()
-        .find(|(name, set)| *set && !allowed.contains(name))
-    {
-        return Err(err(
-            name,
-            format!(
-                "not a key of a {kind_name} fault (it takes {})",
-                allowed.join(", ")
-            ),
-        ));
-    }
-    let need = |name: &str, value: &Option<String>| {
-        value
-            .clone()
-            .ok_or_else(|| err(name, format!("a {kind_name} fault needs {name}")))
-    };
-    if f.count == 0 {
-        return Err(err("count", "0: give at least 1".into()));
-    }
-    if f.count > caps.max_faults {
-        return Err(err(
-            "count",
-            format!(
-                "{}: blast_radius {} allows at most {} faults",
-                f.count,
-                radius.name(),
-                caps.max_faults
-            ),
-        ));
-    }
-    let seed = f.seed.unwrap_or_else(|| default_seed(id, i));
-    let signal = |text: String| names::signal(&text).map_err(|m| err("signal", plain(m)));
-    let syscall =
-        |text: String| names::syscall("--syscall", &text).map_err(|m| err("syscall", plain(m)));
-    let nth = |value: Option<u32>| match value {
-        Some(0) => Err(err("nth", "0: calls are counted from 1".into())),
-        other => Ok(other),
-    };
-    let action = match kind {
-        FaultKind::Signal => {
-            let signal = signal(need("signal", &f.signal)?)?;
-            let interval =
-                duration(&need("interval", &f.interval)?).map_err(|m| err("interval", m))?;
-            let jitter = f
-                .jitter
-                .as_deref()
-                .map(duration_or_zero)
-                .transpose()
-                .map_err(|m| err("jitter", m))?
-                .unwrap_or_default();
-            let per_minute = Duration::from_secs(60) / caps.max_per_minute;
-            if f.count > 1 && interval < per_minute {
-                return Err(err(
-                    "interval",
-                    format!(
-                        "{}: blast_radius {} allows {} faults a minute, so at least {} apart",
-                        humantime::format_duration(interval),
-                        radius.name(),
-                        caps.max_per_minute,
-                        humantime::format_duration(per_minute)
-                    ),
-                ));
-            }
-            FaultAction::Signal(SignalSchedule {
-                signal,
-                interval,
-                jitter,
-                escalate_after: None,
-                freeze_for: None,
-                timing: Timing::AfterPrevious,
-            })
-        }
-        FaultKind::Trigger => FaultAction::Trigger {
-            signal: signal(need("signal", &f.signal)?)?,
-            nr: syscall(need("syscall", &f.syscall)?)?,
-            nth: nth(f.nth)?.ok_or_else(|| err("nth", "a trigger fault needs nth".into()))?,
-        },
-        FaultKind::Errno => {
-            let nr = syscall(need("syscall", &f.syscall)?)?;
-            let errno =
-                names::errno(&need("errno", &f.errno)?).map_err(|m| err("errno", plain(m)))? as i32;
-            let probability = f.probability.unwrap_or(1.0);
-            if !(0.0..=1.0).contains(&probability) {
-                return Err(err(
-                    "probability",
-                    format!("{probability}: give a number from 0 to 1"),
-                ));
-            }
-            let (hook, family) = lsm_hook_for(nr).ok_or_else(|| {
-                err(
-                    "syscall",
-                    format!(
-                        "{}: no LSM hook covers it; errno faults in experiments fail {LSM_SYSCALLS}",
-                        nr.name()
-                    ),
-                )
-            })?;
-            FaultAction::Lsm {
-                nr,
-                errno,
-                fault: LsmFault {
-                    hook,
-                    errno: errno as u32,
-                    nth: nth(f.nth)?.unwrap_or(0),
-                    count: f.count,
-                    threshold: threshold(probability),
-                    seed,
-                    max_per_minute: caps.max_per_minute,
-                    dry_run: 0,
-                },
-                family,
-            }
-        }
-    };
-    let windows = f
-        .windows
-        .iter()
-        .enumerate()
-        .map(|(w, text)| {
-            Window::parse(text.get_ref())
-                .map_err(|m| c.at(text.span().start, &key(&format!("windows[{w}]")), m))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(FaultSpec {
-        index: i,
-        action,
-        count: Some(f.count),
-        seed,
-        windows,
-        max_per_minute: caps.max_per_minute,
-    })
-}
-
-/// The seed of fault `index` when the file gives none: derived from the experiment id, so a
-/// file runs the same way every time.
-fn default_seed(id: &str, index: usize) -> u64 {
-    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    splitmix64(hash ^ index as u64)
-}
-
-fn duration_or_zero(text: &str) -> Result<Duration, String> {
+pub(super) fn duration_or_zero(text: &str) -> Result<Duration, String> {
     if text.trim() == "0" {
         return Ok(Duration::ZERO);
     }
@@ -645,7 +411,7 @@ fn duration_or_zero(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("`{text}` is not a duration (for example 500ms, 2s, 1m)"))
 }
 
-fn duration(text: &str) -> Result<Duration, String> {
+pub(super) fn duration(text: &str) -> Result<Duration, String> {
     match duration_or_zero(text)? {
         d if d.is_zero() => Err(format!("`{text}`: give a positive duration")),
         d => Ok(d),

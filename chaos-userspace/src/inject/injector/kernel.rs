@@ -1,0 +1,154 @@
+//! What the kernel does on its own: the rules it applies (armed inside their windows,
+//! disarmed at their count), the faults it reports, and the calls seccomp hands over.
+
+use std::time::Duration;
+
+use super::{Injector, audit_fault};
+use crate::{
+    audit::{Entry, entry::RuleSwitch},
+    event::{errno_name, signal_name},
+    fault::{Backend, FaultKind, FaultRecord, KernelRule},
+    inject::{seccomp, spec::FaultAction, window},
+    machine::{Action, Answer, Exported, KernelFault, Notification, Response},
+};
+
+impl Injector {
+    /// Arms the kernel rules inside their windows, disarms them outside and once they have
+    /// fired their count.
+    pub(super) fn rules_at(&mut self, now: u64, out: &mut Vec<Action>) {
+        let wall = self.wall(now);
+        for r in &mut self.rules {
+            let spec = &self.specs[r.spec];
+            let want = !self.stopped
+                && spec.count.is_none_or(|c| r.fired < c)
+                && window::open(&spec.windows, &wall);
+            if want != r.armed {
+                r.armed = want;
+                out.push(if want {
+                    Action::Arm(r.rule)
+                } else {
+                    Action::Disarm(r.rule)
+                });
+                let switch = RuleSwitch {
+                    fault: spec.index,
+                    rule: spec.describe(),
+                    reason: None,
+                };
+                out.push(Action::Audit(if want {
+                    Entry::Armed(switch)
+                } else {
+                    Entry::Disarmed(switch)
+                }));
+            }
+        }
+    }
+
+    /// A fault the kernel fired on its own: record it, and disarm its rule once the rule
+    /// has fired its count.
+    pub fn kernel_fault(&mut self, k: &KernelFault, out: &mut Vec<Action>) {
+        let e = &k.event;
+        let Some(r) = self.rules.iter().position(|r| r.rule == e.fault) else {
+            return;
+        };
+        let record = FaultRecord {
+            id: self.next_id(),
+            ts_ns: e.ts_ns,
+            pid: e.pid,
+            tid: Some(e.tid),
+            comm: k.comm.clone(),
+            kind: match e.fault {
+                KernelRule::Trigger => FaultKind::Signal,
+                KernelRule::Lsm => FaultKind::Errno,
+            },
+            value: e.value.clone(),
+            syscall: Some(e.what.clone()),
+            nth: Some(e.nth),
+            backend: e.fault.backend(),
+            dry_run: e.dry_run,
+        };
+        out.push(Action::Audit(audit_fault(&record, &k.exe, true)));
+        self.ledger.add(record.clone());
+        out.push(Action::Export(Exported::Fault(record)));
+        let state = &mut self.rules[r];
+        state.fired += 1;
+        let spec = &self.specs[state.spec];
+        if state.armed && spec.count.is_some_and(|c| state.fired >= c) {
+            state.armed = false;
+            out.push(Action::Disarm(state.rule));
+            out.push(Action::Audit(Entry::Disarmed(RuleSwitch {
+                fault: spec.index,
+                rule: spec.describe(),
+                reason: Some("it fired its count".into()),
+            })));
+        }
+    }
+
+    /// A call the seccomp filter handed over: decide it.
+    pub fn notification(&mut self, n: &Notification, out: &mut Vec<Action>) {
+        let rule = self.specs.iter().find_map(|f| match &f.action {
+            FaultAction::Seccomp { nr, rule } => Some((*nr, rule.clone())),
+            _ => None,
+        });
+        let Some((nr, rule)) = rule.filter(|_| !self.stopped) else {
+            out.push(Action::Answer(Answer {
+                id: n.id,
+                response: Response::Continue,
+                signal: None,
+                audit: None,
+            }));
+            return;
+        };
+        let since = Duration::from_nanos(n.ts_ns.saturating_sub(self.start_ns));
+        let decision = self.decider.decide(&rule, n.tgid, n.path.as_deref(), since);
+        if !decision.hit {
+            out.push(Action::Answer(Answer {
+                id: n.id,
+                response: Response::Continue,
+                signal: None,
+                audit: None,
+            }));
+            return;
+        }
+        let (kind, value, backend, verdict, signal) = match rule.action {
+            seccomp::Action::Fail(errno) => (
+                FaultKind::Errno,
+                errno_name(errno),
+                Backend::Seccomp,
+                Response::Fail(errno),
+                None,
+            ),
+            seccomp::Action::SignalBefore(sig) => (
+                FaultKind::Signal,
+                signal_name(sig as u32),
+                Backend::SeccompBefore,
+                Response::Fail(libc::EINTR),
+                Some((n.tgid, sig)),
+            ),
+        };
+        let record = FaultRecord {
+            id: self.next_id(),
+            ts_ns: n.ts_ns,
+            pid: n.tgid,
+            tid: Some(n.tid),
+            comm: n.comm.clone(),
+            kind,
+            value,
+            syscall: Some(nr.name().to_string()),
+            nth: decision.nth,
+            backend,
+            dry_run: self.dry_run,
+        };
+        out.push(Action::Answer(Answer {
+            id: n.id,
+            response: if self.dry_run {
+                Response::Continue
+            } else {
+                verdict
+            },
+            signal: signal.filter(|_| !self.dry_run),
+            audit: Some(audit_fault(&record, &n.exe, false)),
+        }));
+        self.ledger.add(record.clone());
+        out.push(Action::Export(Exported::Fault(record)));
+    }
+}
