@@ -28,6 +28,136 @@ pub fn chaos_bin() -> PathBuf {
     path
 }
 
+/// How every test starts chaos: a builder over the binary under test (ripgrep's
+/// `TestCommand` is the model). Finish it with [`ChaosCmd::output`] (run to the end),
+/// [`ChaosCmd::start`] (a running chaos whose stdout lines are read as they come) or
+/// [`ChaosCmd::stream`] (a running `observe`/`measure --json`, its events parsed).
+pub struct ChaosCmd {
+    command: Command,
+    shown: Vec<String>,
+}
+
+/// What a chaos run to its end left.
+#[derive(Debug)]
+pub struct Finished {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ChaosCmd {
+    pub fn new() -> Self {
+        Self {
+            command: Command::new(chaos_bin()),
+            shown: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.shown.push(arg.as_ref().to_string_lossy().into_owned());
+        self.command.arg(arg);
+        self
+    }
+
+    pub fn args<S: AsRef<std::ffi::OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        for a in args {
+            self = self.arg(a);
+        }
+        self
+    }
+
+    /// Arguments as one readable line, split at spaces (none of them holds one).
+    pub fn line(self, line: &str) -> Self {
+        self.args(line.split_whitespace())
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.command.env(key, value);
+        self
+    }
+
+    /// Runs as this user and group (for the privilege checks).
+    pub fn as_user(mut self, uid: u32, gid: u32) -> Self {
+        use std::os::unix::process::CommandExt as _;
+        self.command.uid(uid).gid(gid);
+        self
+    }
+
+    /// The command line, for messages.
+    pub fn shown(&self) -> String {
+        self.shown.join(" ")
+    }
+
+    /// Runs chaos to completion.
+    pub fn output(mut self) -> Finished {
+        let output = self.command.output().expect("run chaos");
+        Finished {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    fn spawn(mut self) -> Spawned {
+        self.command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Spawned::new(&mut self.command)
+    }
+}
+
+impl Default for ChaosCmd {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs chaos to completion with `args`; returns (exit code, stdout, stderr).
+pub fn run_chaos(args: &[&str]) -> (i32, String, String) {
+    let f = ChaosCmd::new().args(args).output();
+    (f.code, f.stdout, f.stderr)
+}
+
+/// Why `run` is not a clean refusal of bad input naming `expected`: exit 2, the message on
+/// the first line (and alone on it when it is chaos's own), nothing on stdout.
+pub fn refusal_problem(shown: &str, run: &Finished, expected: &str) -> Option<String> {
+    let first = run.stderr.lines().next().unwrap_or_default();
+    let problem = if run.code != 2 {
+        format!("exit {} (not 2)", run.code)
+    } else if !run.stderr.contains(expected) {
+        format!("no {expected:?}")
+    } else if !first.contains(expected) {
+        "the first line does not say it".into()
+    } else if first.starts_with("chaos: error:") && run.stderr.trim().lines().count() != 1 {
+        "not one line".into()
+    } else if !run.stdout.is_empty() {
+        format!("printed {:?}", run.stdout)
+    } else {
+        return None;
+    };
+    Some(format!("{shown}: {problem}: {}", run.stderr))
+}
+
+/// Each line of arguments is refused as bad input naming its message, and nothing stays
+/// attached afterwards.
+pub fn assert_refused(cases: &[(&str, &str)]) {
+    let wrong: Vec<String> = cases
+        .iter()
+        .filter_map(|(line, expected)| {
+            let cmd = ChaosCmd::new().line(line);
+            let shown = cmd.shown();
+            refusal_problem(&shown, &cmd.output(), expected)
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(
+        loaded_chaos_programs(),
+        Vec::<String>::new(),
+        "left attached"
+    );
+}
+
 /// A directory on the root filesystem (ext4 here, so the fs fsync hook sees syncs in it).
 pub fn scratch_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -130,14 +260,20 @@ impl Observer {
     }
 
     fn launch(subcommand: &str, args: &[&str], ready: &str) -> Self {
-        let mut command = Command::new(chaos_bin());
-        command
+        ChaosCmd::new()
             .arg(subcommand)
             .arg("--json")
             .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = Spawned::new(&mut command);
+            .stream(ready)
+    }
+}
+
+impl ChaosCmd {
+    /// Starts a chaos whose stdout is JSON Lines and returns once stderr has a line that
+    /// starts with `ready`.
+    pub fn stream(self, ready: &str) -> Observer {
+        let subcommand = self.shown();
+        let mut child = self.spawn();
         let stdout = child.0.stdout.take().unwrap();
         let stderr = child.0.stderr.take().unwrap();
         let (tx, lines) = channel();
@@ -159,7 +295,7 @@ impl Observer {
                 }
             }
         });
-        let mut observer = Self {
+        let mut observer = Observer {
             child,
             lines,
             events: Vec::new(),
@@ -185,7 +321,9 @@ impl Observer {
         std::thread::spawn(move || while err_rx.recv().is_ok() {});
         observer
     }
+}
 
+impl Observer {
     fn take(&mut self, value: Value) {
         if value["type"] == "summary" {
             self.summary = Some(value);
@@ -414,19 +552,6 @@ pub fn lsm_available() -> bool {
         .any(|c| c["name"] == "bpf_lsm" && c["status"] == "ok")
 }
 
-/// Runs chaos to completion with `args`; returns (exit code, stdout, stderr).
-pub fn run_chaos(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(chaos_bin())
-        .args(args)
-        .output()
-        .expect("run chaos");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// Names of loaded BPF programs of chaos (`chaos_*` observers, `probe_*` doctor probes), from
 /// `bpftool prog show`.
 pub fn loaded_chaos_programs() -> Vec<String> {
@@ -459,13 +584,16 @@ pub struct Chaos {
 impl Chaos {
     /// Starts `chaos ARGS` and returns once stderr has a line starting with `ready`.
     pub fn start(args: &[&str], ready: &str) -> Self {
-        let mut command = Command::new(chaos_bin());
-        command
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = Spawned::new(&mut command);
+        ChaosCmd::new().args(args).start(ready)
+    }
+}
+
+impl ChaosCmd {
+    /// Starts chaos and returns once stderr has a line starting with `ready`; its stdout
+    /// lines are read as they come and its stdin is the test's.
+    pub fn start(self, ready: &str) -> Chaos {
+        let args = self.shown();
+        let mut child = self.spawn();
         let stdin = child.0.stdin.take();
         let stdout = child.0.stdout.take().unwrap();
         let stderr = child.0.stderr.take().unwrap();
@@ -493,11 +621,11 @@ impl Chaos {
         });
         if ready_rx.recv_timeout(DEADLINE).is_err() {
             panic!(
-                "chaos {args:?} never became ready; stderr: {}",
+                "chaos {args} never became ready; stderr: {}",
                 text.lock().unwrap()
             );
         }
-        Self {
+        Chaos {
             child,
             lines,
             stdin,
@@ -505,7 +633,9 @@ impl Chaos {
             stderr: text,
         }
     }
+}
 
+impl Chaos {
     /// Writes a line to chaos's stdin (which a launched command inherits).
     pub fn send(&mut self, line: &str) {
         use std::io::Write as _;

@@ -2,14 +2,15 @@
 //! supervisord) and one with a known restart delay. Every supervisor runs in a cgroup the test
 //! creates; the test kills only the instance it finds as its own supervisor's child.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 mod common;
 
-use chaos_tests::{Observer, children_of, free_port, run_chaos, scratch_dir};
+use chaos_tests::{Observer, assert_refused, children_of, free_port, run_chaos, scratch_dir};
 use common::supervised::{
     NOT_THROTTLED, QUEUE, SETTLED, Supervised, kill_instance, measure_kills, supervise_run_dir,
 };
+use rstest::rstest;
 use serde_json::Value;
 
 fn episodes(m: &Observer) -> Vec<&Value> {
@@ -161,10 +162,22 @@ fn readiness_probed_from_userspace_by_tcp_and_by_command() {
     }
 }
 
-#[test]
-fn runit_restarts_a_settled_service_in_milliseconds_and_throttles_a_quick_death() {
-    let svc = supervise_run_dir("runit", "runsv", None);
-    // Twice settled, then killed again right after it came back: runsv waits out the second.
+/// Twice settled, then killed again right after it came back: the supervisor waits out a
+/// second, each in its own phase.
+/// - runsv throttles a service that ran for less than a second before forking it again
+///   (runit's runsv.c): the second sits in reaped -> forked.
+/// - supervise sleeps a second after each start before it looks at its child again
+///   (daemontools' supervise.c, trystart: deepsleep(1)): the second is spent before the
+///   reap, not after it.
+#[rstest]
+#[case::runit("runsv", "reaped_to_forked", 900_000_000..1_500_000_000)]
+#[case::daemontools("supervise", "exit_to_reaped", 800_000_000..1_500_000_000)]
+fn a_settled_service_restarts_in_milliseconds_and_a_quick_death_is_throttled(
+    #[case] supervisor: &str,
+    #[case] throttled_phase: &str,
+    #[case] throttle: std::ops::Range<u64>,
+) {
+    let svc = supervise_run_dir(supervisor, supervisor, None);
     let m = measure_kills(&svc, &[], &[SETTLED, SETTLED, Duration::ZERO]).finish();
     assert_complete(&m, svc.pid());
     let all = episodes(&m);
@@ -174,38 +187,10 @@ fn runit_restarts_a_settled_service_in_milliseconds_and_throttles_a_quick_death(
             "settled: {e:#}"
         );
     }
-    let e = all[2];
-    let throttle = phase(e, "reaped_to_forked");
+    let waited = phase(all[2], throttled_phase);
     assert!(
-        (900_000_000..1_500_000_000).contains(&throttle),
-        "runsv's one-second throttle sits in reaped -> forked: {e:#}"
-    );
-    let verify = Command::new(QUEUE)
-        .args(["verify", "--dir", svc.queue_dir().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(verify.status.success(), "{verify:?}");
-}
-
-#[test]
-fn daemontools_restarts_a_settled_service_in_milliseconds_and_throttles_a_quick_death() {
-    let svc = supervise_run_dir("daemontools", "supervise", None);
-    let m = measure_kills(&svc, &[], &[SETTLED, SETTLED, Duration::ZERO]).finish();
-    assert_complete(&m, svc.pid());
-    let all = episodes(&m);
-    for e in &all[..2] {
-        assert!(
-            phase(e, "reaped_to_forked") < NOT_THROTTLED,
-            "settled: {e:#}"
-        );
-    }
-    // supervise sleeps a second after each start before it looks at its child again
-    // (daemontools' supervise.c, trystart: deepsleep(1)), so here the second is spent before
-    // the reap, not after it as with runsv.
-    let throttle = phase(all[2], "exit_to_reaped");
-    assert!(
-        (800_000_000..1_500_000_000).contains(&throttle),
-        "supervise reaps a quick death only after its one-second sleep: {:#}",
+        throttle.contains(&waited),
+        "{supervisor}'s one-second throttle sits in {throttled_phase}: {:#}",
         all[2]
     );
     let fsyncs = &m.summary.as_ref().unwrap()["data"]["fsync_latency_ns"];
@@ -213,6 +198,11 @@ fn daemontools_restarts_a_settled_service_in_milliseconds_and_throttles_a_quick_
         fsyncs["count"].as_u64().unwrap() > 10,
         "the queue's fdatasyncs: {fsyncs}"
     );
+    let verify = Command::new(QUEUE)
+        .args(["verify", "--dir", svc.queue_dir().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{verify:?}");
 }
 
 #[test]
@@ -305,36 +295,30 @@ fn supervisord_restarts_after_a_second_and_gives_up_after_quick_deaths() {
 
 #[test]
 fn bad_measure_input_is_refused_with_the_reason() {
-    let missing = Path::new("/nonexistent/rec.jsonl");
-    let cases: [(&[&str], &str); 6] = [
+    assert_refused(&[
         (
-            &["measure"],
+            "measure",
             "the following required arguments were not provided",
         ),
         (
-            &["measure", "--pid", "1", "--ready", "http"],
+            "measure --pid 1 --ready http",
             "--ready http: give exec, listen",
         ),
         (
-            &["measure", "--supervisor", "4194304"],
+            "measure --supervisor 4194304",
             "--supervisor 4194304: no such process",
         ),
         (
-            &["measure", "--comm", "no-such-name-xy"],
+            "measure --comm no-such-name-xy",
             "--comm no-such-name-xy: no running instance found",
         ),
         (
-            &["measure", "--comm", "x", "--episodes", "0"],
+            "measure --comm x --episodes 0",
             "--episodes 0: give at least 1",
         ),
         (
-            &["measure", "--replay", missing.to_str().unwrap()],
+            "measure --replay /nonexistent/rec.jsonl",
             "cannot read /nonexistent/rec.jsonl",
         ),
-    ];
-    for (args, expected) in cases {
-        let (code, _, stderr) = run_chaos(args);
-        assert_eq!(code, 2, "{args:?}: {stderr}");
-        assert!(stderr.contains(expected), "{args:?}: {stderr}");
-    }
+    ]);
 }

@@ -4,7 +4,8 @@
 use std::{os::unix::fs::MetadataExt as _, process::Command};
 
 use chaos_tests::{
-    Observer, Spawned, TestCgroup, loaded_chaos_programs, monotonic_ns, run_chaos, scratch_dir,
+    ChaosCmd, Observer, Spawned, TestCgroup, assert_refused, loaded_chaos_programs, monotonic_ns,
+    scratch_dir,
 };
 use nix::{sys::signal::Signal, unistd::Pid};
 use serde_json::Value;
@@ -299,85 +300,52 @@ fn summary_counts_events_lost_when_the_ring_buffer_is_full() {
 
 #[test]
 fn bad_input_is_refused_with_one_line_and_exit_2_leaving_nothing_attached() {
-    let cases: &[(&[&str], &str)] = &[
-        (&["observe", "--bogus"], "unexpected argument '--bogus'"),
+    assert_refused(&[
+        ("observe --bogus", "unexpected argument '--bogus'"),
         (
-            &["observe"],
+            "observe",
             "no target: name one with --pid, --comm, --cgroup or -- CMD",
         ),
+        ("observe --pid 4194304", "--pid 4194304: no such process"),
         (
-            &["observe", "--pid", "4194304"],
-            "--pid 4194304: no such process",
-        ),
-        (
-            &[
-                "observe",
-                "--cgroup",
-                "/sys/fs/cgroup/unified/chaos-no-such-cgroup",
-            ],
+            "observe --cgroup /sys/fs/cgroup/unified/chaos-no-such-cgroup",
             "no such directory",
         ),
         (
-            &["observe", "--cgroup", "/tmp"],
+            "observe --cgroup /tmp",
             "not a directory of a cgroup v2 filesystem",
         ),
         (
-            &["observe", "--comm", "a-name-that-is-too-long"],
+            "observe --comm a-name-that-is-too-long",
             "longer than the kernel's 15-byte command name",
         ),
         (
-            &["observe", "--pid", "1", "--duration", "0"],
+            "observe --pid 1 --duration 0",
             "--duration 0: give a positive number of seconds",
         ),
         (
-            &["observe", "--pid", "1", "--buffer-pages", "3"],
+            "observe --pid 1 --buffer-pages 3",
             "--buffer-pages 3: give a power of two",
         ),
         (
-            &["observe", "--pid", "1", "--fsync-hook", "fentry"],
+            "observe --pid 1 --fsync-hook fentry",
             "invalid value 'fentry' for '--fsync-hook <HOOK>'",
         ),
         (
-            &["observe", "--", "/no/such/program"],
+            "observe -- /no/such/program",
             "command not found: /no/such/program",
         ),
-    ];
-    for (args, expected) in cases {
-        let (code, stdout, stderr) = run_chaos(args);
-        assert_eq!(code, 2, "{args:?}: {stderr}");
-        assert!(
-            stderr.contains(expected),
-            "{args:?}: expected {expected:?} in {stderr:?}"
-        );
-        assert!(stdout.is_empty(), "{args:?} printed {stdout:?}");
-        // clap's own usage errors add a hint after the first line; ours are one line.
-        let first = stderr.lines().next().unwrap_or_default();
-        assert!(
-            first.contains(expected),
-            "{args:?}: the first line does not say it: {stderr:?}"
-        );
-        if first.starts_with("chaos: error:") {
-            assert_eq!(
-                stderr.trim().lines().count(),
-                1,
-                "{args:?}: not one line: {stderr:?}"
-            );
-        }
-    }
-    assert!(loaded_chaos_programs().is_empty());
+    ]);
 }
 
 #[test]
 fn missing_privileges_are_refused_before_anything_loads() {
-    use std::os::unix::process::CommandExt as _;
-    let output = Command::new(chaos_tests::chaos_bin())
+    let run = ChaosCmd::new()
         .args(["observe", "--pid", &std::process::id().to_string()])
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+        .as_user(65534, 65534)
+        .output();
+    let stderr = run.stderr;
+    assert_eq!(run.code, 2, "{stderr}");
     assert_eq!(
         stderr.trim(),
         "chaos: error: loading eBPF programs needs root (or CAP_BPF and CAP_PERFMON): run chaos with sudo"
@@ -405,13 +373,12 @@ fn a_kernel_lacking_a_tracepoint_gets_a_clear_error_and_nothing_attached() {
         )
         .unwrap();
     }
-    let output = Command::new(chaos_tests::chaos_bin())
+    let run = ChaosCmd::new()
         .args(["observe", "--pid", &std::process::id().to_string()])
         .env("CHAOS_TRACEFS", fake.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+        .output();
+    let stderr = run.stderr;
+    assert_eq!(run.code, 2, "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains("tracepoint cgroup:cgroup_attach_task does not exist on this kernel"),

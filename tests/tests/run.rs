@@ -10,7 +10,8 @@ use std::{
 };
 
 use chaos_tests::{
-    assert_tampering_is_detected, comm_of, free_port, lsm_available, run_chaos, scratch_dir,
+    ChaosCmd, assert_tampering_is_detected, comm_of, free_port, lsm_available, run_chaos,
+    scratch_dir,
 };
 use common::supervised::{QUEUE, QUEUE_COMM, Supervised, queue_under_runit};
 use serde_json::Value;
@@ -189,9 +190,11 @@ fn a_refuted_hypothesis_exits_1_and_names_the_clause() {
         "id = \"refuted\"\nblast_radius = \"local\"\n\n[hypothesis]\nstatement = \"a restart takes under a microsecond\"\nlatency = [{ phase = \"total\", quantile = \"p50\", under = \"1us\" }]\n",
         "[[faults]]\nkind = \"signal\"\nsignal = \"KILL\"\ncount = 1\ninterval = \"1s\"\n\n[phases]\nbaseline = \"200ms\"\ncooldown = \"100ms\"\n",
     );
-    let (code, stdout, stderr) = files.run(&exp, &[]);
+    let record = files.arg("run.jsonl");
+    let (code, stdout, stderr) = files.run(&exp, &["--record", &record]);
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(stdout.contains("verdict: REFUTED (exit 1)"), "{stdout}");
+    assert_replays_exactly(&files, &stdout);
     assert!(
         stdout.contains("[FAILED] total p50 under 1us: p50 = "),
         "{stdout}"
@@ -211,6 +214,39 @@ fn a_refuted_hypothesis_exits_1_and_names_the_clause() {
         "{}",
         files.junit()
     );
+}
+
+/// `chaos run --replay` of the run's recording, as an unprivileged user: the same exit
+/// code, the same verdict and table, and the same result JSON, byte for byte.
+fn assert_replays_exactly(files: &Files, live_stdout: &str) {
+    let open = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let recording = open.path().join("run.jsonl");
+    std::fs::copy(files.path("run.jsonl"), &recording).unwrap();
+    std::fs::set_permissions(&recording, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let json = open.path().join("replayed.json");
+    let replay = ChaosCmd::new()
+        .arg("run")
+        .arg("--replay")
+        .arg(&recording)
+        .arg("--json")
+        .arg(&json)
+        .as_user(65534, 65534)
+        .output();
+    let live = std::fs::read(files.path("result.json")).unwrap();
+    assert_eq!(
+        replay.code,
+        files.result()["exit_code"].as_i64().unwrap() as i32,
+        "{}",
+        replay.stderr
+    );
+    assert_eq!(
+        std::fs::read(&json).unwrap(),
+        live,
+        "the replayed result differs"
+    );
+    let verdict = |text: &str| text[text.find("\nverdict:").unwrap()..].to_string();
+    assert_eq!(verdict(&replay.stdout), verdict(live_stdout));
 }
 
 #[test]
