@@ -77,6 +77,19 @@ pub struct SessionPlan {
     pub deny_comms: Vec<String>,
 }
 
+impl SessionPlan {
+    /// Observation only: no fault, nothing beyond the built-in denylist.
+    pub fn observing(hooks: HookSet, ring_bytes: u32) -> Self {
+        Self {
+            hooks,
+            ring_bytes,
+            faults: KernelFaults::default(),
+            deny_pids: Vec::new(),
+            deny_comms: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error(transparent)]

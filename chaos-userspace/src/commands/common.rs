@@ -3,10 +3,14 @@
 
 use std::time::Duration;
 
+use std::{io::Write, path::Path};
+
 use super::Failure;
 use crate::{
     cli::ExportArgs,
+    driver,
     export::{ExportConfig, Exporters, otlp::Endpoint, prometheus},
+    machine::record::{Header, Recorder},
 };
 
 /// `--flag SECS` as a positive duration.
@@ -52,4 +56,20 @@ pub fn exporters(
     config: &ExportConfig,
 ) -> Result<(Exporters, Option<prometheus::Server>), Failure> {
     Ok(Exporters::new(config)?)
+}
+
+/// The `--record FILE` recorder, its header written.
+pub fn recorder<H: Header>(
+    path: Option<&Path>,
+    header: &H,
+) -> Result<Option<Recorder<Box<dyn Write>>>, Failure> {
+    path.map(|path| {
+        driver::recorder(path, header).map_err(|e| {
+            Failure::refused(format!(
+                "{}: cannot create the --record file: {e}",
+                path.display()
+            ))
+        })
+    })
+    .transpose()
 }

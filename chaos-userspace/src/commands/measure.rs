@@ -9,12 +9,11 @@ use std::{path::PathBuf, time::Duration};
 
 use super::{
     EXIT_FAILURE, Failure,
-    common::{export_config, exporters, positive_secs, ring_bytes},
+    common::{export_config, exporters, positive_secs, recorder, ring_bytes},
 };
 use crate::{
     cli::MeasureArgs,
     driver::{self, Driver, Setup},
-    event::KernelCounters,
     export::{self, ExportConfig, Exporters},
     kernel::layout::{FsyncHook, HookSet},
     machine::{
@@ -28,7 +27,7 @@ use crate::{
         service::{Ready, Service},
         sink::{EpisodeSink, JsonEpisodes, TableEpisodes},
     },
-    session::{KernelFaults, Session, SessionPlan},
+    session::{Session, SessionPlan},
     sys::{clock::monotonic_ns, stops::runtime_with_stops},
     target::cgroup_rule,
 };
@@ -139,23 +138,13 @@ fn replay(
     exporters.clock = Some(recording.header.clock());
     let mut machine =
         MeasureMachine::new(Measurement::new(recording.header), sink(json), None, None);
-    let last_ns = recording
-        .inputs
-        .iter()
-        .rev()
-        .find_map(Input::ts_ns)
-        .unwrap_or(0);
-    driver::replay(&mut machine, recording.inputs, &mut exporters);
-    let end = recording.end.unwrap_or_else(|| {
-        eprintln!(
-            "chaos: {}: the recording has no end mark (cut short); replaying to its last line",
-            path.display()
-        );
-        End {
-            ts_ns: last_ns,
-            counters: KernelCounters::default(),
-        }
-    });
+    let end = driver::replay(
+        &mut machine,
+        recording.inputs,
+        recording.end,
+        path,
+        &mut exporters,
+    );
     finish(&mut machine, &end, hdr_log.as_deref(), &mut exporters)
 }
 
@@ -194,17 +183,14 @@ fn finish(
 
 fn live(config: MeasureConfig) -> Result<u8, Failure> {
     let (exporters, server) = exporters(&config.export)?;
-    let mut session = Session::open(&SessionPlan {
-        hooks: HookSet {
+    let mut session = Session::open(&SessionPlan::observing(
+        HookSet {
             reap: config.reap,
             listen: config.ready == Ready::Listen,
             ..HookSet::observe(config.fsync)
         },
-        ring_bytes: config.ring_bytes,
-        faults: KernelFaults::default(),
-        deny_pids: Vec::new(),
-        deny_comms: Vec::new(),
-    })?;
+        config.ring_bytes,
+    ))?;
     let found = discover::find_live(&config.selector, config.comm_filter.as_deref())?;
     discover::follow(&mut session.targets, &found, &config.selector)?;
 
@@ -216,18 +202,7 @@ fn live(config: MeasureConfig) -> Result<u8, Failure> {
         ready: config.ready.clone(),
         recovery_timeout_ns: config.recovery_timeout.as_nanos() as u64,
     });
-    let recorder = config
-        .record
-        .as_deref()
-        .map(|path| {
-            driver::recorder(path, &header).map_err(|e| {
-                Failure::refused(format!(
-                    "{}: cannot create the --record file: {e}",
-                    path.display()
-                ))
-            })
-        })
-        .transpose()?;
+    let recorder = recorder(config.record.as_deref(), &header)?;
     let start_ns = header.start_ns;
     let mut exporters = exporters;
     exporters.clock = Some(header.clock());

@@ -26,7 +26,7 @@ use crate::{
         jsonl::JsonLines,
         stream::{StopReason, Stream},
     },
-    session::{KernelFaults, Session, SessionPlan},
+    session::{Session, SessionPlan},
     sys::{clock::monotonic_ns, stops::runtime_with_stops},
     target::{TargetSpec, Targets, initial_members, scan_cgroups, scan_processes},
 };
@@ -75,16 +75,13 @@ pub fn run(args: ObserveArgs) -> Result<u8, Failure> {
     let config = ObserveConfig::from_args(args)?;
     let (exporters, server) = exporters(&config.export)?;
     // Listening sockets cost nothing to watch; reaping needs a syscall tracepoint (measure only).
-    let mut session = Session::open(&SessionPlan {
-        hooks: HookSet {
+    let mut session = Session::open(&SessionPlan::observing(
+        HookSet {
             listen: true,
             ..HookSet::observe(config.fsync)
         },
-        ring_bytes: config.ring_bytes,
-        faults: KernelFaults::default(),
-        deny_pids: Vec::new(),
-        deny_comms: Vec::new(),
-    })?;
+        config.ring_bytes,
+    ))?;
     if config.fsync == FsyncHook::Fs && !session.ext4.sync {
         log::warn!(
             "no ext4 sync tracepoints on this kernel: fsync events need --fsync-hook syscalls"

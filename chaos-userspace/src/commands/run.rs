@@ -15,7 +15,7 @@ use std::{
 
 use super::{
     EXIT_ABORTED, EXIT_FAILURE, Failure, Refusal,
-    common::{export_config, exporters},
+    common::{export_config, exporters, recorder},
 };
 use crate::{
     audit::{AuditLog, Entry, entry},
@@ -191,18 +191,7 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         source,
         service: service(&experiment, &found),
     };
-    let recorder = args
-        .record
-        .as_deref()
-        .map(|path| {
-            driver::recorder(path, &header).map_err(|e| {
-                Failure::refused(format!(
-                    "{}: cannot create the --record file: {e}",
-                    path.display()
-                ))
-            })
-        })
-        .transpose()?;
+    let recorder = recorder(args.record.as_deref(), &header)?;
     let mut exporters = exporters;
     exporters.clock = Some(header.clock());
     let planned = u64::from(experiment.planned());
@@ -288,24 +277,14 @@ fn replay(path: &Path, args: &RunArgs) -> Result<u8, Failure> {
     }
     let (mut exporters, _) = exporters(&export)?;
     exporters.clock = Some(header.clock());
-    let last_ns = recording
-        .inputs
-        .iter()
-        .rev()
-        .find_map(Input::ts_ns)
-        .unwrap_or(header.start_ns);
     let mut runner = Runner::new(experiment.clone(), header);
-    driver::replay(&mut runner, recording.inputs, &mut exporters);
-    let end = recording.end.unwrap_or_else(|| {
-        eprintln!(
-            "chaos: {}: the recording has no end mark (cut short); replaying to its last line",
-            path.display()
-        );
-        End {
-            ts_ns: last_ns,
-            counters: KernelCounters::default(),
-        }
-    });
+    let end = driver::replay(
+        &mut runner,
+        recording.inputs,
+        recording.end,
+        path,
+        &mut exporters,
+    );
     let outcome = runner.finish(&end);
     exporters.finish();
     conclude(&experiment, &outcome, &outputs)

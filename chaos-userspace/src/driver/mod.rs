@@ -35,7 +35,7 @@ use crate::{
     machine::{
         Action, Input, KernelFault, Machine, Notification, ReadyMark, Response, StopCause, Tick,
         Verified,
-        record::{Header, Recorder},
+        record::{End, Header, Recorder},
     },
     measure::service::Ready,
     source::{EventSource, SourceError},
@@ -385,7 +385,7 @@ impl<'a> Driver<'a> {
     }
 
     /// Ends the recording with the end mark.
-    pub fn end_recording(&mut self, end: &crate::machine::record::End) {
+    pub fn end_recording(&mut self, end: &End) {
         if let Some(recorder) = self.recorder.take()
             && let Err(e) = recorder.end(end)
         {
@@ -394,9 +394,17 @@ impl<'a> Driver<'a> {
     }
 }
 
-/// Feeds recorded inputs to an engine, as the driver fed them live: only the exporters and
-/// the operator's lines are served (nothing touches the machine).
-pub fn replay(machine: &mut impl Machine, inputs: Vec<Input>, exporters: &mut Exporters) {
+/// Feeds a recording's inputs to an engine, as the driver fed them live: only the exporters
+/// are served (nothing touches the machine). Returns the recording's end, or, for one cut
+/// short, its last input's time.
+pub fn replay(
+    machine: &mut impl Machine,
+    inputs: Vec<Input>,
+    end: Option<End>,
+    path: &Path,
+    exporters: &mut Exporters,
+) -> End {
+    let last_ns = inputs.iter().rev().find_map(Input::ts_ns).unwrap_or(0);
     let mut actions = Vec::new();
     for input in inputs {
         machine.feed(&input, &mut actions);
@@ -406,6 +414,16 @@ pub fn replay(machine: &mut impl Machine, inputs: Vec<Input>, exporters: &mut Ex
             }
         }
     }
+    end.unwrap_or_else(|| {
+        eprintln!(
+            "chaos: {}: the recording has no end mark (cut short); replaying to its last line",
+            path.display()
+        );
+        End {
+            ts_ns: last_ns,
+            counters: KernelCounters::default(),
+        }
+    })
 }
 
 /// The header type a recording is written with, for commands that record.

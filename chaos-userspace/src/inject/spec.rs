@@ -254,6 +254,42 @@ pub fn lsm_hook_for(nr: Sysno) -> Option<(u32, &'static [Sysno])> {
     table.into_iter().find(|(_, family)| family.contains(&nr))
 }
 
+/// How an errno fault picks its calls: the `nth` of each process, or each call with
+/// `probability` (seeded).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Calls {
+    pub nth: Option<u32>,
+    pub probability: f64,
+}
+
+/// An errno fault by BPF LSM on `nr`, or None when no LSM hook sees that syscall.
+pub fn lsm_errno(
+    nr: Sysno,
+    errno: i32,
+    calls: Calls,
+    count: Option<u32>,
+    seed: u64,
+    max_per_minute: u32,
+) -> Option<FaultAction> {
+    let (hook, family) = lsm_hook_for(nr)?;
+    Some(FaultAction::Lsm {
+        nr,
+        errno,
+        fault: LsmFault {
+            hook,
+            errno: errno as u32,
+            nth: calls.nth.unwrap_or(0),
+            count: count.unwrap_or(0),
+            threshold: chaos_common::threshold(calls.probability),
+            seed,
+            max_per_minute,
+            // Set when lowered (`kernel_faults`), for the whole run.
+            dry_run: 0,
+        },
+        family,
+    })
+}
+
 /// What the LSM backend can fail, for error messages.
 pub const LSM_SYSCALLS: &str =
     "open/openat, read, write, connect, fork/clone, execve, unlink, rename and mkdir";

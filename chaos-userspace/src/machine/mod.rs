@@ -206,6 +206,18 @@ pub struct Answer {
     pub audit: Option<Entry>,
 }
 
+impl Answer {
+    /// Let the call run, with nothing to record.
+    pub fn pass(id: u64) -> Self {
+        Self {
+            id,
+            response: Response::Continue,
+            signal: None,
+            audit: None,
+        }
+    }
+}
+
 /// What the exporters (and any other sink the driver feeds) are told.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Exported {

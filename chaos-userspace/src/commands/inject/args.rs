@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use chaos_common::{LsmFault, threshold};
+use chaos_common::threshold;
 use nix::sys::signal::Signal;
 
 use super::super::{Failure, common::export_config};
@@ -13,7 +13,7 @@ use crate::{
     inject::{
         ERRNO_CEILING_PER_MINUTE, SIGNAL_CEILING_PER_MINUTE, fresh_seed, names,
         seccomp::{Action, Rule},
-        spec::{FaultAction, FaultSpec, LSM_SYSCALLS, SignalSchedule, Timing, lsm_hook_for},
+        spec::{Calls, FaultAction, FaultSpec, LSM_SYSCALLS, SignalSchedule, Timing, lsm_errno},
     },
     target::TargetSpec,
 };
@@ -238,27 +238,16 @@ impl InjectConfig {
                         "--path needs the seccomp backend (-- CMD): the lsm backend does not read paths".into(),
                     ));
                 }
-                let (hook, family) = lsm_hook_for(nr).ok_or_else(|| {
+                let calls = Calls {
+                    nth: args.nth,
+                    probability: args.probability,
+                };
+                lsm_errno(nr, errno, calls, args.count, seed, max_per_minute).ok_or_else(|| {
                     refused(format!(
                         "--syscall {}: no LSM hook covers it; the lsm backend fails {LSM_SYSCALLS} (use -- CMD for seccomp, which fails any syscall)",
                         nr.name()
                     ))
-                })?;
-                FaultAction::Lsm {
-                    nr,
-                    errno,
-                    fault: LsmFault {
-                        hook,
-                        errno: errno as u32,
-                        nth: args.nth.unwrap_or(0),
-                        count: args.count.unwrap_or(0),
-                        threshold: threshold(args.probability),
-                        seed,
-                        max_per_minute,
-                        dry_run: u32::from(args.common.dry_run),
-                    },
-                    family,
-                }
+                })?
             }
         };
         Ok(base.with(action, args.count))

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chaos_common::{LsmFault, splitmix64, threshold};
+use chaos_common::splitmix64;
 
 use super::{Checker, duration, duration_or_zero, plain};
 use crate::{
@@ -13,7 +13,7 @@ use crate::{
     },
     inject::{
         names,
-        spec::{FaultAction, FaultSpec, LSM_SYSCALLS, SignalSchedule, Timing, lsm_hook_for},
+        spec::{Calls, FaultAction, FaultSpec, LSM_SYSCALLS, SignalSchedule, Timing, lsm_errno},
         window::Window,
     },
 };
@@ -192,30 +192,21 @@ fn check_fault(
                     format!("{probability}: give a number from 0 to 1"),
                 ));
             }
-            let (hook, family) = lsm_hook_for(nr).ok_or_else(|| {
-                err(
-                    "syscall",
-                    format!(
-                        "{}: no LSM hook covers it; errno faults in experiments fail {LSM_SYSCALLS}",
-                        nr.name()
-                    ),
-                )
-            })?;
-            FaultAction::Lsm {
-                nr,
-                errno,
-                fault: LsmFault {
-                    hook,
-                    errno: errno as u32,
-                    nth: nth(f.nth)?.unwrap_or(0),
-                    count: f.count,
-                    threshold: threshold(probability),
-                    seed,
-                    max_per_minute: caps.max_per_minute,
-                    dry_run: 0,
+            let calls = Calls {
+                nth: nth(f.nth)?,
+                probability,
+            };
+            lsm_errno(nr, errno, calls, Some(f.count), seed, caps.max_per_minute).ok_or_else(
+                || {
+                    err(
+                        "syscall",
+                        format!(
+                            "{}: no LSM hook covers it; errno faults in experiments fail {LSM_SYSCALLS}",
+                            nr.name()
+                        ),
+                    )
                 },
-                family,
-            }
+            )?
         }
     };
     let windows = f

@@ -90,23 +90,13 @@ impl Injector {
             _ => None,
         });
         let Some((nr, rule)) = rule.filter(|_| !self.stopped) else {
-            out.push(Action::Answer(Answer {
-                id: n.id,
-                response: Response::Continue,
-                signal: None,
-                audit: None,
-            }));
+            out.push(Action::Answer(Answer::pass(n.id)));
             return;
         };
         let since = Duration::from_nanos(n.ts_ns.saturating_sub(self.start_ns));
         let decision = self.decider.decide(&rule, n.tgid, n.path.as_deref(), since);
         if !decision.hit {
-            out.push(Action::Answer(Answer {
-                id: n.id,
-                response: Response::Continue,
-                signal: None,
-                audit: None,
-            }));
+            out.push(Action::Answer(Answer::pass(n.id)));
             return;
         }
         let (kind, value, backend, verdict, signal) = match rule.action {

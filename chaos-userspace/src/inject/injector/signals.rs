@@ -13,6 +13,26 @@ use crate::{
 };
 
 impl Injector {
+    /// Orders a signal, and keeps what its outcome needs.
+    fn order(
+        &mut self,
+        order: Order,
+        record: FaultRecord,
+        exe: String,
+        schedule: Option<usize>,
+        out: &mut Vec<Action>,
+    ) {
+        out.push(Action::Signal(order));
+        self.pending.insert(
+            record.id,
+            Pending {
+                record,
+                exe,
+                schedule,
+            },
+        );
+    }
+
     /// The escalations and thaws that are due.
     pub(super) fn follow_ups(&mut self, now: u64, out: &mut Vec<Action>) {
         self.steps.sort_by_key(|(at, ..)| *at);
@@ -30,7 +50,7 @@ impl Injector {
                 ),
             };
             let record = self.signal_record(now, pid, comm, signal, backend);
-            out.push(Action::Signal(Order {
+            let order = Order {
                 id: record.id,
                 pin: Pin::Kept { of },
                 signal: signal as i32,
@@ -39,15 +59,8 @@ impl Injector {
                 keep: false,
                 watchdog: note,
                 audit: audit_fault(&record, &exe, false),
-            }));
-            self.pending.insert(
-                record.id,
-                Pending {
-                    record,
-                    exe,
-                    schedule: None,
-                },
-            );
+            };
+            self.order(order, record, exe, None, out);
         }
     }
 
@@ -122,7 +135,7 @@ impl Injector {
             Backend::Pidfd,
         );
         let exe = target.exe.clone().unwrap_or_default();
-        out.push(Action::Signal(Order {
+        let order = Order {
             id: record.id,
             pin: Pin::Fresh {
                 pid: target.pid,
@@ -134,15 +147,8 @@ impl Injector {
             keep: plan.escalate_after.is_some() || plan.freeze_for.is_some(),
             watchdog: (plan.freeze_for.is_some() && !self.dry_run).then_some(WatchdogNote::Frozen),
             audit: audit_fault(&record, &exe, false),
-        }));
-        self.pending.insert(
-            record.id,
-            Pending {
-                record,
-                exe,
-                schedule: Some(i),
-            },
-        );
+        };
+        self.order(order, record, exe, Some(i), out);
     }
 
     /// What became of a signal order.
