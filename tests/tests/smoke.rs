@@ -7,15 +7,11 @@ mod common;
 
 use std::process::Command;
 
-use chaos_tests::{ChaosCmd, Spawned, loaded_chaos_programs};
+use chaos_tests::{ChaosCmd, Spawned, assert_nothing_attached};
 use common::supervised::queue_under_runit;
 
 fn nothing_attached(after: &str) {
-    assert_eq!(
-        loaded_chaos_programs(),
-        Vec::<String>::new(),
-        "left attached after {after}"
-    );
+    assert_nothing_attached(after);
 }
 
 fn sleeper() -> Spawned {
