@@ -4,7 +4,7 @@
 use std::{io::BufRead as _, process::Command, time::Duration};
 
 use chaos_tests::{
-    Chaos, Observer, Spawned, assert_refused, assert_tampering_is_detected, lsm_available,
+    Chaos, Observer, Spawned, assert_nothing_attached, assert_refused, assert_tampering_is_detected, lsm_available,
     run_chaos, scratch_dir, wait_until,
 };
 use nix::{
@@ -321,7 +321,10 @@ fn faults_end_with_chaos_even_when_it_is_killed() {
     assert_eq!(outcome(&steps(&mut chaos, "fsync", 1)[0]), "EIO");
     kill(Pid::from_raw(chaos.child.pid() as i32), Signal::SIGKILL).unwrap();
     chaos.child.wait();
-    // chaos is gone; its watchdog answers "continue" from now on.
+    // chaos is gone, and its kernel programs with it, while its watchdog still serves the
+    // command (it holds none of chaos's eBPF fds).
+    assert_nothing_attached("chaos was killed, its watchdog alive");
+    // The watchdog answers "continue" from now on.
     for i in 2..=4 {
         chaos.send("go");
         let prefix = format!("step fsync {i} ");

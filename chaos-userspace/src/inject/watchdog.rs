@@ -78,6 +78,10 @@ impl Watchdog {
         match unsafe { nix::unistd::fork() }? {
             nix::unistd::ForkResult::Child => {
                 drop(mine);
+                // Nothing of chaos's but the socket: above all no eBPF program, link or map
+                // fd, which would keep chaos's kernel programs (and their rules) alive after
+                // chaos dies, as long as the watchdog serves.
+                close_all_but(theirs.as_raw_fd());
                 let _ = nix::sys::prctl::set_name(c"chaos-watchdog");
                 // Not chaos's signals: a Ctrl-C to the terminal's process group must not take
                 // the switch down with chaos.
@@ -155,6 +159,18 @@ impl Watchdog {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Closes every fd from 3 up except `keep` (close_range(2), Linux 5.9).
+fn close_all_but(keep: RawFd) {
+    let close = |first: RawFd, last: RawFd| {
+        if first <= last {
+            // SAFETY: plain syscall; closing fds this process owns and will not use.
+            unsafe { libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0u32) };
+        }
+    };
+    close(3, keep - 1);
+    close(keep + 1, RawFd::MAX);
 }
 
 /// What the watchdog holds.
