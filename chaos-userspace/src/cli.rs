@@ -238,6 +238,10 @@ pub enum AuditCommand {
     Verify {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// A hash kept elsewhere (chaos prints the last one at the end of a run): the chain
+        /// must pass through it, or the log was rewritten.
+        #[arg(long, value_name = "HASH")]
+        expect_hash: Option<String>,
     },
 }
 
@@ -407,6 +411,10 @@ pub struct RunArgs {
     /// inject nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Run a file (or a program it names) that others could have changed: chaos runs what
+    /// the file says as root. The override is recorded in the audit log.
+    #[arg(long)]
+    pub allow_unsafe_file: bool,
     /// Acknowledge a `ci` or `lab` blast radius.
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub accept_blast_radius: Option<AcceptRadius>,

@@ -18,8 +18,12 @@ use common::supervised::{
     QUEUE_COMM, SETTLED, Supervised, measure_kills_then_wait, queue_under_runit,
 };
 use opentelemetry_proto::tonic::{
-    collector::{metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest},
+    collector::{
+        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+        trace::v1::ExportTraceServiceRequest,
+    },
     common::v1::{AnyValue, KeyValue, any_value},
+    logs::v1::LogRecord,
     metrics::v1::metric,
     trace::v1::Span,
 };
@@ -298,11 +302,44 @@ fn run_kills(name: &str, svc: &Supervised, kills: u32, extra: &[&str]) -> (Value
 }
 
 #[test]
-fn otlp_spans_and_metrics_decode_and_match_the_result() {
+fn otlp_spans_metrics_and_the_audit_log_decode_and_match_the_result() {
     let (svc, _) = queue_under_runit("export-otlp");
     let receiver = Receiver::start();
     let url = format!("http://127.0.0.1:{}", receiver.port);
-    let (result, _) = run_kills("otlp", &svc, 2, &["--otlp", &url]);
+    let (result, json) = run_kills("otlp", &svc, 2, &["--otlp", &url]);
+
+    // The audit log's copy off the machine: a log record per entry, one for one, in order,
+    // with its sequence number and hash.
+    let audit = std::fs::read_to_string(json.with_file_name("audit.jsonl")).unwrap();
+    let mut records: Vec<LogRecord> = Vec::new();
+    for body in receiver.bodies("/v1/logs") {
+        let request = ExportLogsServiceRequest::decode(body.as_slice()).expect("OTLP logs");
+        records.extend(
+            request
+                .resource_logs
+                .into_iter()
+                .flat_map(|r| r.scope_logs)
+                .flat_map(|s| s.log_records),
+        );
+    }
+    let lines: Vec<&str> = audit.lines().collect();
+    assert_eq!(records.len(), lines.len(), "{records:#?}");
+    for (record, line) in records.iter().zip(&lines) {
+        let entry: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(string(&record.body).as_deref(), Some(*line));
+        assert_eq!(
+            attribute(&record.attributes, "chaos.audit.seq"),
+            Some(entry["seq"].to_string())
+        );
+        assert_eq!(
+            attribute(&record.attributes, "chaos.audit.hash").as_deref(),
+            entry["hash"].as_str()
+        );
+        assert_eq!(
+            attribute(&record.attributes, "chaos.audit.kind").as_deref(),
+            entry["event"]["kind"].as_str()
+        );
+    }
     let offset = result["start_unix_ns"].as_i64().unwrap() - result["start_ns"].as_i64().unwrap();
 
     // Traces: a root span per fault, a child per phase, all from kernel timestamps.

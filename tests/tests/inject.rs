@@ -4,8 +4,8 @@
 use std::{io::BufRead as _, process::Command, time::Duration};
 
 use chaos_tests::{
-    Chaos, Observer, Spawned, assert_nothing_attached, assert_refused, assert_tampering_is_detected, lsm_available,
-    run_chaos, scratch_dir, wait_until,
+    Chaos, Observer, Spawned, assert_nothing_attached, assert_refused,
+    assert_tampering_is_detected, lsm_available, run_chaos, scratch_dir, wait_until,
 };
 use nix::{
     sys::signal::{Signal, kill},

@@ -7,7 +7,7 @@
 //!
 //! | kind | fields | written |
 //! |---|---|---|
-//! | `start` | `command` (chaos's argv), `dry_run`, `seed` (or null), `faults` (each fault as planned, in words), and for `chaos run` `experiment`, `file`, `hypothesis`, `blast_radius`, `approved`, `target` (`comm`, `supervisors`, `instances`) | once the kernel took the programs, before anything acts |
+//! | `start` | `command` (chaos's argv), `dry_run`, `seed` (or null), `faults` (each fault as planned, in words), `commands` (what chaos runs on the file's say: `what`, `command`, `user`), `unsafe_files` (what `--allow-unsafe-file` let through, and why), and for `chaos run` `experiment`, `file`, `hypothesis`, `blast_radius`, `approved`, `target` (`comm`, `supervisors`, `instances`) | once the kernel took the programs, before anything acts |
 //! | `verify` | `when` (`before`, `after`, `end`), `episode` (after a recovery), `passed`, `detail` (why it failed) | after each verify run |
 //! | `phase` | `phase` (`injection`), `baseline_crashes` | when the injection phase begins |
 //! | `armed`, `disarmed` | `fault` (its index), `rule` (in words), `reason` (why it was disarmed) | when a kernel rule is switched |
@@ -42,8 +42,24 @@ pub struct Start {
     pub dry_run: bool,
     pub seed: Option<u64>,
     pub faults: Vec<String>,
+    /// The commands from the file chaos runs (verify, a `cmd:` probe), each with its user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<CommandEntry>,
+    /// Files that failed the trust check and ran anyway (`--allow-unsafe-file`), with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsafe_files: Vec<String>,
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub experiment: Option<ExperimentStart>,
+}
+
+/// A command chaos runs on a file's say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandEntry {
+    /// `verify` or `ready`.
+    pub what: String,
+    pub command: String,
+    /// `root`, or the account's name and uid.
+    pub user: String,
 }
 
 /// What `chaos run` adds to the start entry.
@@ -181,6 +197,8 @@ mod tests {
             dry_run: false,
             seed: Some(7),
             faults: vec!["SIGKILL x1".into()],
+            commands: Vec::new(),
+            unsafe_files: Vec::new(),
             experiment: Some(ExperimentStart {
                 experiment: "e".into(),
                 file: "e.toml".into(),

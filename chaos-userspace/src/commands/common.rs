@@ -73,3 +73,17 @@ pub fn recorder<H: Header>(
     })
     .transpose()
 }
+
+/// The audit chain's last hash, to keep elsewhere: `chaos audit verify --expect-hash` then
+/// tells a log rewritten whole.
+pub fn say_chain(log: &crate::audit::AuditLog) {
+    let chain = log.chain();
+    eprintln!(
+        "chaos: audit log {}: {} entries, last hash {} (keep it: chaos audit verify {} --expect-hash {})",
+        log.path().display(),
+        chain.entries,
+        chain.last_hash,
+        log.path().display(),
+        chain.last_hash
+    );
+}

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     cli::MeasureArgs,
-    driver::{self, Driver, Setup},
+    driver::{self, Driver, Setup, probe::Probe},
     export::{self, ExportConfig, Exporters},
     kernel::layout::{FsyncHook, HookSet},
     machine::{
@@ -232,7 +232,11 @@ fn live(config: MeasureConfig) -> Result<u8, Failure> {
         None,
         Setup {
             exporters,
-            probe: Some((config.ready.clone(), config.recovery_timeout)),
+            probe: Some(Probe {
+                ready: config.ready.clone(),
+                limit: config.recovery_timeout,
+                user: None,
+            }),
             recorder,
             ..Setup::default()
         },

@@ -90,6 +90,8 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             println!("{}", crate::experiment::file::schema());
             Ok(0)
         }
-        Command::Audit(AuditCommand::Verify { file }) => audit::verify(&file),
+        Command::Audit(AuditCommand::Verify { file, expect_hash }) => {
+            audit::verify(&file, expect_hash.as_deref())
+        }
     }
 }

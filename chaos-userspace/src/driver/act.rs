@@ -44,8 +44,8 @@ impl Driver<'_> {
                 let _ = self.write_audit(&entry);
             }
             Action::Probe { episode } => {
-                if let Some((ready, limit)) = &self.probe {
-                    let handle = probe::spawn(ready, episode, self.ready_tx.clone(), *limit);
+                if let Some(p) = &self.probe {
+                    let handle = probe::spawn(p, episode, self.ready_tx.clone());
                     self.probes.insert(episode, handle);
                 }
             }

@@ -37,7 +37,6 @@ use crate::{
         Verified,
         record::{End, Header, Recorder},
     },
-    measure::service::Ready,
     source::{EventSource, SourceError},
     sys::{clock::monotonic_ns, stops::Stops},
     target::{
@@ -69,8 +68,8 @@ pub struct Setup<'a> {
     pub audit: Option<AuditLog>,
     pub exporters: Exporters,
     pub console: Console,
-    /// How readiness is probed (`tcp:`, `cmd:`) and for how long.
-    pub probe: Option<(Ready, Duration)>,
+    /// How readiness is probed (`tcp:`, `cmd:`), for how long, as whom.
+    pub probe: Option<probe::Probe>,
     pub verify: Option<VerifyCommand>,
     pub watchdog: Option<&'a Watchdog>,
     /// The seccomp listener's copy chaos keeps, to check notifications are still valid.
@@ -88,7 +87,7 @@ pub struct Driver<'a> {
     audit_broken: bool,
     pub exporters: Exporters,
     pub console: Console,
-    probe: Option<(Ready, Duration)>,
+    probe: Option<probe::Probe>,
     verify: Option<VerifyCommand>,
     watchdog: Option<&'a Watchdog>,
     listener: Option<OwnedFd>,

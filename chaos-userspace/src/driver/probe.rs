@@ -12,15 +12,20 @@ const PROBE_GAP: Duration = Duration::from_millis(1);
 /// Longest wait for one TCP connect of a probe.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// How readiness is probed: the rule, for how long at most, as whom.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub ready: Ready,
+    pub limit: Duration,
+    pub user: Option<super::verify::RunAs>,
+}
+
 /// Probes until it succeeds or `limit` passes. The time reported is when the successful
 /// attempt began (CLOCK_MONOTONIC), so the resolution is the probe gap plus one attempt.
-pub fn spawn(
-    ready: &Ready,
-    episode: u64,
-    tx: mpsc::UnboundedSender<ReadyMark>,
-    limit: Duration,
-) -> AbortHandle {
-    let ready = ready.clone();
+pub fn spawn(probe: &Probe, episode: u64, tx: mpsc::UnboundedSender<ReadyMark>) -> AbortHandle {
+    let ready = probe.ready.clone();
+    let limit = probe.limit;
+    let user = probe.user.clone();
     let task = tokio::spawn(async move {
         let give_up = tokio::time::Instant::now() + limit;
         while tokio::time::Instant::now() < give_up {
@@ -31,10 +36,7 @@ pub fn spawn(
                         .await,
                     Ok(Ok(_))
                 ),
-                Ready::Cmd { command } => tokio::process::Command::new("sh")
-                    .arg("-c")
-                    .arg(command)
-                    .stdin(std::process::Stdio::null())
+                Ready::Cmd { command } => super::verify::shell(command, user.as_ref())
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
                     .kill_on_drop(true)

@@ -3,20 +3,68 @@
 
 use std::time::Duration;
 
-/// A command to run, and how long it may take.
+/// An account a command from an experiment file runs as, instead of root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: std::path::PathBuf,
+}
+
+impl RunAs {
+    /// The account `name` on this machine.
+    pub fn lookup(name: &str) -> Result<Self, String> {
+        let user = nix::unistd::User::from_name(name)
+            .map_err(|e| format!("cannot look up user {name}: {e}"))?
+            .ok_or_else(|| format!("no user {name} on this machine"))?;
+        Ok(Self {
+            name: user.name,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            home: user.dir,
+        })
+    }
+
+    /// `root` or `NAME (uid N)`, for the plan and the audit log.
+    pub fn describe(run_as: Option<&RunAs>) -> String {
+        match run_as {
+            Some(u) => format!("{} (uid {})", u.name, u.uid),
+            None => "root".into(),
+        }
+    }
+}
+
+/// `sh -c COMMAND`, as `run_as` when given (its uid, gid and no other group; HOME, USER
+/// and LOGNAME set to its own).
+pub fn shell(command: &str, run_as: Option<&RunAs>) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null());
+    if let Some(u) = run_as {
+        // std drops the supplementary groups (setgroups(0)) before it sets the ids.
+        cmd.uid(u.uid)
+            .gid(u.gid)
+            .env("HOME", &u.home)
+            .env("USER", &u.name)
+            .env("LOGNAME", &u.name);
+    }
+    cmd
+}
+
+/// A command to run, how long it may take, and as whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyCommand {
     pub command: String,
     pub timeout: Duration,
+    pub user: Option<RunAs>,
 }
 
 /// Runs the command once: Ok when it exits 0 within the timeout, else why not.
 pub async fn run(v: &VerifyCommand) -> Result<(), String> {
     let command = &v.command;
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(std::process::Stdio::null())
+    let child = shell(command, v.user.as_ref())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)

@@ -94,6 +94,10 @@ pub struct VerifyFile {
     /// How long one run may take (default 30s); longer counts as a failure.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Run it as this account rather than as root (chaos runs as root): recommended, and
+    /// shown in the plan and the audit log.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// The service under test: exactly one selector as in `chaos measure` (`supervisor`, `pid`,
@@ -121,6 +125,9 @@ pub struct TargetFile {
     /// `exec`, `listen`, `tcp:HOST:PORT` or `cmd:COMMAND` (default `exec`).
     #[serde(default)]
     pub ready: Option<String>,
+    /// Run a `cmd:` readiness probe as this account rather than as root.
+    #[serde(default)]
+    pub ready_user: Option<String>,
     /// An episode not ready within this is a failed recovery (default 10s).
     #[serde(default)]
     pub recovery_timeout: Option<String>,

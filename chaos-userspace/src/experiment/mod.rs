@@ -122,6 +122,8 @@ impl Quantile {
 pub struct Verify {
     pub command: String,
     pub timeout: Duration,
+    /// The account it runs as (None: root, as chaos).
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -182,6 +184,8 @@ pub struct Target {
     pub named: Named,
     pub comm_filter: Option<String>,
     pub ready: Ready,
+    /// The account a `cmd:` probe runs as (None: root, as chaos).
+    pub ready_user: Option<String>,
     pub recovery_timeout: Duration,
     pub allow: Option<MatchFile>,
     pub deny: MatchFile,

@@ -6,7 +6,7 @@ use std::{path::Path, time::Duration};
 use jiff::ZonedDateTime;
 
 use super::{BlastRadius, Experiment};
-use crate::{inject::window, measure::discover::Found};
+use crate::{audit::entry::CommandEntry, inject::window, measure::discover::Found};
 
 /// The operator's acknowledgement from the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +59,7 @@ pub fn authorize(
 pub fn describe(
     experiment: &Experiment,
     found: &Found,
+    commands: &[CommandEntry],
     audit: &Path,
     dry_run: bool,
     now: &ZonedDateTime,
@@ -142,6 +143,9 @@ pub fn describe(
             guards.join(", ")
         }
     ));
+    for c in commands {
+        line(format!("{}: `{}` runs as {}", c.what, c.command, c.user));
+    }
     let p = &experiment.phases;
     line(format!(
         "phases: baseline {}, injection, cool-down {} (at most {} in all)",

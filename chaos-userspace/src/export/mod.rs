@@ -28,6 +28,7 @@ use std::path::PathBuf;
 
 pub use crate::sys::clock::Clock;
 use crate::{
+    audit::{Mirror, Written},
     episode::{Episode, MILESTONES, Outcome, PHASES},
     event::Event,
     fault::FaultRecord,
@@ -116,6 +117,11 @@ pub trait Exporter {
     fn tick(&mut self) -> Result<(), ExportError> {
         Ok(())
     }
+    /// A copy of each audit entry as it is written, for exporters that send one off the
+    /// machine.
+    fn audit_mirror(&self) -> Option<Mirror> {
+        None
+    }
     /// Flushes and stops; called once, outside any async context.
     fn shutdown(self: Box<Self>) -> Result<(), ExportError>;
 }
@@ -190,6 +196,20 @@ impl Exporters {
     pub fn event(&mut self, event: &Event) {
         for s in &mut self.sinks {
             s.event(event);
+        }
+    }
+
+    /// Every exporter's copy of the audit log, as one (None when none makes one).
+    pub fn audit_mirror(&self) -> Option<Mirror> {
+        let mut mirrors: Vec<_> = self.sinks.iter().filter_map(|s| s.audit_mirror()).collect();
+        match mirrors.len() {
+            0 => None,
+            1 => mirrors.pop(),
+            _ => Some(Box::new(move |w: &Written| {
+                for m in &mut mirrors {
+                    m(w);
+                }
+            })),
         }
     }
 

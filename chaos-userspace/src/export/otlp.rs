@@ -6,20 +6,23 @@
 
 use std::collections::HashMap;
 
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _};
 use opentelemetry::{
     Context, KeyValue,
     metrics::{Counter, Histogram, MeterProvider as _},
     trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _},
 };
-use opentelemetry_otlp::{MetricExporter, SpanExporter, WithExportConfig as _};
+use opentelemetry_otlp::{LogExporter, MetricExporter, SpanExporter, WithExportConfig as _};
 use opentelemetry_sdk::{
     Resource,
+    logs::{SdkLogger, SdkLoggerProvider},
     metrics::SdkMeterProvider,
     trace::{SdkTracer, SdkTracerProvider},
 };
 
 use super::{BUCKETS, Clock, ExportError, Exporter, phase_seconds, phase_spans};
 use crate::{
+    audit::{Mirror, Written},
     episode::{Episode, Outcome},
     event::Event,
     fault::FaultRecord,
@@ -75,6 +78,9 @@ impl Endpoint {
 pub struct Otlp {
     tracer_provider: SdkTracerProvider,
     meter_provider: SdkMeterProvider,
+    /// The audit log's copy that leaves the machine: a log record per entry.
+    logger_provider: SdkLoggerProvider,
+    logger: SdkLogger,
     tracer: SdkTracer,
     phases: Histogram<f64>,
     injected: Counter<u64>,
@@ -120,6 +126,16 @@ impl Otlp {
             metrics = metrics.with_endpoint(url);
         }
         let metrics = metrics.build().map_err(|e| build_error("metric", e))?;
+        let mut logs = LogExporter::builder().with_http();
+        if let Some(url) = endpoint.signal("/v1/logs") {
+            logs = logs.with_endpoint(url);
+        }
+        let logs = logs.build().map_err(|e| build_error("log", e))?;
+        let logger_provider = SdkLoggerProvider::builder()
+            .with_batch_exporter(logs)
+            .with_resource(resource.clone())
+            .build();
+        let logger = logger_provider.logger("chaos.audit");
         let tracer_provider = SdkTracerProvider::builder()
             .with_batch_exporter(spans)
             .with_resource(resource.clone())
@@ -165,6 +181,8 @@ impl Otlp {
             tracer,
             tracer_provider,
             meter_provider,
+            logger_provider,
+            logger,
             pending: HashMap::new(),
             by_pid: HashMap::new(),
         })
@@ -294,6 +312,21 @@ impl Exporter for Otlp {
         self.span(fault.as_ref(), Some(episode), start, end, clock);
     }
 
+    fn audit_mirror(&self) -> Option<Mirror> {
+        let logger = self.logger.clone();
+        Some(Box::new(move |w: &Written| {
+            let mut record = logger.create_log_record();
+            record.set_event_name("chaos.audit");
+            record.set_timestamp(std::time::SystemTime::now());
+            record.set_body(AnyValue::String(w.line.clone().into()));
+            record.add_attribute("chaos.audit.seq", w.seq as i64);
+            record.add_attribute("chaos.audit.hash", w.hash.clone());
+            record.add_attribute("chaos.audit.prev", w.prev.clone());
+            record.add_attribute("chaos.audit.kind", w.kind.clone());
+            logger.emit(record);
+        }))
+    }
+
     fn lost(&mut self, total: u64) {
         if total > self.lost_seen {
             self.lost.add(total - self.lost_seen, &[]);
@@ -312,12 +345,13 @@ impl Exporter for Otlp {
         }
         let traces = self.tracer_provider.shutdown();
         let metrics = self.meter_provider.shutdown();
+        let logs = self.logger_provider.shutdown();
+        let failed = |what: &str, e: opentelemetry_sdk::error::OTelSdkError| {
+            ExportError::Send(format!("--otlp: exporting {what} failed: {e}"))
+        };
         traces
-            .map_err(|e| ExportError::Send(format!("--otlp: exporting traces failed: {e}")))
-            .and(
-                metrics.map_err(|e| {
-                    ExportError::Send(format!("--otlp: exporting metrics failed: {e}"))
-                }),
-            )
+            .map_err(|e| failed("traces", e))
+            .and(metrics.map_err(|e| failed("metrics", e)))
+            .and(logs.map_err(|e| failed("the audit log", e)))
     }
 }

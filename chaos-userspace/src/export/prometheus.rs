@@ -43,6 +43,21 @@ pub fn listen_addr(text: &str) -> Result<SocketAddr, ExportError> {
     text.parse::<SocketAddr>().map_err(|_| bad())
 }
 
+/// What serving on `addr` exposes, when more than this machine can reach it.
+pub fn exposure(addr: SocketAddr) -> Option<String> {
+    if addr.ip().is_loopback() {
+        return None;
+    }
+    let reach = if addr.ip().is_unspecified() {
+        "every network this machine is on"
+    } else {
+        "the network of that address"
+    };
+    Some(format!(
+        "--prometheus {addr}: /metrics (the service's pids, faults and recovery times) is served to {reach}, without TLS or authentication; serve it on loopback behind a reverse proxy, or send OTLP to a Collector (README, Security model)"
+    ))
+}
+
 pub struct Metrics {
     registry: Arc<Registry>,
     phases: Family<Labels, Histogram>,
@@ -111,6 +126,9 @@ impl Metrics {
         let server = config
             .prometheus
             .map(|addr| {
+                if let Some(warning) = exposure(addr) {
+                    eprintln!("chaos: warning: {warning}");
+                }
                 let listener = std::net::TcpListener::bind(addr).map_err(|source| {
                     ExportError::Config(format!("--prometheus {addr}: cannot listen: {source}"))
                 })?;
@@ -323,6 +341,10 @@ mod tests {
     #[test]
     fn addresses_default_to_loopback() {
         assert_eq!(listen_addr("9464").unwrap().to_string(), "127.0.0.1:9464");
+        assert_eq!(exposure(listen_addr("9464").unwrap()), None);
+        assert_eq!(exposure(listen_addr("[::1]:9464").unwrap()), None);
+        let wide = exposure(listen_addr("0.0.0.0:9464").unwrap()).unwrap();
+        assert!(wide.contains("every network this machine is on") && wide.contains("without TLS"));
         assert_eq!(
             listen_addr("0.0.0.0:9464").unwrap().to_string(),
             "0.0.0.0:9464"

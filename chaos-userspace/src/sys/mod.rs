@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod stops;
+pub mod trust;
 
 /// An error and its causes on one line, the first line of each, without repeats (a
 /// verifier log is long; `RUST_LOG=debug` shows it whole).

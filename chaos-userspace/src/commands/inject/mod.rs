@@ -34,6 +34,7 @@ use crate::{
     sys::{
         clock::{Clock, monotonic_ns},
         stops::runtime_with_stops,
+        trust::Owners,
     },
     target::{
         Targets, denylist::Denylist, initial_members, proc::process, scan_cgroups, scan_processes,
@@ -95,13 +96,23 @@ pub fn run(command: InjectCommand) -> Result<u8, Failure> {
         .transpose()
         .map_err(|e| Failure::refused(format!("cannot start the watchdog: {e}")))?;
     // The kernel took the programs: the audit log opens before anything acts.
-    let mut audit = config.audit.as_deref().map(AuditLog::open).transpose()?;
+    let owners = Owners::of_this_process();
+    let mut audit = config
+        .audit
+        .as_deref()
+        .map(|path| AuditLog::open(path, &owners))
+        .transpose()?;
     if let Some(log) = &mut audit {
+        if let Some(mirror) = exporters.audit_mirror() {
+            log.mirror_to(mirror);
+        }
         log.append(&Entry::Start(entry::Start {
             command: std::env::args().collect(),
             dry_run: config.dry_run,
             seed: Some(config.seed),
             faults: vec![config.fault.describe()],
+            commands: Vec::new(),
+            unsafe_files: Vec::new(),
             experiment: None,
         }))?;
     }
@@ -219,6 +230,7 @@ pub fn run(command: InjectCommand) -> Result<u8, Failure> {
         if let Err(e) = log.append(&end) {
             eprintln!("chaos: warning: {}", crate::sys::chain(&e));
         }
+        super::common::say_chain(log);
     }
     driver.exporters.lost(lost);
     driver.exporters.finish();

@@ -201,9 +201,13 @@ fn check_hypothesis(c: &Checker, h: &file::HypothesisFile) -> Result<Hypothesis,
                 Some(t) => duration(t).map_err(|m| c.key(&span, "hypothesis.verify.timeout", m))?,
                 None => Duration::from_secs(30),
             };
+            if v.user.as_deref().is_some_and(|u| u.trim().is_empty()) {
+                return Err(c.key(&span, "hypothesis.verify.user", "the user is empty"));
+            }
             Some(Verify {
                 command: v.command.clone(),
                 timeout,
+                user: v.user.clone(),
             })
         }
         None => None,
@@ -290,6 +294,13 @@ fn check_target(c: &Checker, raw: &toml::Spanned<file::TargetFile>) -> Result<Ta
     };
     let ready = Ready::parse(t.ready.as_deref().unwrap_or("exec"))
         .map_err(|m| c.key(&tspan, "target.ready", plain(m)))?;
+    if t.ready_user.is_some() && !matches!(ready, Ready::Cmd { .. }) {
+        return Err(c.key(
+            &tspan,
+            "target.ready_user",
+            "only a cmd: probe runs a command: ready_user goes with ready = \"cmd:...\"",
+        ));
+    }
     let recovery_timeout = match &t.recovery_timeout {
         Some(d) => duration(d).map_err(|m| c.key(&tspan, "target.recovery_timeout", m))?,
         None => Duration::from_secs(10),
@@ -313,6 +324,7 @@ fn check_target(c: &Checker, raw: &toml::Spanned<file::TargetFile>) -> Result<Ta
         named,
         comm_filter,
         ready,
+        ready_user: t.ready_user.clone(),
         recovery_timeout,
         allow: t.allow.clone(),
         deny: t.deny.clone().unwrap_or_default(),

@@ -18,11 +18,12 @@ use super::{
     common::{export_config, exporters, recorder},
 };
 use crate::{
-    audit::{AuditLog, Entry, entry},
+    audit::{Entry, entry},
     cli::{AcceptRadius, RunArgs},
     driver::{
         self, Driver, Setup,
         console::Console,
+        probe::Probe,
         verify::{self as verify_cmd, VerifyCommand},
     },
     event::KernelCounters,
@@ -42,8 +43,8 @@ use crate::{
         record::{End, Recording},
     },
     measure::{
-        discover::{self, Found},
-        service::{Ready, Service},
+        discover::{self},
+        service::Ready,
         sink::{EpisodeSink, TableEpisodes},
     },
     session::{Session, SessionError, SessionPlan},
@@ -51,7 +52,12 @@ use crate::{
         clock::{Clock, monotonic_ns},
         stops::runtime_with_stops,
     },
-    target::{denylist::Denylist, proc::process},
+};
+
+mod prepare;
+
+use prepare::{
+    Trust, Users, deny_comms, find_service, hittable, open_audit, outputs, service, start_entry,
 };
 
 const DEFAULT_AUDIT: &str = "/var/log/chaos/audit.jsonl";
@@ -64,10 +70,16 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         .file
         .clone()
         .expect("clap requires FILE without --replay");
+    // Nothing is read from a file others could have changed.
+    let mut trust = Trust::new(args.allow_unsafe_file);
+    trust.check(&file, "the experiment file")?;
     let source = std::fs::read_to_string(&file).map_err(|e| {
         Failure::refused(format!("{}:0:0: (file): cannot read: {e}", file.display()))
     })?;
     let experiment = experiment::check(&source, &file)?;
+    trust.check_commands(&experiment)?;
+    let users = Users::lookup(&experiment)?;
+    let commands = users.commands(&experiment);
     let accepted = args.accept_blast_radius.map(|a| match a {
         AcceptRadius::Ci => Accepted::Ci,
         AcceptRadius::Lab => Accepted::Lab,
@@ -86,6 +98,7 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         plan::describe(
             &experiment,
             &found,
+            &commands,
             &audit_path,
             args.dry_run,
             &jiff::ZonedDateTime::now()
@@ -132,8 +145,18 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
 
     // The audit log opens once the kernel took the programs (a refusal leaves no record to
     // end) and before anything acts.
-    let mut audit = open_audit(&audit_path)?;
-    audit.append(&start_entry(&experiment, &found, &args))?;
+    let mut audit = open_audit(&audit_path, trust.owners())?;
+    if let Some(mirror) = exporters.audit_mirror() {
+        audit.mirror_to(mirror);
+    }
+    let overridden = std::mem::take(&mut trust.overridden);
+    audit.append(&start_entry(
+        &experiment,
+        &found,
+        &args,
+        commands,
+        overridden,
+    ))?;
     let verify = experiment
         .hypothesis
         .verify
@@ -141,6 +164,7 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         .map(|v| VerifyCommand {
             command: v.command.clone(),
             timeout: v.timeout,
+            user: users.verify.clone(),
         });
     if let Some(v) = &verify {
         let result = verify_cmd::run_blocking(v);
@@ -211,7 +235,11 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
             audit: Some(audit),
             exporters,
             console: Console::with_bar(planned, RunPhase::Baseline.name()),
-            probe: Some((ready, recovery_timeout)),
+            probe: Some(Probe {
+                ready,
+                limit: recovery_timeout,
+                user: users.ready.clone(),
+            }),
             verify,
             recorder,
             ..Setup::default()
@@ -245,10 +273,11 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
     };
     driver.end_recording(&end);
     let outcome = runner.finish(&end);
-    if let Some(log) = driver.audit()
-        && let Err(e) = log.append(&Runner::end_entry(&outcome))
-    {
-        eprintln!("chaos: warning: {}", crate::sys::chain(&e));
+    if let Some(log) = driver.audit() {
+        if let Err(e) = log.append(&Runner::end_entry(&outcome)) {
+            eprintln!("chaos: warning: {}", crate::sys::chain(&e));
+        }
+        super::common::say_chain(log);
     }
     let mut exporters = std::mem::take(&mut driver.exporters);
     drop(driver);
@@ -349,125 +378,5 @@ fn write_file(path: &Path, text: &str, code: u8) -> Result<(), Failure> {
             code.max(EXIT_FAILURE),
             Refusal(format!("{}: cannot write: {e}", path.display())),
         )
-    })
-}
-
-/// The command line's outputs over the file's.
-fn outputs(args: &RunArgs, experiment: &Experiment) -> Outputs {
-    Outputs {
-        json: args.json.clone().or(experiment.outputs.json.clone()),
-        junit: args.junit.clone().or(experiment.outputs.junit.clone()),
-        hdr_log: args.hdr_log.clone().or(experiment.outputs.hdr_log.clone()),
-        audit: args.audit.clone().or(experiment.outputs.audit.clone()),
-    }
-}
-
-fn find_service(experiment: &Experiment) -> Result<Found, Failure> {
-    let t = &experiment.target;
-    let selector = t.named.resolve(&experiment.path)?;
-    let mut found = discover::find_live(&selector, t.comm_filter.as_deref())
-        .map_err(|e| Failure::refused(format!("{}: target: {e}", experiment.path.display())))?;
-    // Supervisors chaos can follow make the service explicit: replacements are what they
-    // fork, never a process that merely has the name (the verify command may run the
-    // service's program). Under pid 1 the name (or the cgroup) is how replacements are seen.
-    if found.supervisors.iter().all(|&pid| pid > 1) {
-        found.explicit = true;
-    }
-    Ok(found)
-}
-
-/// At least one instance may be hit; else every instance's reason, before anything loads.
-fn hittable(experiment: &Experiment, found: &Found, rules: &HitRules) -> Result<(), Failure> {
-    let proc = Path::new("/proc");
-    let denylist = Denylist::new(proc);
-    let check = |pid: u32| -> Option<(String, Result<(), String>)> {
-        let p = process(proc, pid)?;
-        let verdict = denylist
-            .check_proc(proc, &p)
-            .map_err(|d| d.to_string())
-            .and_then(|()| rules.check(p.pid, &p.comm, p.exe.as_deref()));
-        Some((p.comm, verdict))
-    };
-    let checked: Vec<(u32, String, Result<(), String>)> = found
-        .instances
-        .iter()
-        .filter_map(|i| check(i.pid).map(|(comm, v)| (i.pid, comm, v)))
-        .collect();
-    if checked.iter().any(|(_, _, v)| v.is_ok()) {
-        return Ok(());
-    }
-    let why = checked
-        .iter()
-        .map(|(pid, comm, v)| format!("{pid} ({comm}): {}", v.as_ref().unwrap_err()))
-        .collect::<Vec<_>>()
-        .join("; ");
-    Err(Failure::refused(format!(
-        "{}: target: no instance may be hit: {why}",
-        experiment.path.display()
-    )))
-}
-
-/// The file's deny comms and the supervisors' names (the service's instances are what
-/// kernel-fired faults may hit).
-fn deny_comms(experiment: &Experiment, found: &Found) -> Vec<String> {
-    let proc = Path::new("/proc");
-    experiment
-        .target
-        .deny
-        .comms
-        .iter()
-        .cloned()
-        .chain(
-            found
-                .supervisors
-                .iter()
-                .filter_map(|&pid| process(proc, pid))
-                .map(|p| p.comm)
-                .filter(|comm| *comm != found.comm),
-        )
-        .collect()
-}
-
-fn service(experiment: &Experiment, found: &Found) -> Service {
-    Service {
-        comm: found.comm.clone(),
-        supervisors: found.supervisors.clone(),
-        explicit_supervisors: found.explicit,
-        instances: found.instances.clone(),
-        ready: experiment.target.ready.clone(),
-        recovery_timeout_ns: experiment.target.recovery_timeout.as_nanos() as u64,
-    }
-}
-
-fn open_audit(path: &Path) -> Result<AuditLog, Failure> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Failure::refused(format!(
-                "{}: cannot create the audit log's directory: {e}",
-                dir.display()
-            ))
-        })?;
-    }
-    Ok(AuditLog::open(path)?)
-}
-
-fn start_entry(experiment: &Experiment, found: &Found, args: &RunArgs) -> Entry {
-    Entry::Start(entry::Start {
-        command: std::env::args().collect(),
-        dry_run: args.dry_run,
-        seed: None,
-        faults: experiment.faults.iter().map(|f| f.describe()).collect(),
-        experiment: Some(entry::ExperimentStart {
-            experiment: experiment.id.clone(),
-            file: experiment.path.display().to_string(),
-            hypothesis: experiment.hypothesis.statement.clone(),
-            blast_radius: experiment.radius.name().into(),
-            approved: args.approve.clone(),
-            target: entry::TargetEntry {
-                comm: found.comm.clone(),
-                supervisors: found.supervisors.clone(),
-                instances: found.instances.iter().map(|i| i.pid).collect(),
-            },
-        }),
     })
 }
