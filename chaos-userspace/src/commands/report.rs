@@ -15,9 +15,11 @@ pub fn run(args: ReportArgs) -> Result<u8, Failure> {
     match &args.html {
         Some(out) => {
             let page = html::page(&result);
-            std::fs::write(out, page).map_err(|e| {
-                Failure::refused(format!("{}: cannot write the page: {e}", out.display()))
-            })?;
+            crate::sys::trust::create_output(out)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, page.as_bytes()))
+                .map_err(|e| {
+                    Failure::refused(format!("{}: cannot write the page: {e}", out.display()))
+                })?;
             println!(
                 "{}: {} episode(s), verdict {}",
                 out.display(),

@@ -427,6 +427,8 @@ pub fn replay(
 
 /// The header type a recording is written with, for commands that record.
 pub fn recorder<H: Header>(path: &Path, header: &H) -> std::io::Result<Recorder<Box<dyn Write>>> {
-    let file: Box<dyn Write> = Box::new(std::io::BufWriter::new(std::fs::File::create(path)?));
+    let file: Box<dyn Write> = Box::new(std::io::BufWriter::new(crate::sys::trust::create_output(
+        path,
+    )?));
     Recorder::new(file, header)
 }

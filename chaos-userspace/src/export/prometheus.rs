@@ -170,7 +170,8 @@ impl Metrics {
         };
         let text = classic_text(&self.registry);
         let tmp = path.with_extension("prom.tmp");
-        std::fs::write(&tmp, text)
+        crate::sys::trust::create_output(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
             .and_then(|()| std::fs::rename(&tmp, path))
             .map_err(|source| ExportError::Io {
                 what: "cannot write the --textfile",

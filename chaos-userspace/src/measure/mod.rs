@@ -107,7 +107,7 @@ impl Measurement {
     /// Writes the HdrHistogram interval log of every phase.
     pub fn write_hdr_log(&self, path: &std::path::Path, duration_ns: u64) -> std::io::Result<()> {
         use std::io::Write as _;
-        let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        let mut file = std::io::BufWriter::new(crate::sys::trust::create_output(path)?);
         let start =
             std::time::UNIX_EPOCH + std::time::Duration::from_nanos(self.header.start_unix_ns);
         self.engine.stats().write_hdr_log(

@@ -147,6 +147,19 @@ fn check_chain(resolved: &Path, owners: &Owners) -> Result<(), Untrusted> {
     Ok(())
 }
 
+/// Creates (or truncates) an output file chaos writes as root, without following a symlink
+/// at its path: a link planted there (in /tmp, say) would otherwise have root overwrite
+/// whatever it points to.
+pub fn create_output(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
 /// The file a shell command runs first, when it names one (a path, or a program found on
 /// PATH); None for a shell builtin or a command chaos cannot resolve.
 pub fn program_of(command: &str) -> Option<PathBuf> {
@@ -243,6 +256,18 @@ mod tests {
         let link = open.path().join("link.toml");
         symlink(&good, &link).unwrap();
         assert!(check_file(&link, &owners()).is_err());
+    }
+
+    #[test]
+    fn an_output_is_never_written_through_a_link() {
+        let d = dir();
+        let target = d.path().join("precious");
+        std::fs::write(&target, "keep").unwrap();
+        let link = d.path().join("result.json");
+        symlink(&target, &link).unwrap();
+        assert!(create_output(&link).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+        assert!(create_output(&d.path().join("new.json")).is_ok());
     }
 
     #[test]

@@ -356,7 +356,7 @@ fn conclude(
         for e in &outcome.result.episodes {
             stats.add(e);
         }
-        let file = std::fs::File::create(path).map_err(write)?;
+        let file = crate::sys::trust::create_output(path).map_err(write)?;
         let mut file = std::io::BufWriter::new(file);
         stats
             .write_hdr_log(
@@ -373,10 +373,12 @@ fn conclude(
 }
 
 fn write_file(path: &Path, text: &str, code: u8) -> Result<(), Failure> {
-    std::fs::write(path, text).map_err(|e| {
-        Failure::running(
-            code.max(EXIT_FAILURE),
-            Refusal(format!("{}: cannot write: {e}", path.display())),
-        )
-    })
+    crate::sys::trust::create_output(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| {
+            Failure::running(
+                code.max(EXIT_FAILURE),
+                Refusal(format!("{}: cannot write: {e}", path.display())),
+            )
+        })
 }
