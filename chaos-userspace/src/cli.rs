@@ -326,6 +326,10 @@ pub struct InjectSignalArgs {
     /// With --on: stop the call from running (seccomp; needs -- CMD).
     #[arg(long, requires = "on")]
     pub before: bool,
+    /// Which processes a signal may hit: main (the top of the target set's tree: a named
+    /// process, the launched command), worker (what those forked), or any.
+    #[arg(long, value_enum, default_value = "main", value_name = "ROLE")]
+    pub hit: HitArg,
     #[command(flatten)]
     pub common: InjectCommonArgs,
     #[command(flatten)]
@@ -359,6 +363,13 @@ pub struct InjectErrnoArgs {
     pub common: InjectCommonArgs,
     #[command(flatten)]
     pub targets: InjectTargetArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HitArg {
+    Main,
+    Worker,
+    Any,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -126,12 +126,61 @@ impl KernelRule {
     }
 }
 
+/// Where a process stands in the service it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// An instance's main process: the supervisor's child (`chaos run`, `measure`), or the
+    /// top of a target set's process tree (`chaos inject`).
+    Main,
+    /// A descendant of a main process (a forked worker, a backend).
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Main => "main",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// Which processes a signal fault may hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hit {
+    /// Main processes only (the default).
+    #[default]
+    Main,
+    Worker,
+    Any,
+}
+
+impl Hit {
+    pub fn allows(self, role: Role) -> bool {
+        matches!(
+            (self, role),
+            (Hit::Any, _) | (Hit::Main, Role::Main) | (Hit::Worker, Role::Worker)
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hit::Main => "main",
+            Hit::Worker => "worker",
+            Hit::Any => "any",
+        }
+    }
+}
+
 /// One fault injected (or, in a dry run, that would have been).
 ///
 /// Wire format (`chaos inject --json`, the `faults` of a run's result): `id`, `ts_ns`
-/// (CLOCK_MONOTONIC), `pid`, `tid` (for syscall faults), `comm`, `fault` (`signal`, `errno`),
-/// `value` (`SIGTERM`, `EIO`), `syscall` (or null), `nth` (which call of the process, or
-/// null), `backend` (see [`Backend`]), `dry_run`.
+/// (CLOCK_MONOTONIC), `pid`, `tid` (for syscall faults), `comm`, `role` (`main`, `worker`, or
+/// null when unknown), `ppid` (its parent then, or null), `fault` (`signal`, `errno`), `value`
+/// (`SIGTERM`, `EIO`), `syscall` (or null), `nth` (which call of the process, or null),
+/// `backend` (see [`Backend`]), `dry_run`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultRecord {
     pub id: u64,
@@ -139,6 +188,10 @@ pub struct FaultRecord {
     pub pid: u32,
     pub tid: Option<u32>,
     pub comm: String,
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub ppid: Option<u32>,
     #[serde(rename = "fault")]
     pub kind: FaultKind,
     pub value: String,

@@ -12,8 +12,9 @@ use crate::util::{self, output};
 /// `chaos measure` is tested against (runit, s6, daemontools, supervisord); QEMU and a static
 /// busybox for the kernel-matrix guests; a Prometheus server (it scrapes `--prometheus` in the
 /// export tests, and its promtool checks `--textfile`) and Chromium (the HTML report is
-/// rendered headless).
-const PACKAGES: [&str; 12] = [
+/// rendered headless); two real multi-process servers the service tests start on loopback
+/// (PostgreSQL, nginx).
+const PACKAGES: [&str; 14] = [
     "llvm-22-dev",
     "bpftool",
     "strace",
@@ -26,6 +27,8 @@ const PACKAGES: [&str; 12] = [
     "busybox-static",
     "prometheus",
     "chromium",
+    "postgresql",
+    "nginx-light",
 ];
 
 /// Debian's hook that tells package scripts whether they may start services; exit 101 means

@@ -11,7 +11,7 @@
 //! | `verify` | `when` (`before`, `after`, `end`), `episode` (after a recovery), `passed`, `detail` (why it failed) | after each verify run |
 //! | `phase` | `phase` (`injection`), `baseline_crashes` | when the injection phase begins |
 //! | `armed`, `disarmed` | `fault` (its index), `rule` (in words), `reason` (why it was disarmed) | when a kernel rule is switched |
-//! | `fault` | `id`, `pid`, `exe`, `comm`, `fault` (`signal`, `errno`), `value`, `syscall`, `nth`, `backend`, `dry_run`, `reported_by_kernel` | fsynced before the fault fires; a fault the kernel fires on its own, as it reports it |
+//! | `fault` | `id`, `pid`, `exe`, `comm`, `role` (`main`, `worker`), `ppid`, `fault` (`signal`, `errno`), `value`, `syscall`, `nth`, `backend`, `dry_run`, `reported_by_kernel` | fsynced before the fault fires; a fault the kernel fires on its own, as it reports it |
 //! | `guard` | `episode`, `pid`, `outcome`, `crash`, `decision` (`continue`, `abort`), `reason` | for each ended episode of the injection phase, and a guard's abort |
 //! | `abort` | `reason` | when a guard, a signal or an error stops the faults |
 //! | `end` | `injected`, `confirmed`, `unconfirmed` (ids), `dry_run`, `verdict` and `exit_code` (`chaos run`), `clauses` (`name`, `held`), `error` | last |
@@ -117,6 +117,9 @@ pub struct Fault {
     pub pid: u32,
     pub exe: String,
     pub comm: String,
+    /// `main` or `worker` (null when unknown), and its parent when it was hit.
+    pub role: Option<crate::fault::Role>,
+    pub ppid: Option<u32>,
     pub fault: FaultKind,
     pub value: String,
     pub syscall: Option<String>,

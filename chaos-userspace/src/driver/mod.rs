@@ -190,6 +190,7 @@ impl<'a> Driver<'a> {
             Event::Inject(e) => Input::KernelFault(KernelFault {
                 comm: comm_of(e.pid),
                 exe: exe_of(e.pid),
+                ppid: crate::target::proc::stat(Path::new("/proc"), e.pid).map_or(0, |s| s.ppid),
                 event: e,
             }),
             other => Input::Event(other),
@@ -351,6 +352,7 @@ impl<'a> Driver<'a> {
                     ts_ns,
                     tid: notif.pid,
                     tgid,
+                    ppid: crate::target::proc::stat(proc, tgid).map_or(0, |s| s.ppid),
                     comm: comm_of(tgid),
                     exe: exe_of(tgid),
                     path,

@@ -131,6 +131,12 @@ pub struct TargetFile {
     /// An episode not ready within this is a failed recovery (default 10s).
     #[serde(default)]
     pub recovery_timeout: Option<String>,
+    /// Which processes a signal fault may hit: `main` (the instances: what the supervisor
+    /// runs; the default), `worker` (what an instance forked: backends, worker processes) or
+    /// `any`. Kernel-fired faults hit whichever process of the service makes the call.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub hit: Option<crate::fault::Hit>,
     /// If given, a fault may only hit processes matching one of these.
     #[serde(default)]
     pub allow: Option<MatchFile>,

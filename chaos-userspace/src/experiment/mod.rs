@@ -186,6 +186,8 @@ pub struct Target {
     pub ready: Ready,
     /// The account a `cmd:` probe runs as (None: root, as chaos).
     pub ready_user: Option<String>,
+    /// Which processes signal faults may hit.
+    pub hit: crate::fault::Hit,
     pub recovery_timeout: Duration,
     pub allow: Option<MatchFile>,
     pub deny: MatchFile,

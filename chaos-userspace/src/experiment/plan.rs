@@ -6,7 +6,9 @@ use std::{path::Path, time::Duration};
 use jiff::ZonedDateTime;
 
 use super::{BlastRadius, Experiment};
-use crate::{audit::entry::CommandEntry, inject::window, measure::discover::Found};
+use crate::{
+    audit::entry::CommandEntry, fault::Role, inject::window, measure::discover::Found,
+};
 
 /// The operator's acknowledgement from the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +61,7 @@ pub fn authorize(
 pub fn describe(
     experiment: &Experiment,
     found: &Found,
+    may_hit: &[(u32, String, Role)],
     commands: &[CommandEntry],
     audit: &Path,
     dry_run: bool,
@@ -95,6 +98,15 @@ pub fn describe(
         list(&mut found.supervisors.iter().copied()),
         experiment.target.ready.describe(),
         humantime::format_duration(experiment.target.recovery_timeout)
+    ));
+    line(format!(
+        "a signal may hit (target.hit = {}): {}",
+        experiment.target.hit.as_str(),
+        may_hit
+            .iter()
+            .map(|(pid, comm, role)| format!("{pid} ({comm}, {})", role.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     for f in &experiment.faults {
         let windows = if f.windows.is_empty() {

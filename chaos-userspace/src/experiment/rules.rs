@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use super::Experiment;
+use crate::fault::Role;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HitRules {
@@ -31,12 +32,14 @@ impl HitRules {
         }
     }
 
-    /// Ok when a fault may hit this process; else why not.
-    pub fn check(&self, pid: u32, comm: &str, exe: Option<&Path>) -> Result<(), String> {
+    /// Ok when a fault may hit this process, of this role in the service; else why not. A
+    /// main process must have the service's name; a worker may have any (a helper the
+    /// service runs).
+    pub fn check(&self, pid: u32, comm: &str, exe: Option<&Path>, role: Role) -> Result<(), String> {
         if self.supervisors.contains(&pid) {
             return Err("a supervisor of the service".into());
         }
-        if comm != self.comm {
+        if role == Role::Main && comm != self.comm {
             return Err(format!("not the service ({})", self.comm));
         }
         let exe_in = |list: &[std::path::PathBuf]| exe.is_some_and(|e| list.iter().any(|l| l == e));
@@ -73,21 +76,22 @@ mod tests {
     #[test]
     fn only_allowed_instances_of_the_service_may_be_hit() {
         let r = rules();
-        assert_eq!(r.check(11, "queue", None), Ok(()));
+        assert_eq!(r.check(11, "queue", None, Role::Main), Ok(()));
+        assert_eq!(r.check(12, "helper", None, Role::Worker), Ok(()), "a worker of any name");
         assert_eq!(
-            r.check(10, "queue", None).unwrap_err(),
+            r.check(10, "queue", None, Role::Main).unwrap_err(),
             "a supervisor of the service"
         );
         assert_eq!(
-            r.check(12, "other", None).unwrap_err(),
+            r.check(12, "other", None, Role::Main).unwrap_err(),
             "not the service (queue)"
         );
         assert_eq!(
-            r.check(13, "queue", None).unwrap_err(),
+            r.check(13, "queue", None, Role::Main).unwrap_err(),
             "on the experiment's deny list"
         );
         assert!(
-            r.check(14, "queue", Some(Path::new("/usr/bin/bad")))
+            r.check(14, "queue", Some(Path::new("/usr/bin/bad")), Role::Main)
                 .is_err()
         );
         let only = HitRules {
@@ -95,7 +99,7 @@ mod tests {
             ..rules()
         };
         assert_eq!(
-            only.check(11, "queue", None).unwrap_err(),
+            only.check(11, "queue", None, Role::Main).unwrap_err(),
             "not on the experiment's allow list"
         );
     }

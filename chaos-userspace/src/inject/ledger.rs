@@ -173,9 +173,10 @@ impl LedgerPrinter {
                 (Some(s), None) => format!(" on {s}"),
                 _ => String::new(),
             };
+            let role = fault.role.map_or(String::new(), |r| format!(", {}", r.as_str()));
             writeln!(
                 self.out,
-                "{:>10} #{} {verb} {} -> {} ({}){call} [{}]",
+                "{:>10} #{} {verb} {} -> {} ({}{role}){call} [{}]",
                 self.at(fault.ts_ns),
                 fault.id,
                 fault.value,
@@ -254,6 +255,8 @@ mod tests {
             pid: 7,
             tid: syscall.map(|_| 8),
             comm: "victim".into(),
+            role: None,
+            ppid: None,
             kind,
             value: value.into(),
             syscall: syscall.map(str::to_string),

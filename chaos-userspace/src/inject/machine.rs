@@ -8,7 +8,11 @@ use super::{
     injector::Injector,
     ledger::{InjectSummary, LedgerPrinter},
 };
-use crate::machine::{Action, Exported, Input, Machine, StopCause};
+use crate::{
+    event::Event,
+    fault::Role,
+    machine::{Action, Candidate, Exported, Input, Machine, StopCause},
+};
 
 /// How long chaos waits, after the last fault of a signal plan, for the events that prove it.
 pub const PROOF_WAIT: Duration = Duration::from_secs(2);
@@ -29,6 +33,9 @@ pub struct InjectMachine {
     pub failure: Option<String>,
     /// The first error writing the output.
     pub output_error: Option<std::io::Error>,
+    /// Processes the events showed forking into the target set (their children are
+    /// workers).
+    members: std::collections::HashSet<u32>,
 }
 
 impl InjectMachine {
@@ -44,6 +51,7 @@ impl InjectMachine {
             stopped_early: false,
             failure: None,
             output_error: None,
+            members: std::collections::HashSet::new(),
         }
     }
 
@@ -67,6 +75,17 @@ impl InjectMachine {
             self.output_error.get_or_insert(e);
         }
         summary
+    }
+
+    /// A process's role in what `chaos inject` targets: the launched command (or a named
+    /// process) is main, what it forked later a worker. Only the parents the events showed
+    /// are known: a process forked by a member is a worker.
+    fn role_of(&self, pid: u32, ppid: u32) -> Option<Role> {
+        Some(if self.members.contains(&ppid) && ppid != pid {
+            Role::Worker
+        } else {
+            Role::Main
+        })
     }
 
     fn print(&mut self, actions: &[Action]) {
@@ -98,11 +117,39 @@ impl Machine for InjectMachine {
                     self.stop(true, out);
                 }
             }
-            Input::Candidates(c) => self.injector.candidates(c, &|_| true, out),
+            Input::Candidates(c) => {
+                // The top of the target set's tree is a main process; below it, workers.
+                let pids: Vec<u32> = c.procs.iter().map(|p| p.pid).collect();
+                let classify = |p: &Candidate| {
+                    Some(if pids.contains(&p.ppid) {
+                        Role::Worker
+                    } else {
+                        Role::Main
+                    })
+                };
+                self.injector.candidates(c, &classify, out);
+            }
             Input::Sent(s) => self.injector.sent(s, out),
-            Input::Notification(n) => self.injector.notification(n, out),
-            Input::KernelFault(k) => self.injector.kernel_fault(k, out),
-            Input::Event(e) => self.injector.event(e, out),
+            Input::Notification(n) => {
+                let role = self.role_of(n.tgid, n.ppid);
+                self.injector.notification(n, role, out);
+            }
+            Input::KernelFault(k) => {
+                let role = self.role_of(k.event.pid, k.ppid);
+                self.injector.kernel_fault(k, role, out);
+            }
+            Input::Event(e) => {
+                match e {
+                    Event::Fork(f) => {
+                        self.members.insert(f.parent_pid);
+                    }
+                    Event::Exit(x) => {
+                        self.members.remove(&x.pid);
+                    }
+                    _ => {}
+                }
+                self.injector.event(e, out);
+            }
             Input::Ready(_) | Input::Verified(_) => {}
             Input::Stop(cause) => {
                 if let StopCause::Failure(why) = cause {
@@ -171,6 +218,7 @@ mod tests {
             seed: 1,
             windows: Vec::new(),
             max_per_minute: 600,
+            hit: crate::fault::Hit::Main,
         };
         InjectMachine::new(
             Injector::new(vec![spec], false, Clock::new(0, 0), TimeZone::UTC),

@@ -11,7 +11,7 @@ use syscalls::Sysno;
 
 use super::{seccomp, window::Window};
 use crate::{
-    fault::{Backend, FaultKind, KernelRule},
+    fault::{Backend, FaultKind, Hit, KernelRule},
     session::KernelFaults,
 };
 
@@ -29,6 +29,9 @@ pub struct FaultSpec {
     pub windows: Vec<Window>,
     /// At most this many a minute, whatever else is asked.
     pub max_per_minute: u32,
+    /// Which processes a userspace signal may hit (kernel-fired faults hit whichever process
+    /// of the target set makes the call, and record its role).
+    pub hit: Hit,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -306,6 +309,7 @@ mod tests {
             seed: 1,
             windows: Vec::new(),
             max_per_minute: 60,
+            hit: Hit::Main,
         }
     }
 

@@ -84,6 +84,9 @@ pub struct Notification {
     pub ts_ns: u64,
     pub tid: u32,
     pub tgid: u32,
+    /// The process's parent (0 when gone).
+    #[serde(default)]
+    pub ppid: u32,
     pub comm: String,
     pub exe: String,
     /// The path argument, when the fault filters on one and it could be read.
@@ -96,6 +99,9 @@ pub struct KernelFault {
     pub event: Inject,
     pub comm: String,
     pub exe: String,
+    /// Its parent when the fault fired (0 when gone).
+    #[serde(default)]
+    pub ppid: u32,
 }
 
 /// A verify run ended.

@@ -365,6 +365,17 @@ impl Engine {
         out.push(Output::Episode(Box::new(episode)));
     }
 
+    /// `pid`'s role in the service: an instance (main), a descendant of one (worker), or
+    /// neither (None: a supervisor, a run script's shell, an orphan). `ppid` is its parent
+    /// as /proc shows it, for a process forked before measurement began.
+    pub fn role(&self, pid: u32, ppid: u32) -> Option<crate::fault::Role> {
+        if self.instances.contains_key(&pid) {
+            return Some(crate::fault::Role::Main);
+        }
+        let parent = self.procs.get(&pid).map_or(ppid, |p| p.parent);
+        self.instance_of(parent).map(|_| crate::fault::Role::Worker)
+    }
+
     /// The live instance `pid` is, or descends from.
     fn instance_of(&self, pid: u32) -> Option<u32> {
         let mut pid = pid;

@@ -78,6 +78,11 @@ impl Measurement {
         self.engine.open_count()
     }
 
+    /// See [`Engine::role`].
+    pub fn role(&self, pid: u32, ppid: u32) -> Option<crate::fault::Role> {
+        self.engine.role(pid, ppid)
+    }
+
     /// See [`Engine::oldest_open`].
     pub fn oldest_open(&self) -> Option<(u64, u32, u64)> {
         self.engine.oldest_open()

@@ -8,7 +8,11 @@ use nix::sys::signal::Signal;
 
 use super::super::{Failure, common::export_config};
 use crate::{
-    cli::{ErrnoBackend, InjectCommonArgs, InjectErrnoArgs, InjectSignalArgs, InjectTargetArgs},
+    cli::{
+        ErrnoBackend, HitArg, InjectCommonArgs, InjectErrnoArgs, InjectSignalArgs,
+        InjectTargetArgs,
+    },
+    fault::Hit,
     export::ExportConfig,
     inject::{
         ERRNO_CEILING_PER_MINUTE, SIGNAL_CEILING_PER_MINUTE, fresh_seed, names,
@@ -91,7 +95,7 @@ impl Common {
         })
     }
 
-    fn with(self, action: FaultAction, count: Option<u32>) -> InjectConfig {
+    fn with(self, action: FaultAction, count: Option<u32>, hit: Hit) -> InjectConfig {
         InjectConfig {
             fault: FaultSpec {
                 index: 0,
@@ -100,6 +104,7 @@ impl Common {
                 seed: self.seed,
                 windows: Vec::new(),
                 max_per_minute: self.max_per_minute,
+                hit,
             },
             targets: self.targets,
             seed: self.seed,
@@ -116,6 +121,11 @@ impl Common {
 impl InjectConfig {
     pub fn signal(args: &InjectSignalArgs) -> Result<Self, Failure> {
         let base = Common::check(&args.common, &args.targets, SIGNAL_CEILING_PER_MINUTE)?;
+        let hit = match args.hit {
+            HitArg::Main => Hit::Main,
+            HitArg::Worker => Hit::Worker,
+            HitArg::Any => Hit::Any,
+        };
         let (launched, seed, max_per_minute) = (
             !base.targets.command.is_empty(),
             base.seed,
@@ -131,7 +141,7 @@ impl InjectConfig {
             let (name, nth) = parse_on(on)?;
             let nr = names::syscall("--on", name).map_err(refused)?;
             if !args.before {
-                return Ok(base.with(FaultAction::Trigger { nr, nth, signal }, None));
+                return Ok(base.with(FaultAction::Trigger { nr, nth, signal }, None, hit));
             }
             if !launched {
                 return Err(refused(
@@ -148,7 +158,7 @@ impl InjectConfig {
                 max_per_minute,
                 dry_run: args.common.dry_run,
             };
-            return Ok(base.with(FaultAction::Seccomp { nr, rule }, None));
+            return Ok(base.with(FaultAction::Seccomp { nr, rule }, None, hit));
         }
         if args.count == 0 {
             return Err(refused("--count 0: give at least 1".into()));
@@ -176,7 +186,7 @@ impl InjectConfig {
             freeze_for,
             timing: Timing::Grid,
         };
-        Ok(base.with(FaultAction::Signal(schedule), Some(args.count)))
+        Ok(base.with(FaultAction::Signal(schedule), Some(args.count), hit))
     }
 
     pub fn errno(args: &InjectErrnoArgs) -> Result<Self, Failure> {
@@ -250,7 +260,7 @@ impl InjectConfig {
                 })?
             }
         };
-        Ok(base.with(action, args.count))
+        Ok(base.with(action, args.count, Hit::Any))
     }
 }
 

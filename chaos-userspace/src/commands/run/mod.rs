@@ -92,12 +92,13 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_AUDIT));
     let found = find_service(&experiment)?;
     let rules = HitRules::new(&experiment, &found.comm, &found.supervisors);
-    hittable(&experiment, &found, &rules)?;
+    let may_hit = hittable(&experiment, &found, &rules)?;
     print!(
         "{}",
         plan::describe(
             &experiment,
             &found,
+            &may_hit,
             &commands,
             &audit_path,
             args.dry_run,

@@ -6,6 +6,7 @@ use std::path::Path;
 use super::super::Failure;
 use crate::{
     audit::{AuditLog, Entry, entry},
+    fault::Role,
     cli::RunArgs,
     driver::verify::RunAs,
     experiment::{Experiment, Outputs, rules::HitRules},
@@ -149,28 +150,53 @@ pub fn find_service(experiment: &Experiment) -> Result<Found, Failure> {
 }
 
 /// At least one instance may be hit; else every instance's reason, before anything loads.
-pub fn hittable(experiment: &Experiment, found: &Found, rules: &HitRules) -> Result<(), Failure> {
+/// What a signal fault may hit now: each instance (main) and each of its descendants
+/// (workers) that the denylist, the file's lists and `target.hit` let through, as (pid,
+/// comm, role) for the plan; when none, every one's reason, before anything loads.
+pub fn hittable(
+    experiment: &Experiment,
+    found: &Found,
+    rules: &HitRules,
+) -> Result<Vec<(u32, String, Role)>, Failure> {
     let proc = Path::new("/proc");
     let denylist = Denylist::new(proc);
-    let check = |pid: u32| -> Option<(String, Result<(), String>)> {
-        let p = process(proc, pid)?;
+    let procs = crate::target::proc::processes(proc);
+    let hit = experiment.target.hit;
+    let mut checked: Vec<(u32, String, Role, Result<(), String>)> = Vec::new();
+    let mut queue: Vec<(u32, Role)> = found.instances.iter().map(|i| (i.pid, Role::Main)).collect();
+    while let Some((pid, role)) = queue.pop() {
+        let Some(p) = procs.get(&pid) else { continue };
+        queue.extend(
+            procs
+                .values()
+                .filter(|c| c.ppid == pid)
+                .map(|c| (c.pid, Role::Worker)),
+        );
         let verdict = denylist
-            .check_proc(proc, &p)
+            .check_proc(proc, p)
             .map_err(|d| d.to_string())
-            .and_then(|()| rules.check(p.pid, &p.comm, p.exe.as_deref()));
-        Some((p.comm, verdict))
-    };
-    let checked: Vec<(u32, String, Result<(), String>)> = found
-        .instances
+            .and_then(|()| rules.check(p.pid, &p.comm, p.exe.as_deref(), role))
+            .and_then(|()| {
+                if hit.allows(role) {
+                    Ok(())
+                } else {
+                    Err(format!("a {} process, and target.hit is {}", role.as_str(), hit.as_str()))
+                }
+            });
+        checked.push((pid, p.comm.clone(), role, verdict));
+    }
+    checked.sort_by_key(|(pid, ..)| *pid);
+    let may: Vec<(u32, String, Role)> = checked
         .iter()
-        .filter_map(|i| check(i.pid).map(|(comm, v)| (i.pid, comm, v)))
+        .filter(|(.., v)| v.is_ok())
+        .map(|(pid, comm, role, _)| (*pid, comm.clone(), *role))
         .collect();
-    if checked.iter().any(|(_, _, v)| v.is_ok()) {
-        return Ok(());
+    if !may.is_empty() {
+        return Ok(may);
     }
     let why = checked
         .iter()
-        .map(|(pid, comm, v)| format!("{pid} ({comm}): {}", v.as_ref().unwrap_err()))
+        .map(|(pid, comm, _, v)| format!("{pid} ({comm}): {}", v.as_ref().unwrap_err()))
         .collect::<Vec<_>>()
         .join("; ");
     Err(Failure::refused(format!(

@@ -7,6 +7,7 @@ use chaos_common::splitmix64;
 
 use super::{Checker, duration, duration_or_zero, plain};
 use crate::{
+    fault::Hit,
     experiment::{
         BlastRadius, Caps, FileError,
         file::{self, FaultKind},
@@ -25,6 +26,7 @@ pub(super) fn check_faults(
     raw: &toml::Spanned<Vec<toml::Spanned<file::FaultFile>>>,
     id: &str,
     radius: BlastRadius,
+    hit: Hit,
 ) -> Result<Vec<FaultSpec>, FileError> {
     let caps = radius.caps();
     if raw.get_ref().is_empty() {
@@ -32,7 +34,7 @@ pub(super) fn check_faults(
     }
     let mut faults = Vec::new();
     for (i, entry) in raw.get_ref().iter().enumerate() {
-        faults.push(check_fault(c, i, entry, id, caps, radius)?);
+        faults.push(check_fault(c, i, entry, id, caps, radius, hit)?);
     }
     for kind in [FaultKind::Trigger, FaultKind::Errno] {
         let same: Vec<_> = raw
@@ -77,6 +79,7 @@ fn check_fault(
     id: &str,
     caps: Caps,
     radius: BlastRadius,
+    hit: Hit,
 ) -> Result<FaultSpec, FileError> {
     let span = entry.span();
     let f = entry.get_ref();
@@ -225,6 +228,7 @@ fn check_fault(
         seed,
         windows,
         max_per_minute: caps.max_per_minute,
+        hit,
     })
 }
 

@@ -127,7 +127,7 @@ pub fn check(text: &str, path: &Path) -> Result<Experiment, FileError> {
 
     let hypothesis = check_hypothesis(&c, &raw.hypothesis)?;
     let target = check_target(&c, &raw.target)?;
-    let faults = check_faults(&c, &raw.faults, &id, radius)?;
+    let faults = check_faults(&c, &raw.faults, &id, radius, target.hit)?;
     let guards = check_guards(&c, &raw.guards, &target)?;
     let phases = check_phases(&c, &raw.phases, &guards)?;
     let o = raw.outputs;
@@ -325,6 +325,7 @@ fn check_target(c: &Checker, raw: &toml::Spanned<file::TargetFile>) -> Result<Ta
         comm_filter,
         ready,
         ready_user: t.ready_user.clone(),
+        hit: t.hit.unwrap_or_default(),
         recovery_timeout,
         allow: t.allow.clone(),
         deny: t.deny.clone().unwrap_or_default(),

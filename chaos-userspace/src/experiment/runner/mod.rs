@@ -517,18 +517,25 @@ impl Machine for Runner {
                 ended = self.measurement.feed(input, out);
             }
             Input::Ready(_) => ended = self.measurement.feed(input, out),
-            Input::KernelFault(k) => self.injector.kernel_fault(k, out),
+            Input::KernelFault(k) => {
+                let role = self.measurement.role(k.event.pid, k.ppid);
+                self.injector.kernel_fault(k, role, out);
+            }
             Input::Candidates(c) => {
-                let rules = &self.rules;
-                let allowed = |p: &crate::machine::Candidate| {
-                    rules
-                        .check(p.pid, &p.comm, p.exe.as_deref().map(std::path::Path::new))
-                        .is_ok()
+                let (rules, measurement) = (&self.rules, &self.measurement);
+                let classify = |p: &crate::machine::Candidate| {
+                    let role = measurement.role(p.pid, p.ppid)?;
+                    let exe = p.exe.as_deref().map(std::path::Path::new);
+                    rules.check(p.pid, &p.comm, exe, role).ok()?;
+                    Some(role)
                 };
-                self.injector.candidates(c, &allowed, out);
+                self.injector.candidates(c, &classify, out);
             }
             Input::Sent(s) => self.injector.sent(s, out),
-            Input::Notification(n) => self.injector.notification(n, out),
+            Input::Notification(n) => {
+                let role = self.measurement.role(n.tgid, n.ppid);
+                self.injector.notification(n, role, out);
+            }
             Input::Verified(v) => self.verified(v, out),
             Input::Stop(cause) => {
                 let why = match cause {

@@ -392,6 +392,7 @@ fn the_kernel_trigger_is_armed_for_the_injection_and_disarmed_at_its_count() {
             },
             comm: "svc".into(),
             exe: "/usr/bin/svc".into(),
+            ppid: SUPERVISOR,
         };
         w.feed(&mut r, Input::KernelFault(fault));
         w.die(w.now + 100_000, pid, 9, 0);

@@ -7,7 +7,7 @@ use super::{Injector, audit_fault};
 use crate::{
     audit::{Entry, entry::RuleSwitch},
     event::{errno_name, signal_name},
-    fault::{Backend, FaultKind, FaultRecord, KernelRule},
+    fault::{Backend, FaultKind, FaultRecord, KernelRule, Role},
     inject::{seccomp, spec::FaultAction, window},
     machine::{Action, Answer, Exported, KernelFault, Notification, Response},
 };
@@ -43,9 +43,9 @@ impl Injector {
         }
     }
 
-    /// A fault the kernel fired on its own: record it, and disarm its rule once the rule
-    /// has fired its count.
-    pub fn kernel_fault(&mut self, k: &KernelFault, out: &mut Vec<Action>) {
+    /// A fault the kernel fired on its own (on a process of role `role`, the caller's say):
+    /// record it, and disarm its rule once the rule has fired its count.
+    pub fn kernel_fault(&mut self, k: &KernelFault, role: Option<Role>, out: &mut Vec<Action>) {
         let e = &k.event;
         let Some(r) = self.rules.iter().position(|r| r.rule == e.fault) else {
             return;
@@ -56,6 +56,8 @@ impl Injector {
             pid: e.pid,
             tid: Some(e.tid),
             comm: k.comm.clone(),
+            role,
+            ppid: Some(k.ppid),
             kind: match e.fault {
                 KernelRule::Trigger => FaultKind::Signal,
                 KernelRule::Lsm => FaultKind::Errno,
@@ -83,8 +85,8 @@ impl Injector {
         }
     }
 
-    /// A call the seccomp filter handed over: decide it.
-    pub fn notification(&mut self, n: &Notification, out: &mut Vec<Action>) {
+    /// A call the seccomp filter handed over (by a process of role `role`): decide it.
+    pub fn notification(&mut self, n: &Notification, role: Option<Role>, out: &mut Vec<Action>) {
         let rule = self.specs.iter().find_map(|f| match &f.action {
             FaultAction::Seccomp { nr, rule } => Some((*nr, rule.clone())),
             _ => None,
@@ -121,6 +123,8 @@ impl Injector {
             pid: n.tgid,
             tid: Some(n.tid),
             comm: n.comm.clone(),
+            role,
+            ppid: Some(n.ppid),
             kind,
             value,
             syscall: Some(nr.name().to_string()),

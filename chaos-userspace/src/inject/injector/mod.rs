@@ -26,8 +26,8 @@ use crate::{
         entry::{self, RuleSwitch},
     },
     event::Event,
-    fault::{FaultRecord, KernelRule},
-    machine::{Action, Exported},
+    fault::{FaultRecord, KernelRule, Role},
+    machine::{Action, Candidate, Exported},
     sys::clock::Clock,
 };
 
@@ -65,6 +65,13 @@ struct Pending {
     schedule: Option<usize>,
 }
 
+/// The process a signal pinned, for the escalation or thaw that follows it.
+#[derive(Debug, Clone)]
+struct Kept {
+    target: Candidate,
+    role: Option<Role>,
+}
+
 #[derive(Debug)]
 struct RuleState {
     rule: KernelRule,
@@ -85,8 +92,8 @@ pub struct Injector {
     pending: HashMap<u64, Pending>,
     /// Follow-ups due: (when, which, the order they follow).
     steps: Vec<(u64, Step, u64)>,
-    /// What a follow-up needs of the fault it follows: (pid, comm, exe).
-    pinned: HashMap<u64, (u32, String, String)>,
+    /// What a follow-up needs of the fault it follows.
+    pinned: HashMap<u64, Kept>,
     start_ns: u64,
     started: bool,
     stopped: bool,
@@ -325,6 +332,8 @@ pub fn audit_fault(record: &FaultRecord, exe: &str, reported: bool) -> Entry {
         pid: record.pid,
         exe: exe.into(),
         comm: record.comm.clone(),
+        role: record.role,
+        ppid: record.ppid,
         fault: record.kind,
         value: record.value.clone(),
         syscall: record.syscall.clone(),

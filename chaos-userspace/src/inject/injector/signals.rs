@@ -3,9 +3,9 @@
 
 use nix::sys::signal::Signal;
 
-use super::{Injector, Pending, RETRY, Step, audit_fault, jitter_ns};
+use super::{Injector, Kept, Pending, RETRY, Step, audit_fault, jitter_ns};
 use crate::{
-    fault::{Backend, FaultKind, FaultRecord},
+    fault::{Backend, FaultKind, FaultRecord, Role},
     inject::spec::{SignalSchedule, Timing},
     machine::{
         Action, Candidate, Candidates, Exported, Order, Pin, SendOutcome, Sent, WatchdogNote,
@@ -38,7 +38,7 @@ impl Injector {
         self.steps.sort_by_key(|(at, ..)| *at);
         while self.steps.first().is_some_and(|(at, ..)| *at <= now) {
             let (_, step, of) = self.steps.remove(0);
-            let Some((pid, comm, exe)) = self.pinned.get(&of).cloned() else {
+            let Some(pinned) = self.pinned.get(&of).cloned() else {
                 continue;
             };
             let (signal, backend, note) = match step {
@@ -49,7 +49,9 @@ impl Injector {
                     (!self.dry_run).then_some(WatchdogNote::Thawed),
                 ),
             };
-            let record = self.signal_record(now, pid, comm, signal, backend);
+            let mut record = self.signal_record(now, &pinned.target, signal, backend);
+            record.role = pinned.role;
+            let exe = pinned.target.exe.clone().unwrap_or_default();
             let order = Order {
                 id: record.id,
                 pin: Pin::Kept { of },
@@ -64,20 +66,22 @@ impl Injector {
         }
     }
 
+    /// The record of a signal to `target` (its role is the caller's to set).
     pub(super) fn signal_record(
         &self,
         ts_ns: u64,
-        pid: u32,
-        comm: String,
+        target: &Candidate,
         signal: Signal,
         backend: Backend,
     ) -> FaultRecord {
         FaultRecord {
             id: self.next_id(),
             ts_ns,
-            pid,
+            pid: target.pid,
             tid: None,
-            comm,
+            comm: target.comm.clone(),
+            role: None,
+            ppid: Some(target.ppid),
             kind: FaultKind::Signal,
             value: signal.as_str().into(),
             syscall: None,
@@ -88,11 +92,12 @@ impl Injector {
     }
 
     /// The driver gathered what fault `c.fault` may hit: choose one (seeded) among those
-    /// `allowed`, and order the signal.
+    /// `classify` gives a role its `hit` allows, and order the signal. `classify` is the
+    /// caller's: None for a process no fault may hit.
     pub fn candidates(
         &mut self,
         c: &Candidates,
-        allowed: &dyn Fn(&Candidate) -> bool,
+        classify: &dyn Fn(&Candidate) -> Option<Role>,
         out: &mut Vec<Action>,
     ) {
         let Some(i) = self
@@ -110,7 +115,12 @@ impl Injector {
         let Some(plan) = spec.schedule().cloned() else {
             return;
         };
-        let live: Vec<&Candidate> = c.procs.iter().filter(|p| allowed(p)).collect();
+        let hit = spec.hit;
+        let live: Vec<(&Candidate, Role)> = c
+            .procs
+            .iter()
+            .filter_map(|p| classify(p).filter(|r| hit.allows(*r)).map(|r| (p, r)))
+            .collect();
         if live.is_empty() {
             match plan.timing {
                 Timing::Grid => {
@@ -126,14 +136,9 @@ impl Injector {
             return;
         }
         let draw = self.schedules[i].draws.below(live.len() as u64) as usize;
-        let target = live[draw].clone();
-        let record = self.signal_record(
-            c.ts_ns,
-            target.pid,
-            target.comm.clone(),
-            plan.signal,
-            Backend::Pidfd,
-        );
+        let (target, role) = (live[draw].0.clone(), live[draw].1);
+        let mut record = self.signal_record(c.ts_ns, &target, plan.signal, Backend::Pidfd);
+        record.role = Some(role);
         let exe = target.exe.clone().unwrap_or_default();
         let order = Order {
             id: record.id,
@@ -191,8 +196,17 @@ impl Injector {
         }
         let ts = s.ts_ns;
         if plan.escalate_after.is_some() || plan.freeze_for.is_some() {
-            self.pinned
-                .insert(s.id, (p.record.pid, p.record.comm.clone(), p.exe.clone()));
+            let kept = Kept {
+                target: Candidate {
+                    pid: p.record.pid,
+                    ppid: p.record.ppid.unwrap_or(0),
+                    comm: p.record.comm.clone(),
+                    exe: Some(p.exe.clone()),
+                    start_ticks: 0,
+                },
+                role: p.record.role,
+            };
+            self.pinned.insert(s.id, kept);
         }
         if let Some(after) = plan.escalate_after {
             self.steps

@@ -9,7 +9,7 @@ use syscalls::Sysno;
 use super::*;
 use crate::{
     event::Inject,
-    fault::{Backend, FaultKind, KernelRule},
+    fault::{Backend, FaultKind, Hit, KernelRule, Role},
     inject::{
         seccomp::{self, Rule},
         spec::{FaultAction, SignalSchedule},
@@ -39,6 +39,7 @@ fn signal_spec(count: u32, interval: Duration, timing: Timing) -> FaultSpec {
         seed: 7,
         windows: Vec::new(),
         max_per_minute: 600,
+        hit: Hit::Any,
     }
 }
 
@@ -109,7 +110,7 @@ fn a_grid_fires_one_interval_in_then_every_interval() {
         out.clear();
         inj.tick(round * SEC, true, &mut out);
         assert_eq!(gathers(&out), 1, "round {round}");
-        inj.candidates(&candidates(0, round * SEC, &[11]), &|_| true, &mut out);
+        inj.candidates(&candidates(0, round * SEC, &[11]), &|_| Some(Role::Main), &mut out);
         let order = orders(&out)[0].clone();
         assert_eq!(order.id, round, "ids are 1, 2, 3");
         assert_eq!(
@@ -184,11 +185,11 @@ fn after_previous_waits_for_the_gate_and_retries_without_a_target() {
     inj.tick(100 * MS, true, &mut out);
     assert_eq!(gathers(&out), 1);
     out.clear();
-    inj.candidates(&candidates(0, 100 * MS, &[11]), &|_| false, &mut out);
+    inj.candidates(&candidates(0, 100 * MS, &[11]), &|_| None, &mut out);
     assert!(orders(&out).is_empty(), "nothing allowed: no order");
     assert_eq!(inj.wake_at(), Some(200 * MS), "it looks again");
     inj.tick(200 * MS, true, &mut out);
-    inj.candidates(&candidates(0, 200 * MS, &[11]), &|_| true, &mut out);
+    inj.candidates(&candidates(0, 200 * MS, &[11]), &|_| Some(Role::Main), &mut out);
     let id = orders(&out)[0].id;
     inj.sent(&sent(id, 210 * MS), &mut out);
     assert_eq!(
@@ -208,7 +209,7 @@ fn a_grid_with_no_target_left_ends_and_says_so() {
     let mut out = Vec::new();
     inj.start(0, &mut out);
     inj.tick(SEC, true, &mut out);
-    inj.candidates(&candidates(0, SEC, &[]), &|_| true, &mut out);
+    inj.candidates(&candidates(0, SEC, &[]), &|_| Some(Role::Main), &mut out);
     assert!(out.contains(&Action::Say("chaos: no live target left to signal".into())));
     assert!(inj.signals_done());
     assert_eq!(inj.unfired(), 3);
@@ -223,7 +224,7 @@ fn a_failed_send_is_not_recorded_and_its_id_is_given_again() {
     let mut out = Vec::new();
     inj.start(0, &mut out);
     inj.tick(SEC, true, &mut out);
-    inj.candidates(&candidates(0, SEC, &[11]), &|_| true, &mut out);
+    inj.candidates(&candidates(0, SEC, &[11]), &|_| Some(Role::Main), &mut out);
     inj.sent(
         &Sent {
             id: 1,
@@ -238,7 +239,7 @@ fn a_failed_send_is_not_recorded_and_its_id_is_given_again() {
     assert!(inj.ledger().is_empty());
     out.clear();
     inj.tick(2 * SEC, true, &mut out);
-    inj.candidates(&candidates(0, 2 * SEC, &[12]), &|_| true, &mut out);
+    inj.candidates(&candidates(0, 2 * SEC, &[12]), &|_| Some(Role::Main), &mut out);
     assert_eq!(orders(&out)[0].id, 1);
 }
 
@@ -254,7 +255,7 @@ fn escalation_and_thaw_follow_on_the_kept_pidfd() {
     let mut out = Vec::new();
     inj.start(0, &mut out);
     inj.tick(SEC, true, &mut out);
-    inj.candidates(&candidates(0, SEC, &[11]), &|_| true, &mut out);
+    inj.candidates(&candidates(0, SEC, &[11]), &|_| Some(Role::Main), &mut out);
     let first = orders(&out)[0].clone();
     assert!(first.keep && first.watchdog == Some(WatchdogNote::Frozen));
     inj.sent(&sent(1, SEC), &mut out);
@@ -308,6 +309,7 @@ fn trigger_spec(count: Option<u32>, windows: Vec<Window>) -> FaultSpec {
         seed: 1,
         windows,
         max_per_minute: 60,
+        hit: Hit::Any,
     }
 }
 
@@ -325,6 +327,7 @@ fn kernel_fault(ts_ns: u64, pid: u32) -> KernelFault {
         },
         comm: "svc".into(),
         exe: "/usr/bin/svc".into(),
+        ppid: 1,
     }
 }
 
@@ -336,11 +339,11 @@ fn a_kernel_rule_is_armed_at_start_and_disarmed_once_it_fired_its_count() {
     assert_eq!(out[0], Action::Arm(KernelRule::Trigger));
     assert!(matches!(&out[1], Action::Audit(Entry::Armed(s)) if s.fault == 1));
     out.clear();
-    inj.kernel_fault(&kernel_fault(SEC, 11), &mut out);
+    inj.kernel_fault(&kernel_fault(SEC, 11), Some(Role::Main), &mut out);
     assert!(matches!(&out[0], Action::Audit(Entry::Fault(f)) if f.reported_by_kernel));
     assert!(!inj.rules_done());
     out.clear();
-    inj.kernel_fault(&kernel_fault(2 * SEC, 12), &mut out);
+    inj.kernel_fault(&kernel_fault(2 * SEC, 12), Some(Role::Main), &mut out);
     assert!(out.contains(&Action::Disarm(KernelRule::Trigger)));
     assert!(out.iter().any(|a| matches!(a,
         Action::Audit(Entry::Disarmed(s)) if s.reason.as_deref() == Some("it fired its count"))));
@@ -416,6 +419,7 @@ fn seccomp_spec(nth: Option<u32>) -> FaultSpec {
         seed: 1,
         windows: Vec::new(),
         max_per_minute: 600,
+        hit: Hit::Any,
     }
 }
 
@@ -428,6 +432,7 @@ fn notification(id: u64, tgid: u32) -> Notification {
         comm: "db".into(),
         exe: "/usr/bin/db".into(),
         path: None,
+        ppid: 1,
     }
 }
 
@@ -447,10 +452,10 @@ fn seccomp_fails_the_nth_call_of_each_process_with_its_audit_entry() {
     let mut out = Vec::new();
     inj.start(0, &mut out);
     for id in 1..=3 {
-        inj.notification(&notification(id, 40), &mut out);
+        inj.notification(&notification(id, 40), None, &mut out);
     }
-    inj.notification(&notification(4, 50), &mut out);
-    inj.notification(&notification(5, 50), &mut out);
+    inj.notification(&notification(4, 50), None, &mut out);
+    inj.notification(&notification(5, 50), None, &mut out);
     let responses: Vec<Response> = answers(&out).iter().map(|a| a.response).collect();
     assert_eq!(
         responses,
@@ -475,7 +480,7 @@ fn a_dry_run_decides_and_records_but_lets_every_call_run() {
     let mut inj = injector(vec![seccomp_spec(None)], true);
     let mut out = Vec::new();
     inj.start(0, &mut out);
-    inj.notification(&notification(1, 40), &mut out);
+    inj.notification(&notification(1, 40), None, &mut out);
     assert_eq!(answers(&out)[0].response, Response::Continue);
     assert!(inj.ledger().records().next().unwrap().dry_run);
 }
