@@ -201,6 +201,10 @@ pub struct MeasureArgs {
     /// Seconds after the fault (or exit) before an episode counts as failed.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     pub recovery_timeout: f64,
+    /// The service's data directory: what a dead instance's orphans still have open there
+    /// is named.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Stop after this many episodes have ended.
     #[arg(long, value_name = "N")]
     pub episodes: Option<u64>,
@@ -217,7 +221,7 @@ pub struct MeasureArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "replay")]
     pub record: Option<PathBuf>,
     /// Recompute the episodes of a --record file (no root needed).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["supervisor", "pid", "comm", "exe", "cgroup", "duration", "episodes", "no_reap", "ready", "recovery_timeout", "fsync_hook", "buffer_pages"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["supervisor", "pid", "comm", "exe", "cgroup", "duration", "episodes", "no_reap", "ready", "recovery_timeout", "fsync_hook", "buffer_pages", "data_dir"])]
     pub replay: Option<PathBuf>,
     /// Which hook reports fsync calls and unsynced bytes (as for observe).
     #[arg(long, value_enum, default_value = "fs", value_name = "HOOK")]

@@ -194,6 +194,37 @@ pub struct Episode {
     pub last_milestone: String,
     /// Why a failed or unfinished episode did not recover.
     pub reason: Option<String>,
+    /// The fault that caused it (`chaos run`: the id of its fault record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_id: Option<u64>,
+    /// Descendants of the old instance alive when it died: reparented, and holding what
+    /// they held.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphans: Vec<Orphan>,
+    /// Processes that answered the readiness probe for the service while it was down: not
+    /// the new instance (an orphan, say), so not a recovery.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answered_by: Vec<Holder>,
+}
+
+/// A descendant of a dead instance that outlived it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Orphan {
+    pub pid: u32,
+    pub comm: String,
+    /// Listening TCP ports it holds.
+    pub ports: Vec<u16>,
+    /// Files it has open under the service's data directory.
+    pub files: Vec<String>,
+    /// When it exited (CLOCK_MONOTONIC), if it did before the episode ended.
+    pub exited_ns: Option<u64>,
+}
+
+/// A process that held one of the service's listening ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub pid: u32,
+    pub comm: String,
 }
 
 impl Episode {

@@ -39,6 +39,7 @@ pub struct MeasureConfig {
     pub comm_filter: Option<String>,
     pub ready: Ready,
     pub recovery_timeout: Duration,
+    pub data_dir: Option<PathBuf>,
     pub episodes: Option<u64>,
     pub duration: Option<Duration>,
     pub json: bool,
@@ -85,6 +86,7 @@ impl MeasureConfig {
             comm_filter,
             ready: Ready::parse(&args.ready).map_err(Failure::refused)?,
             recovery_timeout: positive_secs("--recovery-timeout", args.recovery_timeout)?,
+            data_dir: args.data_dir,
             episodes: args.episodes,
             duration: args
                 .duration
@@ -194,18 +196,17 @@ fn live(config: MeasureConfig) -> Result<u8, Failure> {
     let found = discover::find_live(&config.selector, config.comm_filter.as_deref())?;
     discover::follow(&mut session.targets, &found, &config.selector)?;
 
-    let header = Header::starting_now(Service {
-        comm: found.comm.clone(),
-        supervisors: found.supervisors.clone(),
-        explicit_supervisors: found.explicit,
-        instances: found.instances.clone(),
-        ready: config.ready.clone(),
-        recovery_timeout_ns: config.recovery_timeout.as_nanos() as u64,
-    });
+    let header = Header::starting_now(Service::of(
+        &found,
+        &config.ready,
+        config.recovery_timeout,
+        config.data_dir.clone(),
+    ));
     let recorder = recorder(config.record.as_deref(), &header)?;
     let start_ns = header.start_ns;
     let mut exporters = exporters;
     exporters.clock = Some(header.clock());
+    let ports = header.service.ports.clone();
     let mut machine = MeasureMachine::new(
         Measurement::new(header),
         sink(config.json),
@@ -236,6 +237,7 @@ fn live(config: MeasureConfig) -> Result<u8, Failure> {
                 ready: config.ready.clone(),
                 limit: config.recovery_timeout,
                 user: None,
+                ports,
             }),
             recorder,
             ..Setup::default()

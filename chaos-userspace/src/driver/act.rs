@@ -9,13 +9,30 @@ use super::{Driver, probe, verify};
 use crate::{
     audit::Entry,
     inject::signal::Pinned,
+    episode::Orphan,
     machine::{
-        Action, Answer, Candidate, Candidates, Input, Order, Pin, Response, SendOutcome, Sent,
-        Verified, WatchdogNote,
+        Action, Answer, Candidate, Candidates, Input, Inspected, Order, Pin, Response,
+        SendOutcome, Sent, Verified, WatchdogNote,
     },
     sys::clock::monotonic_ns,
-    target::proc,
+    target::{proc, sockets},
 };
+
+/// What each of a dead instance's orphans holds: its listening ports, and its open files
+/// under `data_dir`.
+fn inspect(pids: &[(u32, String)], data_dir: Option<&Path>) -> Vec<Orphan> {
+    let proc_dir = Path::new("/proc");
+    let listening = sockets::listening(proc_dir);
+    pids.iter()
+        .map(|(pid, comm)| Orphan {
+            pid: *pid,
+            comm: comm.clone(),
+            ports: sockets::ports_of(proc_dir, *pid, &listening),
+            files: data_dir.map_or_else(Vec::new, |d| sockets::files_under(proc_dir, *pid, d)),
+            exited_ns: None,
+        })
+        .collect()
+}
 
 impl Driver<'_> {
     pub(super) fn act(&mut self, action: Action) {
@@ -43,11 +60,20 @@ impl Driver<'_> {
             Action::Audit(entry) => {
                 let _ = self.write_audit(&entry);
             }
-            Action::Probe { episode } => {
+            Action::Probe { episode, new_pid } => {
                 if let Some(p) = &self.probe {
-                    let handle = probe::spawn(p, episode, self.ready_tx.clone());
+                    let handle = probe::spawn(p, episode, new_pid, self.ready_tx.clone());
                     self.probes.insert(episode, handle);
                 }
+            }
+            Action::Inspect {
+                episode,
+                pids,
+                data_dir,
+            } => {
+                let orphans = inspect(&pids, data_dir.as_deref());
+                self.queue
+                    .push_back(Input::Inspected(Inspected { episode, orphans }));
             }
             Action::EndProbe { episode } => {
                 if let Some(handle) = self.probes.remove(&episode) {

@@ -125,6 +125,10 @@ pub struct TargetFile {
     /// `exec`, `listen`, `tcp:HOST:PORT` or `cmd:COMMAND` (default `exec`).
     #[serde(default)]
     pub ready: Option<String>,
+    /// Where the service keeps its data: what a dead instance's orphans still hold open there
+    /// is named in the report.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
     /// Run a `cmd:` readiness probe as this account rather than as root.
     #[serde(default)]
     pub ready_user: Option<String>,

@@ -162,6 +162,9 @@ mod tests {
             total_ns: None,
             last_milestone: "exit".into(),
             reason: reason.map(str::to_string),
+            fault_id: None,
+            orphans: Vec::new(),
+            answered_by: Vec::new(),
         }
     }
 

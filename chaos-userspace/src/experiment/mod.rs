@@ -188,6 +188,8 @@ pub struct Target {
     pub ready_user: Option<String>,
     /// Which processes signal faults may hit.
     pub hit: crate::fault::Hit,
+    /// The service's data directory.
+    pub data_dir: Option<PathBuf>,
     pub recovery_timeout: Duration,
     pub allow: Option<MatchFile>,
     pub deny: MatchFile,

@@ -322,6 +322,9 @@ mod tests {
             total_ns: Some(5_000),
             last_milestone: "ready".into(),
             reason: None,
+            fault_id: None,
+            orphans: Vec::new(),
+            answered_by: Vec::new(),
         }
     }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     audit::{Entry, entry::VerifyWhen},
-    episode::Episode,
+    episode::{Episode, Holder, Orphan},
     event::{Event, Inject},
     fault::{FaultRecord, KernelRule, Proof},
 };
@@ -31,10 +31,21 @@ pub struct Tick {
 }
 
 /// A readiness probe succeeded (userspace CLOCK_MONOTONIC, when the attempt began).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadyMark {
     pub episode: u64,
     pub ts_ns: u64,
+    /// Not empty: it passed, but the service's ports were held by these processes only,
+    /// none of them the new instance (or its descendant); probing goes on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale: Vec<Holder>,
+}
+
+/// What the driver found of a dead instance's orphans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inspected {
+    pub episode: u64,
+    pub orphans: Vec<Orphan>,
 }
 
 /// A process of the target set that a signal may hit, as /proc showed it when asked.
@@ -139,6 +150,7 @@ pub enum Input {
     Notification(Notification),
     KernelFault(KernelFault),
     Verified(Verified),
+    Inspected(Inspected),
     Stop(StopCause),
 }
 
@@ -153,7 +165,7 @@ impl Input {
             Input::Sent(s) => Some(s.ts_ns),
             Input::Notification(n) => Some(n.ts_ns),
             Input::KernelFault(k) => Some(k.event.ts_ns),
-            Input::Verified(_) | Input::Stop(_) => None,
+            Input::Verified(_) | Input::Inspected(_) | Input::Stop(_) => None,
         }
     }
 }
@@ -245,9 +257,15 @@ pub enum Action {
     Signal(Order),
     Answer(Answer),
     Audit(Entry),
-    /// Probe the readiness of this episode's replacement; answer with [`Input::Ready`].
-    Probe {
+    /// Probe the readiness of this episode's replacement (`new_pid`); answer with
+    /// [`Input::Ready`].
+    Probe { episode: u64, new_pid: Option<u32> },
+    /// Look at what these processes (a dead instance's orphans) hold: listening ports, and
+    /// files under `data_dir`; answer with [`Input::Inspected`].
+    Inspect {
         episode: u64,
+        pids: Vec<(u32, String)>,
+        data_dir: Option<std::path::PathBuf>,
     },
     /// The episode ended: its probe may stop.
     EndProbe {

@@ -10,13 +10,14 @@
 //!
 //! | type | data | |
 //! |---|---|---|
-//! | `ready` | `episode`, `ts_ns` | a readiness probe succeeded (userspace CLOCK_MONOTONIC) |
+//! | `ready` | `episode`, `ts_ns`, `stale` (who answered, when not the new instance) | a readiness probe succeeded (userspace CLOCK_MONOTONIC) |
 //! | `tick` | `ts_ns` | time passed with no event |
 //! | `candidates` | `fault`, `ts_ns`, `procs` (`pid`, `ppid`, `comm`, `exe`, `start_ticks`) | what a signal fault could hit |
 //! | `sent` | `id`, `ts_ns`, `outcome` (`sent`, `gone`, `failed` with `detail`) | a signal went out (or not) |
 //! | `notification` | `id`, `ts_ns`, `tid`, `tgid`, `comm`, `exe`, `path` | a call the seccomp filter handed over |
 //! | `kernel_fault` | `event` (an `inject` event's data), `comm`, `exe` | a fault the kernel fired |
 //! | `verified` | `when`, `episode`, `passed`, `detail` | a verify run ended |
+//! | `inspected` | `episode`, `orphans` (`pid`, `comm`, `ports`, `files`) | what a dead instance's orphans held |
 //! | `stop` | `why` (`interrupted`, `tree_gone`, `output_closed`, `failure` with `detail`) | the driver stopped the engine |
 //! | `end` | `ts_ns`, `lost`, `targets_full`, `read_errors` | last line: the end and the kernel's counters |
 //!
@@ -31,7 +32,8 @@ use std::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{
-    Candidates, Input, KernelFault, Notification, ReadyMark, Sent, StopCause, Tick, Verified,
+    Candidates, Input, Inspected, KernelFault, Notification, ReadyMark, Sent, StopCause, Tick,
+    Verified,
 };
 use crate::event::{Event, KernelCounters};
 
@@ -62,11 +64,12 @@ enum Mark {
     Notification(Notification),
     KernelFault(KernelFault),
     Verified(Verified),
+    Inspected(Inspected),
     Stop(StopCause),
     End(End),
 }
 
-const MARKS: [&str; 9] = [
+const MARKS: [&str; 10] = [
     "ready",
     "tick",
     "candidates",
@@ -74,6 +77,7 @@ const MARKS: [&str; 9] = [
     "notification",
     "kernel_fault",
     "verified",
+    "inspected",
     "stop",
     "end",
 ];
@@ -122,13 +126,14 @@ impl<W: Write> Recorder<W> {
         let out = &mut self.out;
         match input {
             Input::Event(event) => write_line(out, event),
-            Input::Ready(m) => write_line(out, &Mark::Ready(*m)),
+            Input::Ready(m) => write_line(out, &Mark::Ready(m.clone())),
             Input::Tick(t) => write_line(out, &Mark::Tick(*t)),
             Input::Candidates(c) => write_line(out, &Mark::Candidates(c.clone())),
             Input::Sent(s) => write_line(out, &Mark::Sent(s.clone())),
             Input::Notification(n) => write_line(out, &Mark::Notification(n.clone())),
             Input::KernelFault(k) => write_line(out, &Mark::KernelFault(k.clone())),
             Input::Verified(v) => write_line(out, &Mark::Verified(v.clone())),
+            Input::Inspected(i) => write_line(out, &Mark::Inspected(i.clone())),
             Input::Stop(s) => write_line(out, &Mark::Stop(s.clone())),
         }
     }
@@ -227,6 +232,7 @@ impl<H: Header> Recording<H> {
                 Mark::Notification(n) => Input::Notification(n),
                 Mark::KernelFault(k) => Input::KernelFault(k),
                 Mark::Verified(v) => Input::Verified(v),
+                Mark::Inspected(i) => Input::Inspected(i),
                 Mark::Stop(s) => Input::Stop(s),
                 Mark::End(e) => {
                     end = Some(e);
@@ -289,6 +295,7 @@ mod tests {
             Input::Ready(ReadyMark {
                 episode: 1,
                 ts_ns: 300,
+                stale: Vec::new(),
             }),
             Input::Tick(Tick { ts_ns: 400 }),
             Input::Candidates(Candidates {

@@ -8,7 +8,7 @@ use std::{
 
 use chaos_common::{TargetInfo, reason, target_flag};
 
-use super::service::InitialInstance;
+use super::service::{InitialInstance, InitialWorker};
 use crate::bpf::TargetSet;
 pub use crate::target::proc::{Proc, process, processes};
 use crate::target::{CgroupRule, comm_key};
@@ -36,6 +36,10 @@ pub struct Found {
     /// True when the user named the supervisor (or it is implied by one named instance).
     pub explicit: bool,
     pub instances: Vec<InitialInstance>,
+    /// The instances' descendants (see [`workers_and_ports`]).
+    pub workers: Vec<InitialWorker>,
+    /// The ports they listen on.
+    pub ports: Vec<u16>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -57,7 +61,9 @@ pub fn find_live(selector: &Selector, filter: Option<&str>) -> Result<Found, Dis
         Selector::Cgroup(rule) => crate::target::scan_cgroups(std::slice::from_ref(rule)),
         _ => Vec::new(),
     };
-    find(selector, filter, &procs, &in_cgroup)
+    let mut found = find(selector, filter, &procs, &in_cgroup)?;
+    (found.workers, found.ports) = workers_and_ports(&found);
+    Ok(found)
 }
 
 /// Resolves the selector (with an optional `--comm` filter) against `procs`; `in_cgroup`
@@ -137,6 +143,8 @@ pub fn find(
         supervisors,
         explicit,
         instances,
+        workers: Vec::new(),
+        ports: Vec::new(),
     })
 }
 
@@ -146,6 +154,36 @@ fn top_of(set: Vec<&Proc>) -> Vec<&Proc> {
     set.into_iter()
         .filter(|p| !pids.contains(&p.ppid))
         .collect()
+}
+
+/// What the service looks like beyond its instances, now: their descendants (workers) and
+/// the TCP ports any of them listens on.
+pub fn workers_and_ports(found: &Found) -> (Vec<InitialWorker>, Vec<u16>) {
+    let proc = Path::new("/proc");
+    let procs = processes(proc);
+    let mut workers = Vec::new();
+    let mut queue: Vec<u32> = found.instances.iter().map(|i| i.pid).collect();
+    let mut all = queue.clone();
+    while let Some(pid) = queue.pop() {
+        for child in procs.values().filter(|p| p.ppid == pid) {
+            workers.push(InitialWorker {
+                pid: child.pid,
+                parent: pid,
+                comm: child.comm.clone(),
+            });
+            queue.push(child.pid);
+            all.push(child.pid);
+        }
+    }
+    workers.sort_by_key(|w| w.pid);
+    let listening = crate::target::sockets::listening(proc);
+    let mut ports: Vec<u16> = all
+        .iter()
+        .flat_map(|&pid| crate::target::sockets::ports_of(proc, pid, &listening))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    (workers, ports)
 }
 
 /// Puts the service in the target set: its supervisors and instances, following what they
@@ -174,6 +212,9 @@ pub fn follow(
     }
     for instance in &found.instances {
         members.insert(instance.pid, follow(reason::PID));
+    }
+    for worker in &found.workers {
+        members.insert(worker.pid, follow(reason::PID));
     }
     if !found.explicit
         && let Ok(key) = comm_key(&found.comm)

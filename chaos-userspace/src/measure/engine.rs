@@ -32,7 +32,8 @@ use super::{
     stats::Stats,
 };
 use crate::{
-    episode::{Cause, Episode, ExitInfo, Milestones, Outcome, RecoveryPhases},
+    episode::{Cause, Episode, ExitInfo, Holder, Milestones, Orphan, Outcome, RecoveryPhases},
+    machine::ReadyMark,
     event::{Event, Exec, Exit, Signal, signal_name},
 };
 
@@ -53,15 +54,23 @@ const MAX_DEPTH: usize = 16;
 pub enum Output {
     /// An episode ended (recovered, failed or unfinished).
     Episode(Box<Episode>),
-    /// Start probing readiness for this episode (`--ready tcp:` or `cmd:`); report with
-    /// [`Engine::ready`]. The probe may stop once the episode has ended.
-    Probe { episode: u64 },
+    /// Start probing readiness for this episode's replacement `new_pid` (`--ready tcp:` or
+    /// `cmd:`); report with [`Engine::ready`]. The probe may stop once the episode ended.
+    Probe { episode: u64, new_pid: u32 },
+    /// A dead instance left these descendants alive: find what they hold; report with
+    /// [`Engine::inspected`].
+    Inspect {
+        episode: u64,
+        pids: Vec<(u32, String)>,
+    },
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Proc {
     parent: u32,
     forked_ns: u64,
+    /// Its command name: its parent's at fork, the new one at exec.
+    comm: String,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +93,8 @@ struct Open {
     new_pid: Option<u32>,
     failed_starts: u32,
     deadline_ns: u64,
+    orphans: Vec<Orphan>,
+    answered_by: Vec<Holder>,
 }
 
 pub struct Engine {
@@ -113,10 +124,24 @@ impl Engine {
                 )
             })
             .collect();
+        let procs = service
+            .workers
+            .iter()
+            .map(|w| {
+                (
+                    w.pid,
+                    Proc {
+                        parent: w.parent,
+                        forked_ns: 0,
+                        comm: w.comm.clone(),
+                    },
+                )
+            })
+            .collect();
         Self {
             service,
             supervisors,
-            procs: HashMap::new(),
+            procs,
             instances,
             signals: HashMap::new(),
             open: Vec::new(),
@@ -152,11 +177,13 @@ impl Engine {
         self.advance(event.ts_ns(), out);
         match event {
             Event::Fork(e) => {
+                let comm = self.comm_of(e.parent_pid);
                 self.procs.insert(
                     e.child_pid,
                     Proc {
                         parent: e.parent_pid,
                         forked_ns: e.ts_ns,
+                        comm,
                     },
                 );
             }
@@ -205,17 +232,43 @@ impl Engine {
         }
     }
 
-    /// A probe found the replacement of `episode` ready at `ts_ns`.
-    pub fn ready(&mut self, episode: u64, ts_ns: u64, out: &mut Vec<Output>) {
-        self.advance(ts_ns, out);
-        if let Some(at) = self
+    /// A probe found the replacement of `episode` ready at `ts_ns` (or, with `stale`, found
+    /// the service's ports answered by others only: noted, and the episode goes on).
+    pub fn ready(&mut self, mark: &ReadyMark, out: &mut Vec<Output>) {
+        self.advance(mark.ts_ns, out);
+        let Some(at) = self
             .open
             .iter()
-            .position(|o| o.id == episode && o.at.exec.is_some())
-        {
-            let open = self.open.remove(at);
-            let ready = ts_ns.max(open.at.exec.unwrap_or(0));
-            self.end(open, Outcome::Recovered, ready, None, out);
+            .position(|o| o.id == mark.episode && o.at.exec.is_some())
+        else {
+            return;
+        };
+        if !mark.stale.is_empty() {
+            let open = &mut self.open[at];
+            for h in &mark.stale {
+                if !open.answered_by.contains(h) {
+                    open.answered_by.push(h.clone());
+                }
+            }
+            return;
+        }
+        let open = self.open.remove(at);
+        let ready = mark.ts_ns.max(open.at.exec.unwrap_or(0));
+        self.end(open, Outcome::Recovered, ready, None, out);
+    }
+
+    /// What a dead instance's orphans hold, as the driver found it.
+    pub fn inspected(&mut self, episode: u64, orphans: &[Orphan]) {
+        if let Some(open) = self.open.iter_mut().find(|o| o.id == episode) {
+            open.orphans = orphans.to_vec();
+        }
+    }
+
+    /// A process's command name, as the events told it (the service's for an instance).
+    fn comm_of(&self, pid: u32) -> String {
+        match self.procs.get(&pid) {
+            Some(p) => p.comm.clone(),
+            None => self.service.comm.clone(),
         }
     }
 
@@ -241,6 +294,19 @@ impl Engine {
     }
 
     fn exec(&mut self, e: &Exec, out: &mut Vec<Output>) {
+        match self.procs.get_mut(&e.pid) {
+            Some(p) => p.comm = e.comm.clone(),
+            None => {
+                self.procs.insert(
+                    e.pid,
+                    Proc {
+                        parent: e.ppid,
+                        forked_ns: 0,
+                        comm: e.comm.clone(),
+                    },
+                );
+            }
+        }
         if e.comm != self.service.comm || self.instances.contains_key(&e.pid) {
             return;
         }
@@ -274,7 +340,10 @@ impl Engine {
                 self.end(open, Outcome::Recovered, e.ts_ns, None, out);
             }
             Ready::Listen => {}
-            Ready::Tcp { .. } | Ready::Cmd { .. } => out.push(Output::Probe { episode: id }),
+            Ready::Tcp { .. } | Ready::Cmd { .. } => out.push(Output::Probe {
+                episode: id,
+                new_pid: e.pid,
+            }),
         }
     }
 
@@ -282,6 +351,11 @@ impl Engine {
         // Only live processes are traced up to their supervisor; the dead one's entry goes
         // (else a long run without reap events would keep every fork).
         self.procs.remove(&e.pid);
+        for open in &mut self.open {
+            if let Some(orphan) = open.orphans.iter_mut().find(|o| o.pid == e.pid) {
+                orphan.exited_ns.get_or_insert(e.ts_ns);
+            }
+        }
         if self.supervisors.contains(&e.pid) {
             // Nothing will restart what this supervisor ran.
             while let Some(at) = self.open.iter().position(|o| o.supervisor == e.pid) {
@@ -307,6 +381,20 @@ impl Engine {
         }
         let fault = fault_of(e, &signals);
         let start = fault.as_ref().map_or(e.ts_ns, |(ts, _)| *ts);
+        // What it forked and left alive: reparented now, and holding what they held.
+        let mut orphans: Vec<(u32, String)> = self
+            .procs
+            .iter()
+            .filter(|(pid, _)| self.descends(**pid, e.pid))
+            .map(|(pid, p)| (*pid, p.comm.clone()))
+            .collect();
+        orphans.sort_unstable();
+        if !orphans.is_empty() {
+            out.push(Output::Inspect {
+                episode: self.next_id,
+                pids: orphans.clone(),
+            });
+        }
         let open = Open {
             id: self.next_id,
             supervisor: instance.supervisor,
@@ -328,6 +416,17 @@ impl Engine {
             new_pid: None,
             failed_starts: 0,
             deadline_ns: start.saturating_add(self.service.recovery_timeout_ns),
+            orphans: orphans
+                .into_iter()
+                .map(|(pid, comm)| Orphan {
+                    pid,
+                    comm,
+                    ports: Vec::new(),
+                    files: Vec::new(),
+                    exited_ns: None,
+                })
+                .collect(),
+            answered_by: Vec::new(),
         };
         self.next_id += 1;
         self.open.push(open);
@@ -346,6 +445,7 @@ impl Engine {
             at.ready = Some(ready_ns);
         }
         let start = at.fault.or(at.exit);
+        let reason = reason.map(|r| r + &why_not_recovered(&open.orphans, &open.answered_by));
         let episode = Episode {
             id: open.id,
             outcome,
@@ -360,6 +460,9 @@ impl Engine {
             total_ns: at.ready.zip(start).map(|(r, s)| r.saturating_sub(s)),
             last_milestone: at.last().to_string(),
             reason,
+            fault_id: None,
+            orphans: open.orphans,
+            answered_by: open.answered_by,
         };
         self.stats.add(&episode);
         out.push(Output::Episode(Box::new(episode)));
@@ -432,6 +535,37 @@ impl Engine {
         self.supervisors.insert(ppid);
         Some((ppid, pid))
     }
+}
+
+/// What kept an episode from recovering, beyond its timeout: the old instance's orphans
+/// still holding ports, and who answered the probe instead of the new instance.
+fn why_not_recovered(orphans: &[Orphan], answered_by: &[Holder]) -> String {
+    let mut why = String::new();
+    let holding: Vec<String> = orphans
+        .iter()
+        .filter(|o| o.exited_ns.is_none() && !o.ports.is_empty())
+        .map(|o| {
+            let ports: Vec<String> = o.ports.iter().map(u16::to_string).collect();
+            format!("{} ({}, port {})", o.pid, o.comm, ports.join(", "))
+        })
+        .collect();
+    if !holding.is_empty() {
+        why += &format!(
+            "; orphans of the old instance still hold its ports: {}",
+            holding.join("; ")
+        );
+    }
+    if !answered_by.is_empty() {
+        let who: Vec<String> = answered_by
+            .iter()
+            .map(|h| format!("{} ({})", h.pid, h.comm))
+            .collect();
+        why += &format!(
+            "; the probe was answered by {}, not the new instance",
+            who.join(", ")
+        );
+    }
+    why
 }
 
 /// The fault of an exit: the last generation of the signal that killed it, or for a normal

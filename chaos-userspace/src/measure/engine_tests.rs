@@ -28,6 +28,17 @@ fn service(ready: Ready, instances: &[(u32, u32)]) -> Service {
             .collect(),
         ready,
         recovery_timeout_ns: 30 * SEC,
+        workers: Vec::new(),
+        ports: Vec::new(),
+        data_dir: None,
+    }
+}
+
+fn mark(episode: u64, ts_ns: u64) -> ReadyMark {
+    ReadyMark {
+        episode,
+        ts_ns,
+        stale: Vec::new(),
     }
 }
 
@@ -129,7 +140,7 @@ impl Story {
             .drain(..)
             .filter_map(|o| match o {
                 Output::Episode(e) => Some(*e),
-                Output::Probe { .. } => None,
+                Output::Probe { .. } | Output::Inspect { .. } => None,
             })
             .collect()
     }
@@ -391,11 +402,17 @@ fn probed_readiness_asks_for_a_probe_and_takes_its_time() {
     };
     let mut story = Story::new(service(tcp, &[(11, 10)]));
     story.restart(SEC, 10, 11, 12);
-    assert_eq!(story.out, [Output::Probe { episode: 1 }]);
+    assert_eq!(
+        story.out,
+        [Output::Probe {
+            episode: 1,
+            new_pid: 12
+        }]
+    );
     story.out.clear();
-    story.engine.ready(7, SEC + 9 * MS, &mut story.out);
+    story.engine.ready(&mark(7, SEC + 9 * MS), &mut story.out);
     assert!(story.out.is_empty(), "an unknown episode is ignored");
-    story.engine.ready(1, SEC + 9 * MS, &mut story.out);
+    story.engine.ready(&mark(1, SEC + 9 * MS), &mut story.out);
     let e = &story.episodes()[0];
     assert_eq!(e.phases_ns.exec_to_ready, Some(5 * MS));
 }
@@ -429,4 +446,74 @@ fn measurement_end_leaves_open_episodes_unfinished() {
     assert_eq!(e.outcome, Outcome::Unfinished);
     assert_eq!(e.last_milestone, "exit");
     assert_eq!(story.engine.stats().unfinished, 1);
+}
+
+#[test]
+fn a_master_killed_leaves_its_workers_named_as_orphans_and_they_keep_it_down() {
+    let tcp = Ready::Tcp {
+        addr: "127.0.0.1:8080".into(),
+    };
+    let mut svc = service(tcp, &[(11, 10)]);
+    // A worker alive before measurement began, and one forked after.
+    svc.workers = vec![crate::measure::service::InitialWorker {
+        pid: 20,
+        parent: 11,
+        comm: "svc".into(),
+    }];
+    let mut story = Story::new(svc);
+    story.fork(SEC, 11, 21);
+    assert_eq!(story.engine.role(11, 10), Some(crate::fault::Role::Main));
+    assert_eq!(story.engine.role(21, 11), Some(crate::fault::Role::Worker));
+    assert_eq!(story.engine.role(20, 11), Some(crate::fault::Role::Worker));
+    assert_eq!(story.engine.role(10, 1), None, "the supervisor is no role");
+    story.kill(2 * SEC, 11, 9).exit(2 * SEC + MS, 11, 10, 9, 0);
+    assert_eq!(
+        story.out,
+        [Output::Inspect {
+            episode: 1,
+            pids: vec![(20, "svc".into()), (21, "svc".into())]
+        }]
+    );
+    story.out.clear();
+    let orphan = |pid| Orphan {
+        pid,
+        comm: "svc".into(),
+        ports: vec![8080],
+        files: Vec::new(),
+        exited_ns: None,
+    };
+    story.engine.inspected(1, &[orphan(20), orphan(21)]);
+    // The supervisor restarts it; the new instance cannot bind, the orphans answer.
+    story
+        .reap(2 * SEC + 2 * MS, 10, 11)
+        .fork(2 * SEC + 3 * MS, 10, 12)
+        .exec(2 * SEC + 4 * MS, 12, 10, "svc");
+    story.out.clear();
+    let stale = ReadyMark {
+        episode: 1,
+        ts_ns: 2 * SEC + 5 * MS,
+        stale: vec![crate::episode::Holder {
+            pid: 20,
+            comm: "svc".into(),
+        }],
+    };
+    story.engine.ready(&stale, &mut story.out);
+    assert!(story.out.is_empty(), "answered by an orphan: not a recovery");
+    story.exit(3 * SEC, 21, 1, 15, 0);
+    story.engine.advance(40 * SEC, &mut story.out);
+    let e = &story.episodes()[0];
+    assert_eq!(e.outcome, Outcome::Failed);
+    assert_eq!(e.orphans.len(), 2);
+    assert_eq!(e.orphans[1].exited_ns, Some(3 * SEC), "21 died later");
+    assert_eq!(e.answered_by[0].pid, 20);
+    let why = e.reason.as_deref().unwrap();
+    assert!(
+        why.contains("orphans of the old instance still hold its ports: 20 (svc, port 8080)")
+            && !why.contains("21 (svc"),
+        "{why}"
+    );
+    assert!(
+        why.contains("the probe was answered by 20 (svc), not the new instance"),
+        "{why}"
+    );
 }

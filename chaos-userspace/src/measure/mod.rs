@@ -47,9 +47,8 @@ impl Measurement {
     pub fn feed(&mut self, input: &Input, out: &mut Vec<Action>) -> Vec<Episode> {
         match input {
             Input::Event(event) => self.engine.event(event, &mut self.outputs),
-            Input::Ready(mark) => self
-                .engine
-                .ready(mark.episode, mark.ts_ns, &mut self.outputs),
+            Input::Ready(mark) => self.engine.ready(mark, &mut self.outputs),
+            Input::Inspected(i) => self.engine.inspected(i.episode, &i.orphans),
             Input::Tick(tick) => self.engine.advance(tick.ts_ns, &mut self.outputs),
             _ => {}
         }
@@ -67,7 +66,15 @@ impl Measurement {
                     out.push(Action::Export(Exported::Episode(episode.clone())));
                     ended.push(*episode);
                 }
-                Output::Probe { episode } => out.push(Action::Probe { episode }),
+                Output::Probe { episode, new_pid } => out.push(Action::Probe {
+                    episode,
+                    new_pid: Some(new_pid),
+                }),
+                Output::Inspect { episode, pids } => out.push(Action::Inspect {
+                    episode,
+                    pids,
+                    data_dir: self.header.service.data_dir.clone(),
+                }),
             }
         }
         ended
@@ -299,6 +306,7 @@ mod tests {
             inputs.push(Input::Ready(ReadyMark {
                 episode: round + 1,
                 ts_ns: t + 4_000_000 * (round + 1),
+                stale: Vec::new(),
             }));
             pid = new;
         }

@@ -78,6 +78,9 @@ pub(crate) mod tests {
                     addr: "127.0.0.1:9".into(),
                 },
                 recovery_timeout_ns: 30_000_000_000,
+                workers: Vec::new(),
+                ports: Vec::new(),
+                data_dir: None,
             },
         }
     }
@@ -93,6 +96,7 @@ pub(crate) mod tests {
             Input::Ready(ReadyMark {
                 episode: 1,
                 ts_ns: 300,
+                stale: Vec::new(),
             }),
             Input::Tick(Tick { ts_ns: 400 }),
         ];

@@ -65,6 +65,36 @@ impl Ready {
     }
 }
 
+impl Service {
+    /// The service as found, with how readiness is seen and for how long.
+    pub fn of(
+        found: &super::discover::Found,
+        ready: &Ready,
+        recovery_timeout: std::time::Duration,
+        data_dir: Option<std::path::PathBuf>,
+    ) -> Self {
+        let mut ports = found.ports.clone();
+        if let Ready::Tcp { addr } = ready
+            && let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse().ok())
+        {
+            ports.push(port);
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        Self {
+            comm: found.comm.clone(),
+            supervisors: found.supervisors.clone(),
+            explicit_supervisors: found.explicit,
+            instances: found.instances.clone(),
+            ready: ready.clone(),
+            recovery_timeout_ns: recovery_timeout.as_nanos() as u64,
+            workers: found.workers.clone(),
+            ports,
+            data_dir,
+        }
+    }
+}
+
 /// An instance alive when measurement began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InitialInstance {
@@ -86,6 +116,25 @@ pub struct Service {
     pub instances: Vec<InitialInstance>,
     pub ready: Ready,
     pub recovery_timeout_ns: u64,
+    /// Descendants of the instances when measurement began (workers), so that they are
+    /// known as the instances' when they outlive one.
+    #[serde(default)]
+    pub workers: Vec<InitialWorker>,
+    /// The TCP ports the service listens on: whoever holds one answers a `tcp:` or `cmd:`
+    /// probe, so a probe that passes while only others hold them is not the new instance's.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Where the service keeps its data (what an orphan still has open there is named).
+    #[serde(default)]
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+/// A descendant of an instance, alive when measurement began.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitialWorker {
+    pub pid: u32,
+    pub parent: u32,
+    pub comm: String,
 }
 
 #[cfg(test)]

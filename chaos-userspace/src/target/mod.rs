@@ -4,6 +4,7 @@
 
 pub mod denylist;
 pub mod proc;
+pub mod sockets;
 
 use std::{
     collections::BTreeMap,

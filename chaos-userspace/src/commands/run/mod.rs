@@ -222,6 +222,7 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
     let planned = u64::from(experiment.planned());
     let ready = experiment.target.ready.clone();
     let recovery_timeout = experiment.target.recovery_timeout;
+    let ports = header.service.ports.clone();
     let mut runner = Runner::new(experiment.clone(), header);
     let (runtime, stops) = runtime_with_stops()?;
     let _context = runtime.enter();
@@ -240,6 +241,7 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
                 ready,
                 limit: recovery_timeout,
                 user: users.ready.clone(),
+                ports,
             }),
             verify,
             recorder,

@@ -227,14 +227,8 @@ pub fn deny_comms(experiment: &Experiment, found: &Found) -> Vec<String> {
 }
 
 pub fn service(experiment: &Experiment, found: &Found) -> Service {
-    Service {
-        comm: found.comm.clone(),
-        supervisors: found.supervisors.clone(),
-        explicit_supervisors: found.explicit,
-        instances: found.instances.clone(),
-        ready: experiment.target.ready.clone(),
-        recovery_timeout_ns: experiment.target.recovery_timeout.as_nanos() as u64,
-    }
+    let t = &experiment.target;
+    Service::of(found, &t.ready, t.recovery_timeout, t.data_dir.clone())
 }
 
 pub fn open_audit(path: &Path, owners: &Owners) -> Result<AuditLog, Failure> {

@@ -326,6 +326,7 @@ fn check_target(c: &Checker, raw: &toml::Spanned<file::TargetFile>) -> Result<Ta
         ready,
         ready_user: t.ready_user.clone(),
         hit: t.hit.unwrap_or_default(),
+        data_dir: t.data_dir.clone(),
         recovery_timeout,
         allow: t.allow.clone(),
         deny: t.deny.clone().unwrap_or_default(),

@@ -516,7 +516,7 @@ impl Machine for Runner {
                 self.injector.event(e, out);
                 ended = self.measurement.feed(input, out);
             }
-            Input::Ready(_) => ended = self.measurement.feed(input, out),
+            Input::Ready(_) | Input::Inspected(_) => ended = self.measurement.feed(input, out),
             Input::KernelFault(k) => {
                 let role = self.measurement.role(k.event.pid, k.ppid);
                 self.injector.kernel_fault(k, role, out);

@@ -60,6 +60,9 @@ fn header(source: &str) -> RunHeader {
             }],
             ready: Ready::Exec,
             recovery_timeout_ns: 2 * SEC,
+            workers: Vec::new(),
+            ports: Vec::new(),
+            data_dir: None,
         },
     }
 }
