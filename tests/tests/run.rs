@@ -121,7 +121,7 @@ fn a_hypothesis_that_holds_exits_0_with_each_clause_in_every_output() {
     assert_eq!(
         names,
         [
-            "faults injected and confirmed",
+            "faults injected, confirmed and accounted for",
             "at most 0 failed recoveries",
             "total max under 900ms",
             "verify passes after each recovery",

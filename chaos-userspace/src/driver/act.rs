@@ -8,11 +8,11 @@ use nix::sys::signal::{Signal, kill};
 use super::{Driver, probe, verify};
 use crate::{
     audit::Entry,
-    inject::signal::Pinned,
     episode::Orphan,
+    inject::signal::Pinned,
     machine::{
-        Action, Answer, Candidate, Candidates, Input, Inspected, Order, Pin, Response,
-        SendOutcome, Sent, Verified, WatchdogNote,
+        Action, Answer, Candidate, Candidates, Input, Inspected, Order, Pin, Response, SendOutcome,
+        Sent, Verified, WatchdogNote,
     },
     sys::clock::monotonic_ns,
     target::{proc, sockets},
@@ -74,6 +74,17 @@ impl Driver<'_> {
                 let orphans = inspect(&pids, data_dir.as_deref());
                 self.queue
                     .push_back(Input::Inspected(Inspected { episode, orphans }));
+            }
+            Action::Watch { fault, until_ns } => {
+                if let Some(p) = &self.probe {
+                    let handle = probe::watch(p, fault, until_ns, self.watch_tx.clone());
+                    self.watches.insert(fault, handle);
+                }
+            }
+            Action::EndWatch { fault } => {
+                if let Some(handle) = self.watches.remove(&fault) {
+                    handle.abort();
+                }
             }
             Action::EndProbe { episode } => {
                 if let Some(handle) = self.probes.remove(&episode) {

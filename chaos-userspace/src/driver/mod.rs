@@ -33,8 +33,8 @@ use crate::{
     export::Exporters,
     inject::{signal::Pinned, watchdog::Watchdog},
     machine::{
-        Action, Input, KernelFault, Machine, Notification, ReadyMark, Response, StopCause, Tick,
-        Verified,
+        Action, Input, KernelFault, Machine, Notification, Readiness, ReadyMark, Response,
+        StopCause, Tick, Verified,
         record::{End, Header, Recorder},
     },
     source::{EventSource, SourceError},
@@ -103,6 +103,9 @@ pub struct Driver<'a> {
     ready_rx: mpsc::UnboundedReceiver<ReadyMark>,
     verify_tx: mpsc::UnboundedSender<Verified>,
     verify_rx: mpsc::UnboundedReceiver<Verified>,
+    watches: HashMap<u64, AbortHandle>,
+    watch_tx: mpsc::UnboundedSender<Readiness>,
+    watch_rx: mpsc::UnboundedReceiver<Readiness>,
     verifies_running: u32,
     queue: VecDeque<Input>,
     stopping: bool,
@@ -118,6 +121,7 @@ impl<'a> Driver<'a> {
     ) -> Self {
         let (ready_tx, ready_rx) = mpsc::unbounded_channel();
         let (verify_tx, verify_rx) = mpsc::unbounded_channel();
+        let (watch_tx, watch_rx) = mpsc::unbounded_channel();
         Self {
             faults,
             targets,
@@ -139,6 +143,9 @@ impl<'a> Driver<'a> {
             ready_rx,
             verify_tx,
             verify_rx,
+            watches: HashMap::new(),
+            watch_tx,
+            watch_rx,
             verifies_running: 0,
             queue: VecDeque::new(),
             stopping: false,
@@ -243,6 +250,7 @@ impl<'a> Driver<'a> {
             tokio::select! {
                 more = source.next_batch(&mut batch) => ended = !more?,
                 Some(mark) = self.ready_rx.recv() => extra = Some(Input::Ready(mark)),
+                Some(seen) = self.watch_rx.recv() => extra = Some(Input::Readiness(seen)),
                 Some(v) = self.verify_rx.recv() => {
                     self.verifies_running -= 1;
                     extra = Some(Input::Verified(v));
@@ -371,7 +379,7 @@ impl<'a> Driver<'a> {
     /// The run is over: probes stop, frozen processes are thawed now rather than left to
     /// the watchdog.
     fn settle(&mut self) {
-        for (_, probe) in self.probes.drain() {
+        for (_, probe) in self.probes.drain().chain(self.watches.drain()) {
             probe.abort();
         }
         for id in std::mem::take(&mut self.frozen) {

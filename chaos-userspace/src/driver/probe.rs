@@ -125,3 +125,35 @@ fn stale_holders(ports: &[u16], new_pid: Option<u32>) -> Vec<Holder> {
         })
         .collect()
 }
+
+/// Pause between two attempts of a readiness watch.
+const WATCH_GAP: Duration = Duration::from_millis(5);
+
+/// Watches readiness after a fault until `until_ns` (CLOCK_MONOTONIC): reports the first
+/// result, then each change, each with the time its attempt began.
+pub fn watch(
+    probe: &Probe,
+    fault: u64,
+    until_ns: u64,
+    tx: mpsc::UnboundedSender<crate::machine::Readiness>,
+) -> AbortHandle {
+    let probe = probe.clone();
+    let task = tokio::spawn(async move {
+        let mut last = None;
+        while monotonic_ns() < until_ns {
+            let ts_ns = monotonic_ns();
+            let ok = attempt(&probe).await;
+            if last != Some(ok) {
+                last = Some(ok);
+                if tx
+                    .send(crate::machine::Readiness { fault, ts_ns, ok })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(WATCH_GAP).await;
+        }
+    });
+    task.abort_handle()
+}

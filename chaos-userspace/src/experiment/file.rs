@@ -65,6 +65,12 @@ pub struct HypothesisFile {
     #[serde(default)]
     #[schemars(with = "Vec<LatencyFile>")]
     pub latency: Vec<Spanned<LatencyFile>>,
+    /// A fault that kills nothing and costs no readiness: `allow` (reported per fault; the
+    /// default), `forbid` (refutes the hypothesis) or `require` (every fault must be so: the
+    /// service shrugs them off).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub no_effect: Option<super::NoEffect>,
     /// A data-integrity check that must pass before the first fault, after each recovery, and
     /// at the end.
     #[serde(default)]
@@ -125,6 +131,10 @@ pub struct TargetFile {
     /// `exec`, `listen`, `tcp:HOST:PORT` or `cmd:COMMAND` (default `exec`).
     #[serde(default)]
     pub ready: Option<String>,
+    /// How long after a fault (or the death it caused) its effect is looked for: a fault
+    /// whose target neither dies nor costs readiness within it has no effect (default 2s).
+    #[serde(default)]
+    pub effect_window: Option<String>,
     /// Where the service keeps its data: what a dead instance's orphans still hold open there
     /// is named in the report.
     #[serde(default)]

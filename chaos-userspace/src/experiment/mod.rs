@@ -5,6 +5,7 @@
 //! Every error names the file, the line and column, and the key (`faults[1].interval`), and
 //! `chaos run` exits 2 with nothing injected.
 
+pub mod accounting;
 pub mod check;
 pub mod file;
 pub mod guards;
@@ -132,6 +133,22 @@ pub struct Hypothesis {
     pub max_failed: Option<u32>,
     pub latency: Vec<Latency>,
     pub verify: Option<Verify>,
+    /// What faults without effect mean for the verdict.
+    pub no_effect: NoEffect,
+}
+
+/// `hypothesis.no_effect`: a fault that kills nothing and costs no readiness.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NoEffect {
+    /// Reported per fault; the verdict does not mind (the default).
+    #[default]
+    Allow,
+    /// Any fault without effect refutes the hypothesis (the faults are meant to hurt).
+    Forbid,
+    /// Every fault must be without effect (the service is meant to shrug them off: a
+    /// SIGTERM it handles, a SIGHUP that reloads).
+    Require,
 }
 
 /// The service as the file names it: one selector of `chaos measure`.
@@ -190,6 +207,8 @@ pub struct Target {
     pub hit: crate::fault::Hit,
     /// The service's data directory.
     pub data_dir: Option<PathBuf>,
+    /// How long after a fault (or the death it caused) its effect is looked for.
+    pub effect_window: Duration,
     pub recovery_timeout: Duration,
     pub allow: Option<MatchFile>,
     pub deny: MatchFile,

@@ -6,9 +6,7 @@ use std::{path::Path, time::Duration};
 use jiff::ZonedDateTime;
 
 use super::{BlastRadius, Experiment};
-use crate::{
-    audit::entry::CommandEntry, fault::Role, inject::window, measure::discover::Found,
-};
+use crate::{audit::entry::CommandEntry, fault::Role, inject::window, measure::discover::Found};
 
 /// The operator's acknowledgement from the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,8 +3,17 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::accounting::{FaultOutcome, InPlaceRecovery};
 use super::verdict::{Clause, Verdict};
 use crate::{episode::Episode, fault::FaultRecord, measure::sink::MeasureSummary};
+
+/// A fault of a run and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFault {
+    #[serde(flatten)]
+    pub record: FaultRecord,
+    pub outcome: FaultOutcome,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
@@ -24,7 +33,11 @@ pub struct RunResult {
     pub duration_ns: u64,
     pub baseline: Baseline,
     pub clauses: Vec<Clause>,
-    pub faults: Vec<FaultRecord>,
+    /// Every fault, with its outcome (an episode's id, an in-place recovery's id, ...).
+    pub faults: Vec<RunFault>,
+    /// Recoveries without the main process dying, each with the fault it followed.
+    #[serde(default)]
+    pub in_place: Vec<InPlaceRecovery>,
     pub injected: u64,
     pub confirmed: u64,
     pub unconfirmed: Vec<u64>,

@@ -35,7 +35,13 @@ impl HitRules {
     /// Ok when a fault may hit this process, of this role in the service; else why not. A
     /// main process must have the service's name; a worker may have any (a helper the
     /// service runs).
-    pub fn check(&self, pid: u32, comm: &str, exe: Option<&Path>, role: Role) -> Result<(), String> {
+    pub fn check(
+        &self,
+        pid: u32,
+        comm: &str,
+        exe: Option<&Path>,
+        role: Role,
+    ) -> Result<(), String> {
         if self.supervisors.contains(&pid) {
             return Err("a supervisor of the service".into());
         }
@@ -77,7 +83,11 @@ mod tests {
     fn only_allowed_instances_of_the_service_may_be_hit() {
         let r = rules();
         assert_eq!(r.check(11, "queue", None, Role::Main), Ok(()));
-        assert_eq!(r.check(12, "helper", None, Role::Worker), Ok(()), "a worker of any name");
+        assert_eq!(
+            r.check(12, "helper", None, Role::Worker),
+            Ok(()),
+            "a worker of any name"
+        );
         assert_eq!(
             r.check(10, "queue", None, Role::Main).unwrap_err(),
             "a supervisor of the service"

@@ -6,7 +6,8 @@ use std::time::Duration;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use serde::{Deserialize, Serialize};
 
-use super::{Experiment, Quantile};
+use super::{Experiment, NoEffect, Quantile, accounting::InPlaceRecovery};
+use crate::episode::Outcome;
 use crate::{measure::stats::Stats, output::human_duration};
 
 /// One clause and whether it held.
@@ -77,33 +78,78 @@ pub struct Evidence {
     pub verify_after: (u32, u32, Option<String>),
     /// The verify run at the end: None when not run.
     pub verify_end: Option<Result<(), String>>,
+    /// Faults whose outcome chaos could not tell: (id, why).
+    pub unmeasured: Vec<(u64, String)>,
+    /// Faults that had no effect.
+    pub no_effect: usize,
+    /// Recoveries without the main process dying.
+    pub in_place: Vec<InPlaceRecovery>,
 }
 
 pub fn clauses(experiment: &Experiment, stats: &Stats, evidence: &Evidence) -> Vec<Clause> {
     let mut out = Vec::new();
     let planned = experiment.planned();
+    let unmeasured = match evidence.unmeasured.first() {
+        Some((id, why)) => format!(
+            ", {} not accounted for (fault {id}: {why})",
+            evidence.unmeasured.len()
+        ),
+        None => String::new(),
+    };
     out.push(Clause {
-        name: "faults injected and confirmed".into(),
-        held: evidence.injected > 0 && evidence.unfired == 0 && evidence.unconfirmed == 0,
+        name: "faults injected, confirmed and accounted for".into(),
+        held: evidence.injected > 0
+            && evidence.unfired == 0
+            && evidence.unconfirmed == 0
+            && evidence.unmeasured.is_empty(),
         detail: format!(
-            "{} injected (at most {planned} planned), {} without proof from the kernel, {} scheduled signal(s) never fired",
+            "{} injected (at most {planned} planned), {} without proof from the kernel, {} scheduled signal(s) never fired{unmeasured}",
             evidence.injected, evidence.unconfirmed, evidence.unfired
         ),
     });
     let h = &experiment.hypothesis;
+    let in_place_failed = evidence
+        .in_place
+        .iter()
+        .filter(|r| r.outcome != Outcome::Recovered)
+        .count() as u64;
     if let Some(max) = h.max_failed {
-        let failed = stats.failed + stats.unfinished;
+        let failed = stats.failed + stats.unfinished + in_place_failed;
+        let in_place = if evidence.in_place.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; in place: {} recovered, {in_place_failed} failed",
+                evidence.in_place.len() as u64 - in_place_failed
+            )
+        };
         out.push(Clause {
             name: format!("at most {max} failed recoveries"),
             held: failed <= u64::from(max),
             detail: format!(
-                "{} recovered, {} failed, {} unfinished (recovery timeout {})",
+                "{} recovered, {} failed, {} unfinished (recovery timeout {}){in_place}",
                 stats.recovered,
                 stats.failed,
                 stats.unfinished,
                 humantime::format_duration(experiment.target.recovery_timeout)
             ),
         });
+    }
+    match h.no_effect {
+        NoEffect::Allow => {}
+        NoEffect::Forbid => out.push(Clause {
+            name: "every fault has an effect".into(),
+            held: evidence.no_effect == 0,
+            detail: format!("{} fault(s) without effect", evidence.no_effect),
+        }),
+        NoEffect::Require => out.push(Clause {
+            name: "no fault has an effect".into(),
+            held: evidence.injected > 0 && evidence.no_effect as u64 == evidence.injected,
+            detail: format!(
+                "{} of {} fault(s) without effect",
+                evidence.no_effect, evidence.injected
+            ),
+        }),
     }
     for l in &h.latency {
         let name = format!(
@@ -112,7 +158,16 @@ pub fn clauses(experiment: &Experiment, stats: &Stats, evidence: &Evidence) -> V
             l.quantile.describe(),
             humantime::format_duration(l.under)
         );
-        let histogram = stats.phases().find(|(p, _)| *p == l.phase).map(|(_, h)| h);
+        let in_place = (l.phase == "in_place").then(|| {
+            let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant figures");
+            for ns in evidence.in_place.iter().filter_map(|r| r.total_ns) {
+                let _ = h.record(ns.max(1));
+            }
+            h
+        });
+        let histogram = in_place
+            .as_ref()
+            .or_else(|| stats.phases().find(|(p, _)| *p == l.phase).map(|(_, h)| h));
         let (held, detail) = match histogram {
             Some(hist) if !hist.is_empty() => {
                 let value = match l.quantile {
@@ -122,10 +177,15 @@ pub fn clauses(experiment: &Experiment, stats: &Stats, evidence: &Evidence) -> V
                 (
                     Duration::from_nanos(value) < l.under,
                     format!(
-                        "{} = {} over {} recovered episode(s)",
+                        "{} = {} over {} {}",
                         l.quantile.describe(),
                         human_duration(value),
-                        hist.len()
+                        hist.len(),
+                        if in_place.is_some() {
+                            "in-place recovery(ies)"
+                        } else {
+                            "recovered episode(s)"
+                        }
                     ),
                 )
             }

@@ -173,7 +173,9 @@ impl LedgerPrinter {
                 (Some(s), None) => format!(" on {s}"),
                 _ => String::new(),
             };
-            let role = fault.role.map_or(String::new(), |r| format!(", {}", r.as_str()));
+            let role = fault
+                .role
+                .map_or(String::new(), |r| format!(", {}", r.as_str()));
             writeln!(
                 self.out,
                 "{:>10} #{} {verb} {} -> {} ({}{role}){call} [{}]",

@@ -150,7 +150,7 @@ impl Machine for InjectMachine {
                 }
                 self.injector.event(e, out);
             }
-            Input::Ready(_) | Input::Verified(_) | Input::Inspected(_) => {}
+            Input::Ready(_) | Input::Verified(_) | Input::Inspected(_) | Input::Readiness(_) => {}
             Input::Stop(cause) => {
                 if let StopCause::Failure(why) = cause {
                     self.failure.get_or_insert(why.clone());

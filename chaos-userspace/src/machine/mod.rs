@@ -41,6 +41,15 @@ pub struct ReadyMark {
     pub stale: Vec<Holder>,
 }
 
+/// What a readiness watch saw after a fault: readiness `ok` at `ts_ns` (the first result,
+/// then each change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    pub fault: u64,
+    pub ts_ns: u64,
+    pub ok: bool,
+}
+
 /// What the driver found of a dead instance's orphans.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inspected {
@@ -151,6 +160,7 @@ pub enum Input {
     KernelFault(KernelFault),
     Verified(Verified),
     Inspected(Inspected),
+    Readiness(Readiness),
     Stop(StopCause),
 }
 
@@ -165,6 +175,7 @@ impl Input {
             Input::Sent(s) => Some(s.ts_ns),
             Input::Notification(n) => Some(n.ts_ns),
             Input::KernelFault(k) => Some(k.event.ts_ns),
+            Input::Readiness(r) => Some(r.ts_ns),
             Input::Verified(_) | Input::Inspected(_) | Input::Stop(_) => None,
         }
     }
@@ -259,13 +270,25 @@ pub enum Action {
     Audit(Entry),
     /// Probe the readiness of this episode's replacement (`new_pid`); answer with
     /// [`Input::Ready`].
-    Probe { episode: u64, new_pid: Option<u32> },
+    Probe {
+        episode: u64,
+        new_pid: Option<u32>,
+    },
     /// Look at what these processes (a dead instance's orphans) hold: listening ports, and
     /// files under `data_dir`; answer with [`Input::Inspected`].
     Inspect {
         episode: u64,
         pids: Vec<(u32, String)>,
         data_dir: Option<std::path::PathBuf>,
+    },
+    /// Watch readiness after fault `fault` until `until_ns` (or [`Action::EndWatch`]):
+    /// answer with [`Input::Readiness`], the first result and each change.
+    Watch {
+        fault: u64,
+        until_ns: u64,
+    },
+    EndWatch {
+        fault: u64,
     },
     /// The episode ended: its probe may stop.
     EndProbe {

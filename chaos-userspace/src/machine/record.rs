@@ -17,6 +17,7 @@
 //! | `notification` | `id`, `ts_ns`, `tid`, `tgid`, `comm`, `exe`, `path` | a call the seccomp filter handed over |
 //! | `kernel_fault` | `event` (an `inject` event's data), `comm`, `exe` | a fault the kernel fired |
 //! | `verified` | `when`, `episode`, `passed`, `detail` | a verify run ended |
+//! | `readiness` | `fault`, `ts_ns`, `ok` | what a readiness watch after a fault saw (the first result, then each change) |
 //! | `inspected` | `episode`, `orphans` (`pid`, `comm`, `ports`, `files`) | what a dead instance's orphans held |
 //! | `stop` | `why` (`interrupted`, `tree_gone`, `output_closed`, `failure` with `detail`) | the driver stopped the engine |
 //! | `end` | `ts_ns`, `lost`, `targets_full`, `read_errors` | last line: the end and the kernel's counters |
@@ -32,8 +33,8 @@ use std::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{
-    Candidates, Input, Inspected, KernelFault, Notification, ReadyMark, Sent, StopCause, Tick,
-    Verified,
+    Candidates, Input, Inspected, KernelFault, Notification, Readiness, ReadyMark, Sent, StopCause,
+    Tick, Verified,
 };
 use crate::event::{Event, KernelCounters};
 
@@ -65,11 +66,12 @@ enum Mark {
     KernelFault(KernelFault),
     Verified(Verified),
     Inspected(Inspected),
+    Readiness(Readiness),
     Stop(StopCause),
     End(End),
 }
 
-const MARKS: [&str; 10] = [
+const MARKS: [&str; 11] = [
     "ready",
     "tick",
     "candidates",
@@ -78,6 +80,7 @@ const MARKS: [&str; 10] = [
     "kernel_fault",
     "verified",
     "inspected",
+    "readiness",
     "stop",
     "end",
 ];
@@ -134,6 +137,7 @@ impl<W: Write> Recorder<W> {
             Input::KernelFault(k) => write_line(out, &Mark::KernelFault(k.clone())),
             Input::Verified(v) => write_line(out, &Mark::Verified(v.clone())),
             Input::Inspected(i) => write_line(out, &Mark::Inspected(i.clone())),
+            Input::Readiness(r) => write_line(out, &Mark::Readiness(*r)),
             Input::Stop(s) => write_line(out, &Mark::Stop(s.clone())),
         }
     }
@@ -233,6 +237,7 @@ impl<H: Header> Recording<H> {
                 Mark::KernelFault(k) => Input::KernelFault(k),
                 Mark::Verified(v) => Input::Verified(v),
                 Mark::Inspected(i) => Input::Inspected(i),
+                Mark::Readiness(r) => Input::Readiness(r),
                 Mark::Stop(s) => Input::Stop(s),
                 Mark::End(e) => {
                     end = Some(e);

@@ -33,8 +33,8 @@ use super::{
 };
 use crate::{
     episode::{Cause, Episode, ExitInfo, Holder, Milestones, Orphan, Outcome, RecoveryPhases},
-    machine::ReadyMark,
     event::{Event, Exec, Exit, Signal, signal_name},
+    machine::ReadyMark,
 };
 
 /// Signals that ask a process to stop: when an instance exits normally after one of them, the
@@ -477,6 +477,14 @@ impl Engine {
         }
         let parent = self.procs.get(&pid).map_or(ppid, |p| p.parent);
         self.instance_of(parent).map(|_| crate::fault::Role::Worker)
+    }
+
+    /// The live instance `pid` is, or descends from (`ppid`: its parent as /proc shows it).
+    pub fn instance_of_pid(&self, pid: u32, ppid: u32) -> Option<u32> {
+        if self.instances.contains_key(&pid) {
+            return Some(pid);
+        }
+        self.instance_of(self.procs.get(&pid).map_or(ppid, |p| p.parent))
     }
 
     /// The live instance `pid` is, or descends from.

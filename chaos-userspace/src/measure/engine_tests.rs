@@ -498,7 +498,10 @@ fn a_master_killed_leaves_its_workers_named_as_orphans_and_they_keep_it_down() {
         }],
     };
     story.engine.ready(&stale, &mut story.out);
-    assert!(story.out.is_empty(), "answered by an orphan: not a recovery");
+    assert!(
+        story.out.is_empty(),
+        "answered by an orphan: not a recovery"
+    );
     story.exit(3 * SEC, 21, 1, 15, 0);
     story.engine.advance(40 * SEC, &mut story.out);
     let e = &story.episodes()[0];

@@ -85,6 +85,11 @@ impl Measurement {
         self.engine.open_count()
     }
 
+    /// The instance `pid` is or descends from (`ppid`: its parent in /proc).
+    pub fn instance_of(&self, pid: u32, ppid: u32) -> Option<u32> {
+        self.engine.instance_of_pid(pid, ppid)
+    }
+
     /// See [`Engine::role`].
     pub fn role(&self, pid: u32, ppid: u32) -> Option<crate::fault::Role> {
         self.engine.role(pid, ppid)

@@ -4,18 +4,20 @@
 //! Markers for tools (and the tests): each histogram is a `<figure class="histogram"
 //! data-phase=.. data-count=.. data-bars=..>` whose bars are the SVG rects filled with
 //! [`BAR_COLOR`]; the timeline's episodes are rects filled with [`RECOVERED_COLOR`] or
-//! [`FAILED_COLOR`]; each episode is a `<tr class="episode">` of the table.
+//! [`FAILED_COLOR`], its in-place recoveries with [`IN_PLACE_COLOR`]; each episode is a
+//! `<tr class="episode">` of its table, each fault a `<tr class="fault" data-outcome=..>`.
 
 use std::fmt::Write as _;
 
 use plotters::{coord::Shift, prelude::*, style::RGBColor};
 
-use super::{bins, cdf, episode_span, phase_names, samples, verdict_word};
+use super::{bins, cdf, episode_span, outcome_text, phase_names, samples, verdict_word};
 use crate::{episode::Outcome, experiment::result::RunResult, output::human_duration};
 
 pub const BAR_COLOR: RGBColor = RGBColor(0x4C, 0x78, 0xA8);
 pub const RECOVERED_COLOR: RGBColor = RGBColor(0x54, 0xA2, 0x4B);
 pub const FAILED_COLOR: RGBColor = RGBColor(0xE4, 0x57, 0x56);
+pub const IN_PLACE_COLOR: RGBColor = RGBColor(0x72, 0xB7, 0xB2);
 const FAULT_COLOR: RGBColor = RGBColor(0xF5, 0x85, 0x18);
 const LINE_COLOR: RGBColor = RGBColor(0x44, 0x44, 0x44);
 
@@ -111,48 +113,65 @@ fn cdf_chart(values: &[u64]) -> String {
 fn timeline(r: &RunResult) -> String {
     let end = r.duration_ns.max(1);
     let secs = |ts: u64| ts.saturating_sub(r.start_ns) as f64 / 1e9;
-    let rows = r.episodes.len() as f64 + 1.0;
-    svg((860, 120 + 14 * r.episodes.len() as u32), |root| {
-        let Ok(mut chart) = ChartBuilder::on(root)
-            .caption(
-                "timeline: faults (row 0) and episodes, fault to ready",
-                ("sans-serif", 16),
-            )
-            .margin(8)
-            .x_label_area_size(32)
-            .y_label_area_size(40)
-            .build_cartesian_2d(0.0..end as f64 / 1e9, -0.5..rows)
-        else {
-            return;
-        };
-        let _ = chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .x_desc("seconds since the start")
-            .y_desc("episode")
-            .y_label_formatter(&|y| format!("{y:.0}"))
-            .draw();
-        let _ = chart.draw_series(
-            r.faults
-                .iter()
-                .map(|f| TriangleMarker::new((secs(f.ts_ns), 0.0), 5, FAULT_COLOR.filled())),
-        );
-        let _ = chart.draw_series(r.episodes.iter().enumerate().map(|(i, e)| {
-            let (start, stop) = episode_span(e);
-            let color = if e.outcome == Outcome::Recovered {
-                RECOVERED_COLOR
-            } else {
-                FAILED_COLOR
+    let rows = (r.episodes.len() + r.in_place.len()) as f64 + 1.0;
+    svg(
+        (860, 120 + 14 * (r.episodes.len() + r.in_place.len()) as u32),
+        |root| {
+            let Ok(mut chart) = ChartBuilder::on(root)
+                .caption(
+                    "timeline: faults (row 0), episodes and in-place recoveries, fault to ready",
+                    ("sans-serif", 16),
+                )
+                .margin(8)
+                .x_label_area_size(32)
+                .y_label_area_size(40)
+                .build_cartesian_2d(0.0..end as f64 / 1e9, -0.5..rows)
+            else {
+                return;
             };
-            let y = i as f64 + 1.0;
-            // At least a visible sliver: most recoveries last milliseconds.
-            let width = (secs(stop) - secs(start)).max(end as f64 / 1e9 / 400.0);
-            Rectangle::new(
-                [(secs(start), y - 0.35), (secs(start) + width, y + 0.35)],
-                color.filled(),
-            )
-        }));
-    })
+            let _ = chart
+                .configure_mesh()
+                .disable_y_mesh()
+                .x_desc("seconds since the start")
+                .y_desc("episode")
+                .y_label_formatter(&|y| format!("{y:.0}"))
+                .draw();
+            let _ = chart.draw_series(r.faults.iter().map(|f| {
+                TriangleMarker::new((secs(f.record.ts_ns), 0.0), 5, FAULT_COLOR.filled())
+            }));
+            let _ = chart.draw_series(r.episodes.iter().enumerate().map(|(i, e)| {
+                let (start, stop) = episode_span(e);
+                let color = if e.outcome == Outcome::Recovered {
+                    RECOVERED_COLOR
+                } else {
+                    FAILED_COLOR
+                };
+                let y = i as f64 + 1.0;
+                // At least a visible sliver: most recoveries last milliseconds.
+                let width = (secs(stop) - secs(start)).max(end as f64 / 1e9 / 400.0);
+                Rectangle::new(
+                    [(secs(start), y - 0.35), (secs(start) + width, y + 0.35)],
+                    color.filled(),
+                )
+            }));
+            let first = r.episodes.len() as f64 + 1.0;
+            let _ = chart.draw_series(r.in_place.iter().enumerate().map(|(i, p)| {
+                let start = p.at_ns.fault.unwrap_or(0);
+                let stop = p.at_ns.ready.or(p.at_ns.exit).unwrap_or(start);
+                let color = if p.outcome == Outcome::Recovered {
+                    IN_PLACE_COLOR
+                } else {
+                    FAILED_COLOR
+                };
+                let y = first + i as f64;
+                let width = (secs(stop) - secs(start)).max(end as f64 / 1e9 / 400.0);
+                Rectangle::new(
+                    [(secs(start), y - 0.35), (secs(start) + width, y + 0.35)],
+                    color.filled(),
+                )
+            }));
+        },
+    )
 }
 
 pub fn page(r: &RunResult) -> String {
@@ -213,6 +232,23 @@ pub fn page(r: &RunResult) -> String {
         r.faults.len(),
         timeline(r)
     );
+    h.push_str("<section><h2>Faults</h2><table class=\"faults\"><tr><th>#</th><th>fault</th><th>pid</th><th>role</th><th>outcome</th></tr>\n");
+    for f in &r.faults {
+        let rec = &f.record;
+        let _ = writeln!(
+            h,
+            "<tr class=\"fault\" data-id=\"{}\" data-outcome=\"{}\"><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td></tr>",
+            rec.id,
+            f.outcome.name(),
+            rec.id,
+            escape(&rec.value),
+            rec.pid,
+            escape(&rec.comm),
+            rec.role.map_or("-", |role| role.as_str()),
+            escape(&outcome_text(r, f))
+        );
+    }
+    h.push_str("</table></section>\n");
     h.push_str("<section><h2>Episodes</h2><table class=\"episodes\"><tr><th>#</th><th>pid</th><th>outcome</th>");
     for (_, label) in phase_names() {
         let _ = write!(h, "<th>{}</th>", escape(label));

@@ -9,8 +9,71 @@ pub mod terminal;
 
 use crate::{
     episode::{Episode, Outcome, PHASES},
-    experiment::result::RunResult,
+    experiment::{
+        accounting::FaultOutcome,
+        result::{RunFault, RunResult},
+    },
+    output::human_duration,
 };
+
+/// What became of a fault, in words: `episode 2: recovered in 4.20ms`, `in place: recovered
+/// in 420.00ms`, `no effect`, `unmeasured: ...`.
+pub fn outcome_text(r: &RunResult, f: &RunFault) -> String {
+    match &f.outcome {
+        FaultOutcome::Episode { episode } => {
+            let Some(e) = r.episodes.iter().find(|e| e.id == *episode) else {
+                return format!("episode {episode}");
+            };
+            match (e.outcome, e.total_ns) {
+                (Outcome::Recovered, Some(ns)) => {
+                    format!("episode {episode}: recovered in {}", human_duration(ns))
+                }
+                _ => format!(
+                    "episode {episode}: {} ({})",
+                    e.outcome.as_str(),
+                    e.reason.as_deref().unwrap_or("")
+                ),
+            }
+        }
+        FaultOutcome::InPlace { recovery } => match r.in_place.iter().find(|p| p.id == *recovery) {
+            Some(p) => match p.total_ns {
+                Some(ns) => format!("in place: recovered in {}", human_duration(ns)),
+                None => format!(
+                    "in place: {} ({})",
+                    p.outcome.as_str(),
+                    p.reason.as_deref().unwrap_or("")
+                ),
+            },
+            None => format!("in place {recovery}"),
+        },
+        FaultOutcome::NoEffect => "no effect".into(),
+        FaultOutcome::Unmeasured { reason } => format!("UNMEASURED: {reason}"),
+    }
+}
+
+/// A line per fault: who it hit, in which role, and what became of it.
+pub fn write_faults(out: &mut impl std::io::Write, r: &RunResult) -> std::io::Result<()> {
+    if r.faults.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\nfaults:")?;
+    for f in &r.faults {
+        let rec = &f.record;
+        writeln!(
+            out,
+            "  #{} {} -> {} ({}{}) [{}]: {}",
+            rec.id,
+            rec.value,
+            rec.pid,
+            rec.comm,
+            rec.role
+                .map_or(String::new(), |role| format!(", {}", role.as_str())),
+            rec.backend.as_str(),
+            outcome_text(r, f)
+        )?;
+    }
+    Ok(())
+}
 
 pub fn verdict_word(result: &RunResult) -> &'static str {
     crate::experiment::verdict::word(result.verdict)

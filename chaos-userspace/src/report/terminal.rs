@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use super::{bins, cdf, episode_span, phase_names, samples, verdict_word};
+use super::{bins, cdf, episode_span, outcome_text, phase_names, samples, verdict_word};
 use crate::{experiment::result::RunResult, output::human_duration};
 
 /// Width of the longest histogram bar, in characters.
@@ -69,20 +69,40 @@ pub fn render(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
         .faults
         .iter()
         .map(|f| {
+            let rec = &f.record;
             (
-                f.ts_ns,
+                rec.ts_ns,
                 format!(
-                    "  {:>9.3}s  fault {}: {} -> {} ({}) [{}]",
-                    since(f.ts_ns),
-                    f.id,
-                    f.value,
-                    f.pid,
-                    f.comm,
-                    f.backend.as_str()
+                    "  {:>9.3}s  fault {}: {} -> {} ({}{}) [{}]: {}",
+                    since(rec.ts_ns),
+                    rec.id,
+                    rec.value,
+                    rec.pid,
+                    rec.comm,
+                    rec.role
+                        .map_or(String::new(), |role| format!(", {}", role.as_str())),
+                    rec.backend.as_str(),
+                    outcome_text(r, f)
                 ),
             )
         })
         .collect();
+    for p in &r.in_place {
+        let end = p.at_ns.ready.or(p.at_ns.exit).unwrap_or(0);
+        lines.push((
+            end,
+            format!(
+                "  {:>9.3}s  in place {} (fault {}): pid {} {}{}",
+                since(end),
+                p.id,
+                p.fault_id,
+                p.pid,
+                p.outcome.as_str(),
+                p.total_ns
+                    .map_or(String::new(), |ns| format!(" after {}", human_duration(ns)))
+            ),
+        ));
+    }
     for e in &r.episodes {
         let (start, end) = episode_span(e);
         let outcome = format!("{:?}", e.outcome).to_lowercase();

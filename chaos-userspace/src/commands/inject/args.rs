@@ -9,11 +9,10 @@ use nix::sys::signal::Signal;
 use super::super::{Failure, common::export_config};
 use crate::{
     cli::{
-        ErrnoBackend, HitArg, InjectCommonArgs, InjectErrnoArgs, InjectSignalArgs,
-        InjectTargetArgs,
+        ErrnoBackend, HitArg, InjectCommonArgs, InjectErrnoArgs, InjectSignalArgs, InjectTargetArgs,
     },
-    fault::Hit,
     export::ExportConfig,
+    fault::Hit,
     inject::{
         ERRNO_CEILING_PER_MINUTE, SIGNAL_CEILING_PER_MINUTE, fresh_seed, names,
         seccomp::{Action, Rule},

@@ -6,10 +6,10 @@ use std::path::Path;
 use super::super::Failure;
 use crate::{
     audit::{AuditLog, Entry, entry},
-    fault::Role,
     cli::RunArgs,
     driver::verify::RunAs,
     experiment::{Experiment, Outputs, rules::HitRules},
+    fault::Role,
     measure::{
         discover::{self, Found},
         service::{Ready, Service},
@@ -163,7 +163,11 @@ pub fn hittable(
     let procs = crate::target::proc::processes(proc);
     let hit = experiment.target.hit;
     let mut checked: Vec<(u32, String, Role, Result<(), String>)> = Vec::new();
-    let mut queue: Vec<(u32, Role)> = found.instances.iter().map(|i| (i.pid, Role::Main)).collect();
+    let mut queue: Vec<(u32, Role)> = found
+        .instances
+        .iter()
+        .map(|i| (i.pid, Role::Main))
+        .collect();
     while let Some((pid, role)) = queue.pop() {
         let Some(p) = procs.get(&pid) else { continue };
         queue.extend(
@@ -180,7 +184,11 @@ pub fn hittable(
                 if hit.allows(role) {
                     Ok(())
                 } else {
-                    Err(format!("a {} process, and target.hit is {}", role.as_str(), hit.as_str()))
+                    Err(format!(
+                        "a {} process, and target.hit is {}",
+                        role.as_str(),
+                        hit.as_str()
+                    ))
                 }
             });
         checked.push((pid, p.comm.clone(), role, verdict));

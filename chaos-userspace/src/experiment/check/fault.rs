@@ -7,11 +7,11 @@ use chaos_common::splitmix64;
 
 use super::{Checker, duration, duration_or_zero, plain};
 use crate::{
-    fault::Hit,
     experiment::{
         BlastRadius, Caps, FileError,
         file::{self, FaultKind},
     },
+    fault::Hit,
     inject::{
         names,
         spec::{Calls, FaultAction, FaultSpec, LSM_SYSCALLS, SignalSchedule, Timing, lsm_errno},

@@ -168,7 +168,7 @@ fn check_hypothesis(c: &Checker, h: &file::HypothesisFile) -> Result<Hypothesis,
         let phases: Vec<&str> = crate::episode::PHASES
             .iter()
             .map(|p| p.name)
-            .chain(["total"])
+            .chain(["total", "in_place"])
             .collect();
         if !phases.contains(&l.phase.as_str()) {
             return Err(c.key(
@@ -224,6 +224,7 @@ fn check_hypothesis(c: &Checker, h: &file::HypothesisFile) -> Result<Hypothesis,
         max_failed: h.max_failed_recoveries,
         latency,
         verify,
+        no_effect: h.no_effect.unwrap_or_default(),
     })
 }
 
@@ -327,6 +328,10 @@ fn check_target(c: &Checker, raw: &toml::Spanned<file::TargetFile>) -> Result<Ta
         ready_user: t.ready_user.clone(),
         hit: t.hit.unwrap_or_default(),
         data_dir: t.data_dir.clone(),
+        effect_window: match &t.effect_window {
+            Some(d) => duration(d).map_err(|m| c.key(&tspan, "target.effect_window", m))?,
+            None => Duration::from_secs(2),
+        },
         recovery_timeout,
         allow: t.allow.clone(),
         deny: t.deny.clone().unwrap_or_default(),

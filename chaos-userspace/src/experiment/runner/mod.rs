@@ -11,9 +11,10 @@ use std::collections::HashMap;
 
 use super::{
     Experiment,
+    accounting::{Accounting, FaultOutcome},
     guards::{Decision, GuardState},
     record::RunHeader,
-    result::{Baseline, RunResult},
+    result::{Baseline, RunFault, RunResult},
     rules::HitRules,
     verdict::{self, Clause, Evidence, Verdict},
 };
@@ -79,6 +80,7 @@ pub struct Runner {
     verifies_running: u32,
     cool_until: Option<u64>,
     stopped: bool,
+    accounting: Accounting,
 }
 
 impl Runner {
@@ -101,6 +103,11 @@ impl Runner {
             header.time_zone(),
         );
         let guards = GuardState::new(experiment.guards.clone(), 1, 0);
+        let accounting = Accounting::new(
+            experiment.target.effect_window.as_nanos() as u64,
+            experiment.target.recovery_timeout.as_nanos() as u64,
+            header.service.ready.is_probed(),
+        );
         Self {
             experiment,
             header,
@@ -119,6 +126,7 @@ impl Runner {
             verifies_running: 0,
             cool_until: None,
             stopped: false,
+            accounting,
         }
     }
 
@@ -199,7 +207,8 @@ impl Runner {
     }
 
     /// An episode ended: count crashes, consult the guards, verify after a recovery.
-    fn episode_ended(&mut self, episode: Episode, out: &mut Vec<Action>) {
+    fn episode_ended(&mut self, mut episode: Episode, out: &mut Vec<Action>) {
+        episode.fault_id = self.accounting.episode(episode.old_pid, episode.id, out);
         let ours = self.signalled.contains_key(&episode.old_pid)
             || episode
                 .fault
@@ -314,6 +323,8 @@ impl Runner {
         for action in actions {
             if let Action::Export(Exported::Fault(f)) = action {
                 self.signalled.insert(f.pid, f.ts_ns);
+                let instance = self.measurement.instance_of(f.pid, f.ppid.unwrap_or(0));
+                self.accounting.fault(f, instance, out);
                 let text = if f.backend.rule().is_some() {
                     format!(
                         "chaos: fault {}: {} {} -> {} ({}) [kernel]",
@@ -325,8 +336,13 @@ impl Runner {
                     )
                 } else {
                     format!(
-                        "chaos: fault {}: {} -> {} ({})",
-                        f.id, f.value, f.pid, f.comm
+                        "chaos: fault {}: {} -> {} ({}{})",
+                        f.id,
+                        f.value,
+                        f.pid,
+                        f.comm,
+                        f.role
+                            .map_or(String::new(), |r| format!(", {}", r.as_str()))
                     )
                 };
                 out.push(Action::Say(text));
@@ -343,6 +359,7 @@ impl Runner {
             )));
             now
         });
+        self.accounting.tick(now, out);
         if self.stopped || self.phase == RunPhase::Ending {
             return;
         }
@@ -376,7 +393,7 @@ impl Runner {
                 }
             }
             RunPhase::Injection => {
-                let gate = self.measurement.open_count() == 0;
+                let gate = self.measurement.open_count() == 0 && self.accounting.pending() == 0;
                 self.injector.tick(now, gate, out);
                 if self.injector.signals_done() && self.injector.rules_done() {
                     self.phase = RunPhase::Cooldown;
@@ -385,7 +402,9 @@ impl Runner {
                 }
             }
             RunPhase::Cooldown => {
-                let settled = self.measurement.open_count() == 0 && self.verifies_running == 0;
+                let settled = self.measurement.open_count() == 0
+                    && self.verifies_running == 0
+                    && self.accounting.pending() == 0;
                 match (settled, self.cool_until) {
                     (true, None) => {
                         self.cool_until =
@@ -429,7 +448,14 @@ impl Runner {
     pub fn finish(mut self, end: &End) -> RunOutcome {
         let mut actions = Vec::new();
         let (unfinished, summary) = self.measurement.finish(end, &mut actions);
-        self.episodes.extend(unfinished);
+        for mut episode in unfinished {
+            episode.fault_id = self
+                .accounting
+                .episode(episode.old_pid, episode.id, &mut actions);
+            self.episodes.push(episode);
+        }
+        self.accounting
+            .finish(end.ts_ns, end.counters.lost, &mut actions);
         let duration_ns = end.ts_ns.saturating_sub(self.header.start_ns);
         let ledger = self.injector.ledger();
         let inject = ledger.summary(duration_ns, end.counters.lost, false);
@@ -439,6 +465,22 @@ impl Runner {
             unconfirmed: inject.unconfirmed.len(),
             verify_after: self.verify_after.clone(),
             verify_end: self.verify_end.clone(),
+            unmeasured: self
+                .accounting
+                .outcomes
+                .iter()
+                .filter_map(|(id, o)| match o {
+                    FaultOutcome::Unmeasured { reason } => Some((*id, reason.clone())),
+                    _ => None,
+                })
+                .collect(),
+            no_effect: self
+                .accounting
+                .outcomes
+                .iter()
+                .filter(|(_, o)| *o == FaultOutcome::NoEffect)
+                .count(),
+            in_place: self.accounting.in_place.clone(),
         };
         // Every episode, those the end closed included.
         let mut stats = Stats::default();
@@ -466,7 +508,18 @@ impl Runner {
                 crashes: self.baseline_crashes,
             },
             clauses: clauses.clone(),
-            faults: ledger.records().cloned().collect(),
+            faults: ledger
+                .records()
+                .map(|r| RunFault {
+                    record: r.clone(),
+                    outcome: self.accounting.outcome(r.id).cloned().unwrap_or(
+                        FaultOutcome::Unmeasured {
+                            reason: "no outcome was recorded".into(),
+                        },
+                    ),
+                })
+                .collect(),
+            in_place: self.accounting.in_place.clone(),
             injected: inject.injected,
             confirmed: inject.confirmed,
             unconfirmed: inject.unconfirmed,
@@ -514,8 +567,12 @@ impl Machine for Runner {
             }
             Input::Event(e) => {
                 self.injector.event(e, out);
+                let measurement = &self.measurement;
+                let is_main = |pid| measurement.role(pid, 0) == Some(crate::fault::Role::Main);
+                self.accounting.event(e, &is_main);
                 ended = self.measurement.feed(input, out);
             }
+            Input::Readiness(r) => self.accounting.readiness(r.fault, r.ts_ns, r.ok),
             Input::Ready(_) | Input::Inspected(_) => ended = self.measurement.feed(input, out),
             Input::KernelFault(k) => {
                 let role = self.measurement.role(k.event.pid, k.ppid);

@@ -99,7 +99,7 @@ fn baseline_then_injection_then_cooldown_and_the_hypothesis_holds() {
         "{:?}",
         w.gathers
     );
-    let faults: Vec<u32> = outcome.result.faults.iter().map(|f| f.pid).collect();
+    let faults: Vec<u32> = outcome.result.faults.iter().map(|f| f.record.pid).collect();
     let episodes: Vec<u32> = outcome.result.episodes.iter().map(|e| e.old_pid).collect();
     assert_eq!(faults, episodes, "each fault is the death of an episode");
     assert_eq!(faults, [11, 12, 13]);
@@ -126,7 +126,7 @@ fn a_signal_waits_while_a_recovery_is_open() {
     let outcome = r.finish(&end(&w));
     for pair in outcome.result.episodes.windows(2) {
         let ready = pair[0].at_ns.ready.unwrap();
-        let next_fault = outcome.result.faults[pair[1].id as usize - 1].ts_ns;
+        let next_fault = outcome.result.faults[pair[1].id as usize - 1].record.ts_ns;
         assert!(next_fault >= ready, "a fault during a recovery: {pair:#?}");
     }
     assert_eq!(outcome.verdict, Verdict::Held);
@@ -250,7 +250,7 @@ fn a_closed_window_holds_the_signals_and_the_run_is_not_a_pass() {
     assert!(w.says.iter().any(|s| s.contains("max_duration reached")));
     let outcome = r.finish(&end(&w));
     assert_eq!(outcome.verdict, Verdict::Refuted);
-    let c = clause(&outcome, "faults injected and confirmed");
+    let c = clause(&outcome, "faults injected, confirmed and accounted for");
     assert!(
         !c.held && c.detail.contains("3 scheduled signal(s) never fired"),
         "{c:?}"
@@ -411,7 +411,7 @@ fn the_kernel_trigger_is_armed_for_the_injection_and_disarmed_at_its_count() {
             .result
             .faults
             .iter()
-            .all(|f| f.backend == Backend::BpfSendSignal)
+            .all(|f| f.record.backend == Backend::BpfSendSignal)
     );
     assert_eq!(outcome.result.baseline.crashes, 0);
     assert!(w.says.iter().any(|s| s.ends_with("[kernel]")));
@@ -433,7 +433,7 @@ fn a_signal_the_kernel_refuses_is_not_a_fault_and_the_run_is_not_a_pass() {
             .iter()
             .any(|s| s.starts_with("chaos: signal to 11 failed"))
     );
-    assert!(!clause(&outcome, "faults injected and confirmed").held);
+    assert!(!clause(&outcome, "faults injected, confirmed and accounted for").held);
     assert_eq!(outcome.verdict, Verdict::Refuted);
 }
 
@@ -471,7 +471,7 @@ fn a_fault_without_proof_fails_the_first_clause() {
     w.die(w.now + MS, 11, 0, 0);
     w.run(&mut r, 20 * SEC);
     let outcome = r.finish(&end(&w));
-    let first = clause(&outcome, "faults injected and confirmed");
+    let first = clause(&outcome, "faults injected, confirmed and accounted for");
     assert!(
         !first.held && first.detail.contains("1 without proof"),
         "{first:?}"
@@ -493,7 +493,7 @@ fn the_max_duration_ends_the_run_with_what_was_left() {
     let outcome = r.finish(&end(&w));
     assert!(outcome.result.injected >= 3 && outcome.result.injected < 10);
     assert!(
-        clause(&outcome, "faults injected and confirmed")
+        clause(&outcome, "faults injected, confirmed and accounted for")
             .detail
             .contains("never fired")
     );
@@ -551,4 +551,107 @@ fn the_end_entry_names_the_verdict_and_each_clause() {
         (Some("held"), Some(0), 3)
     );
     assert_eq!(e.clauses.len(), outcome.clauses.len());
+}
+
+const TERMS_2: &str =
+    "[[faults]]\nkind = \"signal\"\nsignal = \"TERM\"\ncount = 2\ninterval = \"1s\"\n";
+
+#[test]
+fn a_signal_the_service_handles_is_no_effect_which_a_hypothesis_may_forbid_or_require() {
+    for (no_effect, clause_name, held) in [
+        ("allow", None, true),
+        ("forbid", Some("every fault has an effect"), false),
+        ("require", Some("no fault has an effect"), true),
+    ] {
+        let hypothesis = format!("max_failed_recoveries = 0\nno_effect = \"{no_effect}\"");
+        let source = text(&hypothesis, TERMS_2, PHASES);
+        let mut r = runner(&source);
+        let mut w = World::new();
+        w.survives = true;
+        w.run(&mut r, 30 * SEC);
+        assert!(w.stopped, "{no_effect}: the run ended by itself");
+        let outcome = r.finish(&end(&w));
+        let outcomes: Vec<_> = outcome
+            .result
+            .faults
+            .iter()
+            .map(|f| f.outcome.name())
+            .collect();
+        assert_eq!(outcomes, ["no_effect", "no_effect"], "{no_effect}");
+        // Each fault waited out its effect window before the next.
+        let f = &outcome.result.faults;
+        assert!(f[1].record.ts_ns - f[0].record.ts_ns >= 2 * SEC, "{f:?}");
+        assert!(clause(&outcome, "faults injected, confirmed and accounted for").held);
+        if let Some(name) = clause_name {
+            assert_eq!(clause(&outcome, name).held, held, "{no_effect}");
+        }
+        let verdict = if held {
+            Verdict::Held
+        } else {
+            Verdict::Refuted
+        };
+        assert_eq!(
+            outcome.verdict, verdict,
+            "{no_effect}: {:#?}",
+            outcome.clauses
+        );
+    }
+}
+
+#[test]
+fn a_run_is_never_held_over_a_fault_it_could_not_account_for() {
+    let source = text("max_failed_recoveries = 0", TERMS_2, PHASES);
+    // Interrupted inside the first fault's effect window.
+    let mut r = runner(&source);
+    let mut w = World::new();
+    w.survives = true;
+    w.run(&mut r, 1_500 * MS);
+    assert_eq!(r.injected(), 1);
+    let outcome = r.finish(&end(&w));
+    let c = clause(&outcome, "faults injected, confirmed and accounted for");
+    assert!(!c.held, "{c:?}");
+    assert!(
+        c.detail
+            .contains("1 not accounted for (fault 1: the run ended before its effect was known)"),
+        "{c:?}"
+    );
+    assert_eq!(outcome.result.faults[0].outcome.name(), "unmeasured");
+    assert_ne!(outcome.verdict, Verdict::Held);
+
+    // Ended normally, but the kernel lost events: "nothing happened" cannot be told.
+    let mut r = runner(&source);
+    let mut w = World::new();
+    w.survives = true;
+    w.run(&mut r, 30 * SEC);
+    let mut lossy = end(&w);
+    lossy.counters.lost = 4;
+    let outcome = r.finish(&lossy);
+    assert!(
+        outcome
+            .result
+            .faults
+            .iter()
+            .all(|f| f.outcome.name() == "unmeasured"),
+        "{:?}",
+        outcome.result.faults
+    );
+    assert_ne!(outcome.verdict, Verdict::Held, "{:#?}", outcome.clauses);
+}
+
+#[test]
+fn each_fault_links_to_its_episode_and_back() {
+    let source = text("max_failed_recoveries = 0", KILLS_3, PHASES);
+    let mut r = runner(&source);
+    let mut w = World::new();
+    w.run(&mut r, 20 * SEC);
+    let outcome = r.finish(&end(&w));
+    for (fault, episode) in outcome.result.faults.iter().zip(&outcome.result.episodes) {
+        assert_eq!(
+            fault.outcome,
+            FaultOutcome::Episode {
+                episode: episode.id
+            }
+        );
+        assert_eq!(episode.fault_id, Some(fault.record.id));
+    }
 }

@@ -34,6 +34,8 @@ pub struct World {
     pub sends_fail: bool,
     /// This many signals go out but the kernel shows nothing of them (and nothing dies).
     pub silent_kills: u32,
+    /// The service handles the signals: delivered, and nothing dies.
+    pub survives: bool,
     pub audit: Vec<Entry>,
     pub armed: Vec<KernelRule>,
     pub says: Vec<String>,
@@ -58,6 +60,7 @@ impl World {
             no_candidates: false,
             sends_fail: false,
             silent_kills: 0,
+            survives: false,
             audit: Vec::new(),
             armed: Vec::new(),
             says: Vec::new(),
@@ -158,7 +161,9 @@ impl World {
                 result: "delivered".into(),
             }),
         ));
-        self.die(t + 50_000, pid, signal, 0);
+        if !self.survives {
+            self.die(t + 50_000, pid, signal, 0);
+        }
     }
 
     /// The instance exits at `at` (a signal or an exit code), then is restarted.

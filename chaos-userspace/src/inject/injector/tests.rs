@@ -110,7 +110,11 @@ fn a_grid_fires_one_interval_in_then_every_interval() {
         out.clear();
         inj.tick(round * SEC, true, &mut out);
         assert_eq!(gathers(&out), 1, "round {round}");
-        inj.candidates(&candidates(0, round * SEC, &[11]), &|_| Some(Role::Main), &mut out);
+        inj.candidates(
+            &candidates(0, round * SEC, &[11]),
+            &|_| Some(Role::Main),
+            &mut out,
+        );
         let order = orders(&out)[0].clone();
         assert_eq!(order.id, round, "ids are 1, 2, 3");
         assert_eq!(
@@ -189,7 +193,11 @@ fn after_previous_waits_for_the_gate_and_retries_without_a_target() {
     assert!(orders(&out).is_empty(), "nothing allowed: no order");
     assert_eq!(inj.wake_at(), Some(200 * MS), "it looks again");
     inj.tick(200 * MS, true, &mut out);
-    inj.candidates(&candidates(0, 200 * MS, &[11]), &|_| Some(Role::Main), &mut out);
+    inj.candidates(
+        &candidates(0, 200 * MS, &[11]),
+        &|_| Some(Role::Main),
+        &mut out,
+    );
     let id = orders(&out)[0].id;
     inj.sent(&sent(id, 210 * MS), &mut out);
     assert_eq!(
@@ -239,7 +247,11 @@ fn a_failed_send_is_not_recorded_and_its_id_is_given_again() {
     assert!(inj.ledger().is_empty());
     out.clear();
     inj.tick(2 * SEC, true, &mut out);
-    inj.candidates(&candidates(0, 2 * SEC, &[12]), &|_| Some(Role::Main), &mut out);
+    inj.candidates(
+        &candidates(0, 2 * SEC, &[12]),
+        &|_| Some(Role::Main),
+        &mut out,
+    );
     assert_eq!(orders(&out)[0].id, 1);
 }
 
