@@ -220,6 +220,26 @@ pub struct Orphan {
     pub exited_ns: Option<u64>,
 }
 
+impl Orphan {
+    /// `4242 (nginx, port 8080, 2 data files, exited)`.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![self.comm.clone()];
+        if !self.ports.is_empty() {
+            let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+            parts.push(format!("port {}", ports.join(", ")));
+        }
+        match self.files.len() {
+            0 => {}
+            1 => parts.push(format!("holds {}", self.files[0])),
+            n => parts.push(format!("{n} data files")),
+        }
+        if self.exited_ns.is_some() {
+            parts.push("exited".into());
+        }
+        format!("{} ({})", self.pid, parts.join(", "))
+    }
+}
+
 /// A process that held one of the service's listening ports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
@@ -228,6 +248,28 @@ pub struct Holder {
 }
 
 impl Episode {
+    /// What a reader should know beyond the phases: the old instance's orphans, and who
+    /// answered the probe instead of the new instance.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if !self.orphans.is_empty() {
+            let who: Vec<String> = self.orphans.iter().map(Orphan::describe).collect();
+            notes.push(format!("orphans: {}", who.join("; ")));
+        }
+        if !self.answered_by.is_empty() {
+            let who: Vec<String> = self
+                .answered_by
+                .iter()
+                .map(|h| format!("{} ({})", h.pid, h.comm))
+                .collect();
+            notes.push(format!(
+                "the probe was answered by {} while the service was down",
+                who.join(", ")
+            ));
+        }
+        notes
+    }
+
     /// The duration of phase `name` (a [`PHASES`] name, or "total"), when it was measured.
     pub fn phase_ns(&self, name: &str) -> Option<u64> {
         if name == "total" {

@@ -241,6 +241,11 @@ pub struct GuardsFile {
     #[serde(default)]
     #[schemars(with = "Option<u32>")]
     pub max_consecutive_failures: Option<Spanned<u32>>,
+    /// Abort when a dead instance leaves descendants alive that hold its listening ports or
+    /// files under `target.data_dir`: they keep every replacement from starting cleanly (an
+    /// nginx master killed with SIGKILL leaves its workers on the port).
+    #[serde(default)]
+    pub abort_on_orphans: bool,
 }
 
 /// The run's timeline: baseline (measure only), injection, cool-down (measure only).

@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 
 use super::Guards;
-use crate::episode::{Episode, Outcome};
+use crate::episode::{Episode, Orphan, Outcome};
 
 #[derive(Debug, Clone)]
 pub struct GuardState {
@@ -101,6 +101,22 @@ impl GuardState {
         Decision::Continue
     }
 
+    /// What the orphans of episode `episode`'s dead instance hold was found.
+    pub fn orphans(&self, episode: u64, orphans: &[Orphan]) -> Decision {
+        let holding: Vec<String> = orphans
+            .iter()
+            .filter(|o| !o.ports.is_empty() || !o.files.is_empty())
+            .map(Orphan::describe)
+            .collect();
+        if !self.config.abort_on_orphans || holding.is_empty() {
+            return Decision::Continue;
+        }
+        Decision::Abort(format!(
+            "episode {episode}: the dead instance left orphans holding what the service needs: {}",
+            holding.join(", ")
+        ))
+    }
+
     /// Time passed: `oldest` is the open episode that began first (id, pid, start).
     pub fn tick(&self, now_ns: u64, oldest: Option<(u64, u32, u64)>) -> Decision {
         match (self.config.episode_timeout, oldest) {
@@ -173,7 +189,42 @@ mod tests {
             episode_timeout: timeout.then(|| std::time::Duration::from_secs(2)),
             crash_rate_factor: k,
             max_consecutive_failures: consecutive,
+            abort_on_orphans: false,
         }
+    }
+
+    #[test]
+    fn orphans_holding_ports_or_data_abort_when_asked_and_harmless_ones_never() {
+        let orphan = |pid, ports: Vec<u16>, files: Vec<&str>| Orphan {
+            pid,
+            comm: "nginx".into(),
+            ports,
+            files: files.into_iter().map(str::to_string).collect(),
+            exited_ns: None,
+        };
+        let harmless = [orphan(20, vec![], vec![])];
+        let holding = [
+            orphan(21, vec![8080], vec![]),
+            orphan(22, vec![], vec!["/srv/db/base/1"]),
+        ];
+        let off = GuardState::new(guards(false, None, None), 1, 0);
+        assert_eq!(off.orphans(1, &holding), Decision::Continue);
+        let on = GuardState::new(
+            Guards {
+                abort_on_orphans: true,
+                ..guards(false, None, None)
+            },
+            1,
+            0,
+        );
+        assert_eq!(on.orphans(1, &harmless), Decision::Continue);
+        let Decision::Abort(why) = on.orphans(3, &holding) else {
+            panic!("no abort")
+        };
+        assert_eq!(
+            why,
+            "episode 3: the dead instance left orphans holding what the service needs: 21 (nginx, port 8080), 22 (nginx, holds /srv/db/base/1)"
+        );
     }
 
     #[test]

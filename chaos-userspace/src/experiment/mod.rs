@@ -219,6 +219,8 @@ pub struct Guards {
     pub episode_timeout: Option<Duration>,
     pub crash_rate_factor: Option<f64>,
     pub max_consecutive_failures: Option<u32>,
+    /// Abort when a dead instance's orphans hold its ports or data files.
+    pub abort_on_orphans: bool,
 }
 
 /// The run's timeline (the file's `[phases]`): not the phases of a recovery.

@@ -552,10 +552,7 @@ fn why_not_recovered(orphans: &[Orphan], answered_by: &[Holder]) -> String {
     let holding: Vec<String> = orphans
         .iter()
         .filter(|o| o.exited_ns.is_none() && !o.ports.is_empty())
-        .map(|o| {
-            let ports: Vec<String> = o.ports.iter().map(u16::to_string).collect();
-            format!("{} ({}, port {})", o.pid, o.comm, ports.join(", "))
-        })
+        .map(Orphan::describe)
         .collect();
     if !holding.is_empty() {
         why += &format!(

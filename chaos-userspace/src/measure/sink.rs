@@ -116,9 +116,10 @@ impl<W: Write> EpisodeSink for TableEpisodes<W> {
             Some(bytes) if bytes > 0 => format!("; {bytes} bytes unsynced at exit"),
             _ => String::new(),
         };
+        let notes: String = e.notes().iter().map(|n| format!("; {n}")).collect();
         writeln!(
             self.0,
-            "{head}  pid {} -> {new}  {cause}  [{phases}]{restarts}{unsynced}",
+            "{head}  pid {} -> {new}  {cause}  [{phases}]{restarts}{unsynced}{notes}",
             e.old_pid
         )?;
         self.0.flush()

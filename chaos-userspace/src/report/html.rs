@@ -253,7 +253,7 @@ pub fn page(r: &RunResult) -> String {
     for (_, label) in phase_names() {
         let _ = write!(h, "<th>{}</th>", escape(label));
     }
-    h.push_str("</tr>\n");
+    h.push_str("<th>notes</th></tr>\n");
     for e in &r.episodes {
         let outcome = format!("{:?}", e.outcome).to_lowercase();
         let _ = write!(
@@ -268,7 +268,19 @@ pub fn page(r: &RunResult) -> String {
             let value = e.phase_ns(name);
             let _ = write!(h, "<td>{}</td>", value.map_or("-".into(), human_duration));
         }
-        h.push_str("</tr>\n");
+        let mut notes = e.notes();
+        if e.failed_starts > 0 {
+            notes.insert(0, format!("{} failed start(s)", e.failed_starts));
+        }
+        if let Some(why) = &e.reason {
+            notes.insert(0, why.clone());
+        }
+        let _ = writeln!(
+            h,
+            "<td class=\"notes\" data-orphans=\"{}\">{}</td></tr>",
+            e.orphans.len(),
+            escape(&notes.join("; "))
+        );
     }
     h.push_str("</table></section>\n<footer>chaos report &middot; kernel timestamps (CLOCK_MONOTONIC) &middot; from ");
     h.push_str(&escape(&r.file));

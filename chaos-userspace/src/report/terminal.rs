@@ -106,10 +106,15 @@ pub fn render(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
     for e in &r.episodes {
         let (start, end) = episode_span(e);
         let outcome = format!("{:?}", e.outcome).to_lowercase();
+        let failed_starts = match e.failed_starts {
+            0 => String::new(),
+            n => format!(", {n} failed start(s)"),
+        };
+        let notes: String = e.notes().iter().map(|n| format!("; {n}")).collect();
         lines.push((
             end,
             format!(
-                "  {:>9.3}s  episode {}: pid {} -> {} {outcome} after {}",
+                "  {:>9.3}s  episode {}: pid {} -> {} {outcome} after {}{failed_starts}{notes}",
                 since(end),
                 e.id,
                 e.old_pid,

@@ -382,6 +382,7 @@ fn check_guards(c: &Checker, g: &file::GuardsFile, target: &Target) -> Result<Gu
         episode_timeout,
         crash_rate_factor: g.crash_rate_factor.as_ref().map(|k| *k.get_ref()),
         max_consecutive_failures: g.max_consecutive_failures.as_ref().map(|n| *n.get_ref()),
+        abort_on_orphans: g.abort_on_orphans,
     })
 }
 

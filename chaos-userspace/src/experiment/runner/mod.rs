@@ -279,6 +279,24 @@ impl Runner {
         }
     }
 
+    /// The orphans of a dead instance were looked at: the orphan guard may abort.
+    fn inspected(&mut self, i: &crate::machine::Inspected, out: &mut Vec<Action>) {
+        if self.phase == RunPhase::Baseline {
+            return;
+        }
+        if let Decision::Abort(why) = self.guards.orphans(i.episode, &i.orphans) {
+            out.push(Action::Audit(Entry::Guard(entry::Guard {
+                episode: Some(i.episode),
+                pid: None,
+                outcome: None,
+                crash: None,
+                decision: entry::Decision::Abort,
+                reason: Some(why.clone()),
+            })));
+            self.abort(why, out);
+        }
+    }
+
     fn verified(&mut self, v: &Verified, out: &mut Vec<Action>) {
         out.push(Action::Audit(Entry::Verify(entry::Verify {
             when: v.when,
@@ -573,7 +591,11 @@ impl Machine for Runner {
                 ended = self.measurement.feed(input, out);
             }
             Input::Readiness(r) => self.accounting.readiness(r.fault, r.ts_ns, r.ok),
-            Input::Ready(_) | Input::Inspected(_) => ended = self.measurement.feed(input, out),
+            Input::Ready(_) => ended = self.measurement.feed(input, out),
+            Input::Inspected(i) => {
+                ended = self.measurement.feed(input, out);
+                self.inspected(i, out);
+            }
             Input::KernelFault(k) => {
                 let role = self.measurement.role(k.event.pid, k.ppid);
                 self.injector.kernel_fault(k, role, out);
