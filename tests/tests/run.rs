@@ -4,87 +4,28 @@
 
 mod common;
 
-use std::{
-    os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
-};
+use std::{os::unix::fs::PermissionsExt as _, path::Path};
 
 use chaos_tests::{
     ChaosCmd, assert_tampering_is_detected, comm_of, free_port, lsm_available, run_chaos,
     scratch_dir,
 };
-use common::supervised::{QUEUE, QUEUE_COMM, Supervised, queue_under_runit};
+use common::{
+    files::Files,
+    supervised::{QUEUE, QUEUE_COMM, Supervised, queue_under_runit},
+};
 use serde_json::Value;
 
-/// Where a run leaves its files.
-struct Files {
-    dir: tempfile::TempDir,
-}
-
-impl Files {
-    fn new() -> Self {
-        Self { dir: scratch_dir() }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn arg(&self, name: &str) -> String {
-        self.path(name).to_str().unwrap().to_string()
-    }
-
-    /// Writes the experiment: `head` (id, blast radius, hypothesis...) then `rest`, with the
-    /// target table for `svc` between them.
-    fn experiment(&self, svc: &Supervised, head: &str, rest: &str) -> String {
-        let text = format!(
+/// Writes the experiment: `head` (id, blast radius, hypothesis...) then `rest`, with the
+/// target table for `svc` between them.
+fn experiment(files: &Files, svc: &Supervised, head: &str, rest: &str) -> String {
+    files.write(
+        "exp.toml",
+        &format!(
             "{head}\n[target]\nsupervisor = {}\ncomm = \"{QUEUE_COMM}\"\nready = \"listen\"\nrecovery_timeout = \"3s\"\n\n{rest}\n",
             svc.pid()
-        );
-        std::fs::write(self.path("exp.toml"), text).unwrap();
-        self.arg("exp.toml")
-    }
-
-    /// `chaos run` with every output in this directory.
-    fn run(&self, experiment: &str, extra: &[&str]) -> (i32, String, String) {
-        let (audit, json, junit, hlog) = (
-            self.arg("audit.jsonl"),
-            self.arg("result.json"),
-            self.arg("result.xml"),
-            self.arg("result.hlog"),
-        );
-        let mut args = vec![
-            "run",
-            experiment,
-            "--audit",
-            &audit,
-            "--json",
-            &json,
-            "--junit",
-            &junit,
-            "--hdr-log",
-            &hlog,
-        ];
-        args.extend_from_slice(extra);
-        run_chaos(&args)
-    }
-
-    fn result(&self) -> Value {
-        serde_json::from_str(&std::fs::read_to_string(self.path("result.json")).unwrap()).unwrap()
-    }
-
-    fn junit(&self) -> String {
-        std::fs::read_to_string(self.path("result.xml")).unwrap()
-    }
-
-    /// The audit log's events, in order (empty when there is no log).
-    fn audit(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.path("audit.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].clone())
-            .collect()
-    }
+        ),
+    )
 }
 
 fn kinds(events: &[Value]) -> Vec<&str> {
@@ -99,7 +40,8 @@ fn verify_command(svc: &Supervised) -> String {
 fn a_hypothesis_that_holds_exits_0_with_each_clause_in_every_output() {
     let (svc, first) = queue_under_runit("run-holds");
     let files = Files::new();
-    let exp = files.experiment(
+    let exp = experiment(
+        &files,
         &svc,
         &format!(
             "id = \"holds\"\nblast_radius = \"local\"\n\n[hypothesis]\nstatement = \"the queue comes back fast and intact\"\nmax_failed_recoveries = 0\nlatency = [{{ phase = \"total\", quantile = \"max\", under = \"900ms\" }}]\nverify = {{ command = \"{}\" }}\n",
@@ -185,7 +127,8 @@ fn a_hypothesis_that_holds_exits_0_with_each_clause_in_every_output() {
 fn a_refuted_hypothesis_exits_1_and_names_the_clause() {
     let (svc, _) = queue_under_runit("run-refuted");
     let files = Files::new();
-    let exp = files.experiment(
+    let exp = experiment(
+        &files,
         &svc,
         "id = \"refuted\"\nblast_radius = \"local\"\n\n[hypothesis]\nstatement = \"a restart takes under a microsecond\"\nlatency = [{ phase = \"total\", quantile = \"p50\", under = \"1us\" }]\n",
         "[[faults]]\nkind = \"signal\"\nsignal = \"KILL\"\ncount = 1\ninterval = \"1s\"\n\n[phases]\nbaseline = \"200ms\"\ncooldown = \"100ms\"\n",
@@ -270,7 +213,8 @@ fn a_service_that_stops_restarting_trips_the_guard_exit_3_and_no_fault_after() {
     let svc = Supervised::start("run-guard", dir, port, &["runsv", &path]);
     svc.ready_instance();
     let files = Files::new();
-    let exp = files.experiment(
+    let exp = experiment(
+        &files,
         &svc,
         "id = \"guard\"\nblast_radius = \"local\"\n\n[hypothesis]\nstatement = \"it always comes back\"\nmax_failed_recoveries = 0\n",
         "[[faults]]\nkind = \"signal\"\nsignal = \"KILL\"\ncount = 3\ninterval = \"1s\"\n\n[guards]\nepisode_timeout = \"1s\"\n\n[phases]\nbaseline = \"1200ms\"\n",
@@ -314,7 +258,8 @@ fn a_service_that_stops_restarting_trips_the_guard_exit_3_and_no_fault_after() {
 fn a_dry_run_checks_everything_and_hits_nothing() {
     let (svc, instance) = queue_under_runit("run-dry");
     let files = Files::new();
-    let exp = files.experiment(
+    let exp = experiment(
+        &files,
         &svc,
         &format!(
             "id = \"dry\"\nblast_radius = \"local\"\n\n[hypothesis]\nstatement = \"s\"\nverify = {{ command = \"{}\" }}\n",
@@ -468,7 +413,7 @@ fn bad_experiments_exit_2_with_the_reason_and_inject_nothing() {
     assert!(cases.len() >= 15);
     let mut wrong = Vec::new();
     for (head, rest, extra, expected) in &cases {
-        let exp = files.experiment(&svc, head, rest);
+        let exp = experiment(&files, &svc, head, rest);
         // Target variations: an allow list without the service, a deny list with it, a
         // supervisor pid that does not exist.
         let args: Vec<&str> = extra
@@ -516,7 +461,8 @@ fn bad_experiments_exit_2_with_the_reason_and_inject_nothing() {
 fn an_errno_fault_on_a_kernel_without_bpf_lsm_is_refused_before_any_fault() {
     let (svc, instance) = queue_under_runit("run-lsm");
     let files = Files::new();
-    let exp = files.experiment(
+    let exp = experiment(
+        &files,
         &svc,
         "id = \"lsm\"\nblast_radius = \"local\"\n\n[hypothesis]\nstatement = \"s\"\nmax_failed_recoveries = 0\n",
         "[[faults]]\nkind = \"errno\"\nsyscall = \"openat\"\nerrno = \"EIO\"\ncount = 1\n\n[phases]\nbaseline = \"100ms\"\nmax_duration = \"3s\"\n",
@@ -543,7 +489,8 @@ fn a_kernel_trigger_fires_its_count_then_is_disarmed() {
     let files = Files::new();
     // The queue fdatasyncs twice per record, every 10 ms: each instance meets its 20th call
     // within a fraction of a second, so a missing count limit would show as a third kill.
-    let exp = files.experiment(
+    let exp = experiment(
+        &files,
         &svc,
         "id = \"trigger\"\nblast_radius = \"local\"\n\n[hypothesis]\nstatement = \"s\"\nmax_failed_recoveries = 0\n",
         "[[faults]]\nkind = \"trigger\"\nsyscall = \"fdatasync\"\nnth = 20\nsignal = \"KILL\"\ncount = 2\n\n[phases]\nbaseline = \"200ms\"\ncooldown = \"1500ms\"\n",
@@ -591,7 +538,8 @@ fn a_signal_waits_for_its_time_window() {
         + 2)
         % 24;
     let window = format!("daily {hour:02}:00-{:02}:00 UTC", (hour + 1) % 24);
-    let exp = files.experiment(
+    let exp = experiment(
+        &files,
         &svc,
         "id = \"window\"\nblast_radius = \"local\"\n\n[hypothesis]\nstatement = \"s\"\nmax_failed_recoveries = 0\n",
         &format!(

@@ -6,7 +6,10 @@ use std::time::Duration;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use serde::{Deserialize, Serialize};
 
-use super::{Experiment, NoEffect, Quantile, accounting::InPlaceRecovery};
+use super::{
+    Experiment, NoEffect, Quantile,
+    accounting::{IN_PLACE_PHASES, InPlaceRecovery},
+};
 use crate::episode::Outcome;
 use crate::{measure::stats::Stats, output::human_duration};
 
@@ -159,11 +162,7 @@ pub fn clauses(experiment: &Experiment, stats: &Stats, evidence: &Evidence) -> V
             humantime::format_duration(l.under)
         );
         let in_place = (l.phase == "in_place").then(|| {
-            let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant figures");
-            for ns in evidence.in_place.iter().filter_map(|r| r.total_ns) {
-                let _ = h.record(ns.max(1));
-            }
-            h
+            super::accounting::in_place_histogram(&evidence.in_place, IN_PLACE_PHASES.len() - 1)
         });
         let histogram = in_place
             .as_ref()

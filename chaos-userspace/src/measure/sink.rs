@@ -139,11 +139,7 @@ impl<W: Write> EpisodeSink for TableEpisodes<W> {
             s.stats.failed_starts,
             s.ready,
         )?;
-        writeln!(
-            out,
-            "{:<24} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-            "phase", "count", "min", "p50", "p90", "p99", "p99.9", "max"
-        )?;
+        header(out)?;
         let labels = PHASES.iter().map(|p| p.label).chain(["total"]);
         for ((_, q), label) in s.stats.phases_ns.iter().zip(labels) {
             row(out, label, q, human_duration)?;
@@ -174,7 +170,16 @@ impl<W: Write> EpisodeSink for TableEpisodes<W> {
     }
 }
 
-fn row(
+/// The column heads of [`row`]s.
+pub(crate) fn header(out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<24} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "phase", "count", "min", "p50", "p90", "p99", "p99.9", "max"
+    )
+}
+
+pub(crate) fn row(
     out: &mut impl Write,
     label: &str,
     q: &Quantiles,

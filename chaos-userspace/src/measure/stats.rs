@@ -44,13 +44,13 @@ impl Quantiles {
     }
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new(SIGFIG).expect("3 significant figures is a valid precision")
 }
 
 /// Records into an auto-resizing histogram (`saturating_record` would clamp to its current,
 /// tiny range instead of growing it).
-fn record(h: &mut Histogram<u64>, value: u64) {
+pub(crate) fn record(h: &mut Histogram<u64>, value: u64) {
     if h.record(value).is_err() {
         h.saturating_record(value);
     }

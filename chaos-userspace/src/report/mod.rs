@@ -10,7 +10,7 @@ pub mod terminal;
 use crate::{
     episode::{Episode, Outcome, PHASES},
     experiment::{
-        accounting::FaultOutcome,
+        accounting::{self, FaultOutcome},
         result::{RunFault, RunResult},
     },
     output::human_duration,
@@ -49,6 +49,29 @@ pub fn outcome_text(r: &RunResult, f: &RunFault) -> String {
         FaultOutcome::NoEffect => "no effect".into(),
         FaultOutcome::Unmeasured { reason } => format!("UNMEASURED: {reason}"),
     }
+}
+
+/// The in-place recoveries' phases, as the episodes' table shows theirs.
+pub fn write_in_place(out: &mut impl std::io::Write, r: &RunResult) -> std::io::Result<()> {
+    if r.in_place.is_empty() {
+        return Ok(());
+    }
+    let failed = r
+        .in_place
+        .iter()
+        .filter(|p| p.outcome != Outcome::Recovered)
+        .count();
+    writeln!(
+        out,
+        "\n{} in-place recovery(ies) (the main process lived): {} recovered, {failed} failed",
+        r.in_place.len(),
+        r.in_place.len() - failed
+    )?;
+    crate::measure::sink::header(out)?;
+    for (label, q) in accounting::in_place_quantiles(&r.in_place) {
+        crate::measure::sink::row(out, label, &q, human_duration)?;
+    }
+    Ok(())
 }
 
 /// A line per fault: who it hit, in which role, and what became of it.

@@ -65,11 +65,16 @@ impl Supervised {
 
     /// The supervisor's child running the queue, once it accepts connections.
     pub fn ready_instance(&self) -> u32 {
+        self.ready_child(QUEUE_COMM)
+    }
+
+    /// The supervisor's child named `comm`, once the port accepts connections.
+    pub fn ready_child(&self, comm: &str) -> u32 {
         let mut found = 0;
         wait_until("a listening instance", LOOK, || {
             found = children_of(self.pid())
                 .into_iter()
-                .find(|&c| comm_of(c) == QUEUE_COMM)
+                .find(|&c| comm_of(c) == comm)
                 .unwrap_or(0);
             found != 0 && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
         });

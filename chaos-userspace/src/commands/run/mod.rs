@@ -341,6 +341,7 @@ fn conclude(
     TableEpisodes(&mut out)
         .summary(&outcome.result.summary)
         .map_err(write)?;
+    crate::report::write_in_place(&mut out, &outcome.result).map_err(write)?;
     crate::report::write_faults(&mut out, &outcome.result).map_err(write)?;
     if let Some(path) = &outputs.json {
         let text = serde_json::to_string_pretty(&outcome.result).unwrap_or_default() + "\n";

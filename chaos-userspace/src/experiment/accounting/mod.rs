@@ -17,6 +17,7 @@
 //! `listen`) it ends at the respawn. A fault is decided no earlier than its effect window
 //! after it (or after the death), so that a later loss of readiness still counts.
 
+use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -24,6 +25,7 @@ use crate::{
     event::Event,
     fault::{FaultRecord, Role},
     machine::Action,
+    measure::stats::{self, Quantiles},
     output::human_duration,
 };
 
@@ -73,6 +75,55 @@ pub struct InPlaceRecovery {
     /// From the fault to ready again.
     pub total_ns: Option<u64>,
     pub reason: Option<String>,
+}
+
+/// The phases of an in-place recovery: (name, label).
+pub const IN_PLACE_PHASES: [(&str, &str); 4] = [
+    ("fault_to_exit", "fault -> exit"),
+    ("exit_to_respawned", "exit -> respawned"),
+    ("respawned_to_ready", "respawned -> ready"),
+    ("total", "total (in place)"),
+];
+
+impl InPlaceRecovery {
+    /// The duration of each of [`IN_PLACE_PHASES`], where both ends were seen.
+    pub fn phases_ns(&self) -> [Option<u64>; 4] {
+        let a = &self.at_ns;
+        let span =
+            |from: Option<u64>, to: Option<u64>| from.zip(to).and_then(|(f, t)| t.checked_sub(f));
+        [
+            span(a.fault, a.exit),
+            span(a.exit, a.respawned),
+            span(a.respawned, a.ready),
+            self.total_ns,
+        ]
+    }
+}
+
+/// The histogram of in-place phase `i` (of [`IN_PLACE_PHASES`]) over the recovered ones.
+pub fn in_place_histogram(recoveries: &[InPlaceRecovery], i: usize) -> Histogram<u64> {
+    let mut h = stats::histogram();
+    for r in recoveries
+        .iter()
+        .filter(|r| r.outcome == Outcome::Recovered)
+    {
+        if let Some(ns) = r.phases_ns()[i] {
+            stats::record(&mut h, ns.max(1));
+        }
+    }
+    h
+}
+
+/// Quantiles of each in-place phase, labelled.
+pub fn in_place_quantiles(recoveries: &[InPlaceRecovery]) -> Vec<(&'static str, Quantiles)> {
+    (0..IN_PLACE_PHASES.len())
+        .map(|i| {
+            (
+                IN_PLACE_PHASES[i].1,
+                Quantiles::of(&in_place_histogram(recoveries, i)),
+            )
+        })
+        .collect()
 }
 
 /// One fault being watched for its effect.

@@ -212,11 +212,16 @@ fn check_hypothesis(c: &Checker, h: &file::HypothesisFile) -> Result<Hypothesis,
         }
         None => None,
     };
-    if h.max_failed_recoveries.is_none() && latency.is_empty() && verify.is_none() {
+    let no_effect = h.no_effect.unwrap_or_default();
+    if h.max_failed_recoveries.is_none()
+        && latency.is_empty()
+        && verify.is_none()
+        && no_effect == super::NoEffect::Allow
+    {
         return Err(c.key(
             &whole,
             "hypothesis",
-            "nothing to measure: give max_failed_recoveries, latency or verify",
+            "nothing to measure: give max_failed_recoveries, latency, verify or no_effect",
         ));
     }
     Ok(Hypothesis {
@@ -224,7 +229,7 @@ fn check_hypothesis(c: &Checker, h: &file::HypothesisFile) -> Result<Hypothesis,
         max_failed: h.max_failed_recoveries,
         latency,
         verify,
-        no_effect: h.no_effect.unwrap_or_default(),
+        no_effect,
     })
 }
 
