@@ -157,6 +157,11 @@ impl Driver<'_> {
                     ppid: stat.ppid,
                     comm: stat.comm,
                     exe,
+                    title: if self.titles {
+                        proc::title(proc_dir, pid)
+                    } else {
+                        None
+                    },
                     start_ticks: stat.start_ticks,
                 })
             })

@@ -77,6 +77,9 @@ pub struct Setup<'a> {
     pub recorder: Option<Recorder<Box<dyn Write>>>,
     /// Read the path argument of each notification (the seccomp rule filters on one).
     pub seccomp_paths: bool,
+    /// Read each candidate's title (its command line) for rules that match on it; off
+    /// otherwise, so that arguments are not recorded for nothing.
+    pub titles: bool,
 }
 
 pub struct Driver<'a> {
@@ -93,6 +96,7 @@ pub struct Driver<'a> {
     listener: Option<OwnedFd>,
     recorder: Option<Recorder<Box<dyn Write>>>,
     seccomp_paths: bool,
+    titles: bool,
     denylist: Denylist,
     /// pidfds kept for a later order (escalation, thaw), by the order that pinned them.
     pinned: HashMap<u64, Pinned>,
@@ -135,6 +139,7 @@ impl<'a> Driver<'a> {
             listener: setup.listener,
             recorder: setup.recorder,
             seccomp_paths: setup.seccomp_paths,
+            titles: setup.titles,
             denylist: Denylist::new(Path::new("/proc")),
             pinned: HashMap::new(),
             frozen: Vec::new(),

@@ -169,6 +169,11 @@ pub struct MatchFile {
     pub exes: Vec<PathBuf>,
     #[serde(default)]
     pub pids: Vec<u32>,
+    /// Glob patterns on the process title: its command line, the arguments joined by
+    /// spaces, as `ps` shows it (`postgres: * idle`, `nginx: worker process`). Servers name
+    /// their processes so; only signal faults can pick by title (the kernel sees none).
+    #[serde(default)]
+    pub titles: Vec<String>,
 }
 
 /// One fault. `kind = "signal"`: `signal`, `count`, `interval`, optional `jitter`.

@@ -352,6 +352,24 @@ fn bad_files_name_the_line_the_key_and_the_problem() {
             "compares with the baseline",
         ),
         (
+            edit(
+                "ready = \"listen\"",
+                "ready = \"listen\"\nallow = { titles = [\"a[\"] }",
+            ),
+            14,
+            "target.allow.titles",
+            "not a glob pattern",
+        ),
+        (
+            edit(
+                "ready = \"listen\"\n\n[[faults]]\nkind = \"signal\"\nsignal = \"KILL\"\ncount = 3\ninterval = \"2s\"",
+                "ready = \"listen\"\ndeny = { titles = [\"*checkpointer*\"] }\n\n[[faults]]\nkind = \"trigger\"\nsignal = \"KILL\"\nsyscall = \"write\"\nnth = 3\ncount = 1",
+            ),
+            17,
+            "faults[0].kind",
+            "only a signal fault can",
+        ),
+        (
             "id = \"x\"\n[hypothesis\n".into(),
             2,
             "hypothesis",

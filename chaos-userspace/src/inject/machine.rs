@@ -244,6 +244,7 @@ mod tests {
                             ppid: 1,
                             comm: "victim".into(),
                             exe: None,
+                            title: None,
                             start_ticks: 1,
                         }],
                     })),

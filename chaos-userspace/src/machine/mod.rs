@@ -64,6 +64,9 @@ pub struct Candidate {
     pub ppid: u32,
     pub comm: String,
     pub exe: Option<String>,
+    /// Its command line, read only when a rule matches on titles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     /// With the pid, names the process (a reused pid has another start time).
     pub start_ticks: u64,
 }

@@ -311,6 +311,7 @@ mod tests {
                     ppid: 10,
                     comm: "svc".into(),
                     exe: None,
+                    title: None,
                     start_ticks: 77,
                 }],
             }),

@@ -80,6 +80,15 @@ pub fn process(proc: &Path, pid: u32) -> Option<Proc> {
     })
 }
 
+/// The process title: /proc/PID/cmdline with its NULs as spaces (what `ps` shows), or
+/// None for a kernel thread or a process gone.
+pub fn title(proc: &Path, pid: u32) -> Option<String> {
+    let raw = std::fs::read(proc.join(pid.to_string()).join("cmdline")).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let title = text.trim_end_matches('\0').replace('\0', " ");
+    (!title.is_empty()).then_some(title)
+}
+
 /// Every process under `proc`; those that vanish while read are skipped.
 pub fn processes(proc: &Path) -> BTreeMap<u32, Proc> {
     pids(proc)

@@ -245,6 +245,7 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
             }),
             verify,
             recorder,
+            titles: rules.needs_titles(),
             ..Setup::default()
         },
     );

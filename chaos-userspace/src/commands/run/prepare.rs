@@ -8,7 +8,10 @@ use crate::{
     audit::{AuditLog, Entry, entry},
     cli::RunArgs,
     driver::verify::RunAs,
-    experiment::{Experiment, Outputs, rules::HitRules},
+    experiment::{
+        Experiment, Outputs,
+        rules::{HitRules, Who},
+    },
     fault::Role,
     measure::{
         discover::{self, Found},
@@ -179,7 +182,19 @@ pub fn hittable(
         let verdict = denylist
             .check_proc(proc, p)
             .map_err(|d| d.to_string())
-            .and_then(|()| rules.check(p.pid, &p.comm, p.exe.as_deref(), role))
+            .and_then(|()| {
+                let title = rules
+                    .needs_titles()
+                    .then(|| crate::target::proc::title(proc, p.pid))
+                    .flatten();
+                let who = Who {
+                    pid: p.pid,
+                    comm: &p.comm,
+                    exe: p.exe.as_deref(),
+                    title: title.as_deref(),
+                };
+                rules.check(&who, role)
+            })
             .and_then(|()| {
                 if hit.allows(role) {
                     Ok(())

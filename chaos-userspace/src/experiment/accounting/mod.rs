@@ -108,7 +108,7 @@ pub fn in_place_histogram(recoveries: &[InPlaceRecovery], i: usize) -> Histogram
         .filter(|r| r.outcome == Outcome::Recovered)
     {
         if let Some(ns) = r.phases_ns()[i] {
-            stats::record(&mut h, ns.max(1));
+            stats::record(&mut h, ns);
         }
     }
     h

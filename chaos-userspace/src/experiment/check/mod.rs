@@ -128,6 +128,20 @@ pub fn check(text: &str, path: &Path) -> Result<Experiment, FileError> {
     let hypothesis = check_hypothesis(&c, &raw.hypothesis)?;
     let target = check_target(&c, &raw.target)?;
     let faults = check_faults(&c, &raw.faults, &id, radius, target.hit)?;
+    let titles = target.deny.titles.len() + target.allow.as_ref().map_or(0, |a| a.titles.len());
+    if titles > 0
+        && let Some(kernel) = raw
+            .faults
+            .get_ref()
+            .iter()
+            .position(|f| *f.get_ref().kind.get_ref() != file::FaultKind::Signal)
+    {
+        return Err(c.at(
+            raw.faults.get_ref()[kernel].get_ref().kind.span().start,
+            &format!("faults[{kernel}].kind"),
+            "the target's allow or deny list picks processes by title, which only a signal fault can (the kernel sees no titles): use comms or exes",
+        ));
+    }
     let guards = check_guards(&c, &raw.guards, &target)?;
     let phases = check_phases(&c, &raw.phases, &guards)?;
     let o = raw.outputs;
@@ -316,6 +330,15 @@ fn check_target(c: &Checker, raw: &toml::Spanned<file::TargetFile>) -> Result<Ta
             for comm in &m.comms {
                 comm_ok(comm)
                     .map_err(|msg| c.key(&tspan, &format!("target.{name}.comms"), plain(msg)))?;
+            }
+            for title in &m.titles {
+                glob::Pattern::new(title).map_err(|e| {
+                    c.key(
+                        &tspan,
+                        &format!("target.{name}.titles"),
+                        format!("`{title}`: not a glob pattern: {e}"),
+                    )
+                })?;
             }
         }
     }

@@ -15,7 +15,7 @@ use super::{
     guards::{Decision, GuardState},
     record::RunHeader,
     result::{Baseline, RunFault, RunResult},
-    rules::HitRules,
+    rules::{HitRules, Who},
     verdict::{self, Clause, Evidence, Verdict},
 };
 use crate::{
@@ -605,7 +605,13 @@ impl Machine for Runner {
                 let classify = |p: &crate::machine::Candidate| {
                     let role = measurement.role(p.pid, p.ppid)?;
                     let exe = p.exe.as_deref().map(std::path::Path::new);
-                    rules.check(p.pid, &p.comm, exe, role).ok()?;
+                    let who = Who {
+                        pid: p.pid,
+                        comm: &p.comm,
+                        exe,
+                        title: p.title.as_deref(),
+                    };
+                    rules.check(&who, role).ok()?;
                     Some(role)
                 };
                 self.injector.candidates(c, &classify, out);

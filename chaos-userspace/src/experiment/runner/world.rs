@@ -93,6 +93,7 @@ impl World {
                         ppid: SUPERVISOR,
                         comm: "svc".into(),
                         exe: Some("/usr/bin/svc".into()),
+                        title: None,
                         start_ticks: u64::from(pid),
                     }],
                     _ => Vec::new(),

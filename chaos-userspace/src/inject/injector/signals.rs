@@ -202,6 +202,7 @@ impl Injector {
                     ppid: p.record.ppid.unwrap_or(0),
                     comm: p.record.comm.clone(),
                     exe: Some(p.exe.clone()),
+                    title: None,
                     start_ticks: 0,
                 },
                 role: p.record.role,

@@ -64,6 +64,7 @@ fn candidates(fault: usize, ts_ns: u64, pids: &[u32]) -> Candidates {
                 ppid: 1,
                 comm: "svc".into(),
                 exe: Some("/usr/bin/svc".into()),
+                title: None,
                 start_ticks: u64::from(pid) * 10,
             })
             .collect(),
