@@ -35,4 +35,5 @@ pub mod report;
 pub mod session;
 pub mod source;
 pub mod sys;
+pub mod systemd;
 pub mod target;

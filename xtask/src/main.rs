@@ -61,8 +61,17 @@ enum KernelChoice {
 
 /// Test suites (tests/tests/*.rs) that also run in the guests. `measure` stays on the host: it
 /// asserts restart times to the millisecond, which software emulation cannot keep, and runs
-/// supervisord (Python).
-const GUEST_SUITES: [&str; 3] = ["doctor", "inject", "observe"];
+/// supervisord (Python); `servers` runs Debian's PostgreSQL and nginx, which the guests lack.
+/// `services` checks roles, outcomes and orphans with the suite's own programs.
+const GUEST_SUITES: [&str; 4] = ["doctor", "inject", "observe", "services"];
+/// The suite's programs the guest suites run.
+const GUEST_PROGRAMS: [&str; 5] = [
+    "victim",
+    "delay-supervisor",
+    "chaos-pool",
+    "chaos-app",
+    "sync-helper",
+];
 
 fn test(kernel: KernelChoice) -> Result<()> {
     setup::run()?;
@@ -118,7 +127,7 @@ fn run_guest(root: &Path, series: &str, tally: &mut util::Tally, label: &mut Str
     let debug = util::target_dir(root).join("debug");
     let payload = vm::Payload {
         chaos: debug.join("chaos"),
-        programs: vec![debug.join("victim")],
+        programs: GUEST_PROGRAMS.iter().map(|p| debug.join(p)).collect(),
         tests: test_executables(&GUEST_SUITES)?,
     };
     let initrd = vm::initramfs(&kernel, &payload, &work)?;

@@ -111,8 +111,11 @@ pub fn run(args: ObserveArgs) -> Result<u8, Failure> {
     } else {
         scan_processes(Path::new("/proc"))
     };
-    let members = initial_members(&targets, processes, scan_cgroups(&targets.cgroups));
+    let mut members = initial_members(&targets, processes, scan_cgroups(&targets.cgroups));
     session.targets.add_members(&members)?;
+    crate::target::catch_up(&mut members, &targets.cgroups, (targets.follow, false), |late| {
+        session.targets.add_members(late)
+    })?;
 
     let start_ns = monotonic_ns();
     let (runtime, stops) = runtime_with_stops()?;

@@ -221,12 +221,17 @@ pub fn follow(
     {
         targets.add_comm(key)?;
     }
-    if let Selector::Cgroup(rule) = &selector {
+    let cgroups: &[crate::target::CgroupRule] = match &selector {
+        Selector::Cgroup(rule) => std::slice::from_ref(rule),
+        _ => &[],
+    };
+    for rule in cgroups {
         for id in &rule.ids {
             targets.add_cgroup(*id)?;
         }
     }
-    targets.add_members(&members)
+    targets.add_members(&members)?;
+    crate::target::catch_up(&mut members, cgroups, (true, true), |late| targets.add_members(late))
 }
 
 /// Checks a `--comm` filter's length the way the kernel stores names.

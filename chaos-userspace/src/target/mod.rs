@@ -200,7 +200,67 @@ pub fn initial_members(
     members
 }
 
-/// The pids under `proc` (its numeric entries).
+/// Processes that joined between the scan that found the members and the moment the kernel
+/// took over (a child a followed member forked, a process that moved into a target cgroup):
+/// neither the scan nor the kernel's programs saw them. `procs` and `cgroup_pids` are a scan
+/// made after the members were in the kernel's set. `children`: the members' children count
+/// (`chaos measure` and `run` take an instance's existing workers; `--pid` names one process).
+pub fn late_members(
+    members: &BTreeMap<u32, TargetInfo>,
+    procs: &BTreeMap<u32, proc::Proc>,
+    cgroup_pids: &[u32],
+    follow: bool,
+    children: bool,
+) -> BTreeMap<u32, TargetInfo> {
+    let mut late = BTreeMap::new();
+    for p in procs.values() {
+        if !children || members.contains_key(&p.pid) {
+            continue;
+        }
+        if let Some(parent) = members.get(&p.ppid)
+            && parent.flags & target_flag::FOLLOW != 0
+        {
+            late.insert(
+                p.pid,
+                TargetInfo {
+                    reasons: parent.reasons & (reason::PID | reason::CGROUP),
+                    flags: parent.flags,
+                },
+            );
+        }
+    }
+    for &pid in cgroup_pids {
+        if !members.contains_key(&pid) {
+            let info = late.entry(pid).or_insert(TargetInfo {
+                reasons: 0,
+                flags: if follow { target_flag::FOLLOW } else { 0 },
+            });
+            info.reasons |= reason::CGROUP;
+        }
+    }
+    late
+}
+
+/// Adds [`late_members`] through `insert` until a scan finds none (each round closes the
+/// window the previous insertion left; a fork storm is cut off after a few rounds).
+pub fn catch_up<E>(
+    members: &mut BTreeMap<u32, TargetInfo>,
+    cgroups: &[CgroupRule],
+    (follow, children): (bool, bool),
+    mut insert: impl FnMut(&BTreeMap<u32, TargetInfo>) -> Result<(), E>,
+) -> Result<(), E> {
+    for _ in 0..8 {
+        let procs = proc::processes(Path::new("/proc"));
+        let late = late_members(members, &procs, &scan_cgroups(cgroups), follow, children);
+        if late.is_empty() {
+            break;
+        }
+        insert(&late)?;
+        members.extend(late);
+    }
+    Ok(())
+}
+
 /// Every (pid, comm) under `proc`. Processes that vanish while being read are skipped.
 pub fn scan_processes(proc: &Path) -> Vec<(u32, String)> {
     proc::pids(proc)
@@ -334,5 +394,34 @@ mod tests {
                 flags: 0
             }
         );
+    }
+
+    #[test]
+    fn a_child_forked_before_its_parent_joined_and_a_late_cgroup_member_are_caught_up() {
+        let followed = TargetInfo {
+            reasons: reason::PID,
+            flags: target_flag::FOLLOW,
+        };
+        let members = BTreeMap::from([(10, followed), (11, followed)]);
+        let proc = |pid, ppid| proc::Proc {
+            pid,
+            ppid,
+            comm: "svc".into(),
+            exe: None,
+        };
+        let procs = BTreeMap::from([
+            (10, proc(10, 1)),
+            (11, proc(11, 10)),
+            (12, proc(12, 11)),
+            (13, proc(13, 99)),
+        ]);
+        let late = late_members(&members, &procs, &[14, 10], false, true);
+        assert_eq!(late.keys().copied().collect::<Vec<_>>(), [12, 14]);
+        assert_eq!(late[&12], followed, "as the kernel would have it at fork");
+        assert_eq!(late[&14].reasons, reason::CGROUP);
+        assert_eq!(late[&14].flags, 0);
+        // `--pid` names one process: its children are not taken for it.
+        let late = late_members(&members, &procs, &[], true, false);
+        assert!(late.is_empty());
     }
 }

@@ -80,13 +80,14 @@ pub fn process(proc: &Path, pid: u32) -> Option<Proc> {
     })
 }
 
-/// The process title: /proc/PID/cmdline with its NULs as spaces (what `ps` shows), or
-/// None for a kernel thread or a process gone.
+/// The process title: /proc/PID/cmdline with its NULs as spaces and no trailing blanks
+/// (what `ps` shows; PostgreSQL pads a title it rewrites in place), or None for a kernel
+/// thread or a process gone.
 pub fn title(proc: &Path, pid: u32) -> Option<String> {
     let raw = std::fs::read(proc.join(pid.to_string()).join("cmdline")).ok()?;
-    let text = String::from_utf8_lossy(&raw);
-    let title = text.trim_end_matches('\0').replace('\0', " ");
-    (!title.is_empty()).then_some(title)
+    let text = String::from_utf8_lossy(&raw).replace('\0', " ");
+    let title = text.trim_end();
+    (!title.is_empty()).then(|| title.to_string())
 }
 
 /// Every process under `proc`; those that vanish while read are skipped.
