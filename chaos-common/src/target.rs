@@ -25,6 +25,21 @@ pub struct TargetInfo {
 }
 const _: () = assert!(size_of::<TargetInfo>() == 8);
 
+/// A fork by a watched supervisor (pid 1 for a systemd unit), kept until the child shows
+/// where it went: an exec inside a target cgroup reports it (with this timestamp); anything
+/// else forgets it. Value of `PENDING_FORKS`, keyed by the child's tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingFork {
+    pub ts_ns: u64,
+    pub parent: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<PendingFork>() == 16);
+
+/// Capacity of `PENDING_FORKS` (an LRU map: the oldest forgotten first).
+pub const MAX_PENDING_FORKS: u32 = 4096;
+
 /// Capacity of the `TARGETS` map. A full map is counted in `COUNTERS[TARGETS_FULL]`.
 pub const MAX_TARGETS: u32 = 32 * 1024;
 /// Capacity of `TARGET_COMMS` and `TARGET_CGROUPS`.
@@ -34,4 +49,6 @@ pub const MAX_RULES: u32 = 256;
 mod pod {
     // SAFETY: repr(C), Copy, no padding (sizes asserted above), every bit pattern valid.
     unsafe impl aya::Pod for super::TargetInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PendingFork {}
 }

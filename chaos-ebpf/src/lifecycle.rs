@@ -4,18 +4,18 @@
 //! a thread exiting is not a process exit, `exit_code` is kept raw (`code << 8 | core | sig`).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
 use chaos_common::{
-    ABSENT, COMM_LEN, EventHeader, ExecEvent, ExitEvent, ForkEvent, TargetInfo, counter, kind,
-    reason, target_flag,
+    ABSENT, COMM_LEN, EventHeader, ExecEvent, ExitEvent, ForkEvent, PendingFork, TargetInfo,
+    counter, kind, reason, target_flag,
 };
 
 use crate::{
     layout::{current_task, kernel_field, offset, tp_data_loc_str, tp_field},
-    maps::{EVENTS, UNSYNCED, count},
+    maps::{EVENTS, PENDING_FORKS, UNSYNCED, count},
     target,
 };
 
@@ -30,15 +30,26 @@ pub fn chaos_fork(ctx: RawTracePointContext) -> i32 {
 
 fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
     let parent_tgid = target::current_tgid();
-    let Some(parent) = target::lookup(parent_tgid) else {
+    let parent = target::lookup(parent_tgid);
+    if parent.is_none() && !target::is_watcher(parent_tgid) {
         return Ok(());
-    };
+    }
     let child = ctx.arg::<u64>(1) as *const u8;
     let child_pid: u32 = kernel_field(child, offset!(task_pid))?;
     let child_tgid: u32 = kernel_field(child, offset!(task_tgid))?;
     if child_pid != child_tgid {
         return Ok(()); // a new thread of an existing process
     }
+    let Some(parent) = parent else {
+        // A watcher's child: where it goes is not known yet (pid 1 forks for every unit).
+        let pending = PendingFork {
+            ts_ns: now(),
+            parent: parent_tgid,
+            _pad: 0,
+        };
+        let _ = PENDING_FORKS.insert(&child_tgid, &pending, 0);
+        return Ok(());
+    };
     // A child is in the same cgroup and has the same comm as its parent until it moves or execs;
     // it inherits the pid reason only when the parent is followed.
     let mut reasons = parent.reasons & (reason::COMM | reason::CGROUP);
@@ -74,11 +85,37 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), ()> {
     let tgid = target::current_tgid();
     let comm = target::current_comm();
     let comm_hit = target::comm_matches(&comm);
+    // A watcher's child shows where it went at its first exec: inside a target cgroup, it is
+    // the unit's (its fork is reported now, with the fork's time, and it joins the set: with
+    // CLONE_INTO_CGROUP it never moved, so no attach event added it); anywhere else, it is
+    // forgotten. systemd >= 255 execs its executor first, then the service.
+    // SAFETY: copied out at once.
+    let pending = unsafe { PENDING_FORKS.get(&tgid).copied() };
+    let mut cgroup_hit = false;
+    if let Some(fork) = pending {
+        let _ = PENDING_FORKS.remove(&tgid);
+        // SAFETY: no preconditions.
+        cgroup_hit = target::cgroup_matches(unsafe { bpf_get_current_cgroup_id() });
+        if cgroup_hit {
+            output(&ForkEvent {
+                header: EventHeader {
+                    ts_ns: fork.ts_ns,
+                    kind: kind::FORK,
+                    pid: fork.parent,
+                },
+                child_pid: tgid,
+                _pad: 0,
+            });
+        }
+    }
     let mut info = match target::lookup(tgid) {
         Some(info) => info,
-        None if comm_hit => TargetInfo::default(),
+        None if comm_hit || cgroup_hit => TargetInfo::default(),
         None => return Ok(()),
     };
+    if cgroup_hit {
+        info.reasons |= reason::CGROUP;
+    }
     if comm_hit {
         info.reasons |= reason::COMM;
     } else {
@@ -129,10 +166,16 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
     } else {
         tid == tgid
     };
-    if !group_dead || !target::is_target(tgid) {
+    if !group_dead {
+        return Ok(());
+    }
+    if !target::is_target(tgid) {
+        // A watcher's child that died before any exec (a failed start): forget it.
+        let _ = PENDING_FORKS.remove(&tgid);
         return Ok(());
     }
     target::remove(tgid);
+    let _ = PENDING_FORKS.remove(&tgid);
     let unsynced_bytes = crate::fsync::unsynced(tgid);
     let _ = UNSYNCED.remove(&tgid);
     crate::inject::forget(tgid);
@@ -196,10 +239,15 @@ fn parent_tgid(task: *const u8) -> Result<u32, ()> {
 }
 
 #[inline(always)]
+fn now() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
 pub fn header(kind: u32, pid: u32) -> EventHeader {
     EventHeader {
-        // SAFETY: no preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: now(),
         kind,
         pid,
     }

@@ -2,9 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use chaos_common::{COMM_LEN, FsyncStart, MAX_RULES, MAX_TARGETS, TargetInfo, counter, fault};
+use chaos_common::{
+    COMM_LEN, FsyncStart, MAX_PENDING_FORKS, MAX_RULES, MAX_TARGETS, PendingFork, TargetInfo,
+    counter, fault,
+};
 
 /// Events for userspace. Userspace may resize it before load (`map_max_entries`).
 #[map]
@@ -25,6 +28,17 @@ pub static TARGET_COMMS: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entrie
 /// cgroup v2 ids (kernfs inode numbers) whose processes are targets.
 #[map]
 pub static TARGET_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_RULES, 0);
+
+/// Supervisors observed read-only, never members of the target set: pid 1 when it runs the
+/// unit being measured. Their forks are kept (`PENDING_FORKS`) until the child execs in a
+/// target cgroup, and their reaps are reported; nothing else of theirs is seen or touched.
+#[map]
+pub static WATCHERS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_RULES, 0);
+
+/// Forks by a watcher whose child has not shown yet where it goes, keyed by the child's tgid.
+#[map]
+pub static PENDING_FORKS: LruHashMap<u32, PendingFork> =
+    LruHashMap::with_max_entries(MAX_PENDING_FORKS, 0);
 
 /// In-flight sync calls of targets, keyed by `bpf_get_current_pid_tgid()` (one per thread).
 #[map]

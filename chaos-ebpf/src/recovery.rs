@@ -45,7 +45,7 @@ pub fn chaos_sys_exit_wait4(ctx: TracePointContext) -> u32 {
 
 fn try_exit_wait4(ctx: &TracePointContext) -> Result<(), ()> {
     let waiter = target::current_tgid();
-    if !target::is_target(waiter) {
+    if !target::is_target(waiter) && !target::is_watcher(waiter) {
         return Ok(());
     }
     let ret: i64 = tp_field(ctx, offset!(sys_exit_ret))?;
@@ -63,7 +63,8 @@ pub fn chaos_sys_enter_waitid(ctx: TracePointContext) -> u32 {
 }
 
 fn try_enter_waitid(ctx: &TracePointContext) -> Result<(), ()> {
-    if !target::is_target(target::current_tgid()) {
+    let waiter = target::current_tgid();
+    if !target::is_target(waiter) && !target::is_watcher(waiter) {
         return Ok(());
     }
     let infop: u64 = tp_field(ctx, offset!(waitid_infop))?;

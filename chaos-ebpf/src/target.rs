@@ -8,7 +8,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use chaos_common::{COMM_LEN, TargetInfo, counter};
 
-use crate::maps::{TARGET_CGROUPS, TARGET_COMMS, TARGETS, count};
+use crate::maps::{TARGET_CGROUPS, TARGET_COMMS, TARGETS, WATCHERS, count};
 
 #[inline(always)]
 pub fn current_tgid() -> u32 {
@@ -51,6 +51,12 @@ pub fn comm_matches(comm: &[u8; COMM_LEN]) -> bool {
 #[inline(always)]
 pub fn current_comm() -> [u8; COMM_LEN] {
     bpf_get_current_comm().unwrap_or([0; COMM_LEN])
+}
+
+/// A supervisor observed read-only (see `WATCHERS`).
+#[inline(always)]
+pub fn is_watcher(tgid: u32) -> bool {
+    WATCHERS.get_ptr(&tgid).is_some()
 }
 
 #[inline(always)]

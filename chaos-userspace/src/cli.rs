@@ -155,6 +155,10 @@ pub struct ObserveArgs {
     /// Every process in this cgroup v2 directory or below it, now or moved in later (repeatable).
     #[arg(long = "cgroup", value_name = "PATH")]
     pub cgroups: Vec<PathBuf>,
+    /// Every process of this systemd unit, through its cgroup (repeatable; pid 1 is never
+    /// observed).
+    #[arg(long = "unit", value_name = "NAME")]
+    pub units: Vec<String>,
     /// Write JSON Lines ({"type": ..., "data": ...}) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -177,7 +181,7 @@ pub struct ObserveArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("service").args(["supervisor", "pid", "comm", "exe", "cgroup", "replay"]).required(true).multiple(true)))]
+#[command(group(clap::ArgGroup::new("service").args(["supervisor", "pid", "comm", "exe", "cgroup", "unit", "replay"]).required(true).multiple(true)))]
 pub struct MeasureArgs {
     /// The supervisor's pid: its children running the service are the instances.
     #[arg(long, value_name = "PID", conflicts_with_all = ["pid", "exe", "cgroup"])]
@@ -195,9 +199,14 @@ pub struct MeasureArgs {
     /// The processes at the top of this cgroup v2 directory's tree.
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
-    /// When a replacement counts as recovered: exec, listen, tcp:HOST:PORT or cmd:COMMAND.
-    #[arg(long, default_value = "exec", value_name = "HOW")]
-    pub ready: String,
+    /// A systemd service (`NAME` or `NAME.service`): its main process, restarted by pid 1,
+    /// which chaos observes read-only (its forks into the unit's cgroup and its reaps).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["supervisor", "pid", "comm", "exe", "cgroup"])]
+    pub unit: Option<String>,
+    /// When a replacement counts as recovered: exec, listen, tcp:HOST:PORT, cmd:COMMAND or
+    /// unit (systemd's active/running; the default with --unit, else exec).
+    #[arg(long, value_name = "HOW")]
+    pub ready: Option<String>,
     /// Seconds after the fault (or exit) before an episode counts as failed.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     pub recovery_timeout: f64,
@@ -221,7 +230,7 @@ pub struct MeasureArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "replay")]
     pub record: Option<PathBuf>,
     /// Recompute the episodes of a --record file (no root needed).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["supervisor", "pid", "comm", "exe", "cgroup", "duration", "episodes", "no_reap", "ready", "recovery_timeout", "fsync_hook", "buffer_pages", "data_dir"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["supervisor", "pid", "comm", "exe", "cgroup", "unit", "duration", "episodes", "no_reap", "ready", "recovery_timeout", "fsync_hook", "buffer_pages", "data_dir"])]
     pub replay: Option<PathBuf>,
     /// Which hook reports fsync calls and unsynced bytes (as for observe).
     #[arg(long, value_enum, default_value = "fs", value_name = "HOOK")]
@@ -272,6 +281,9 @@ pub struct InjectTargetArgs {
     /// Every process in this cgroup v2 directory or below it.
     #[arg(long = "cgroup", value_name = "PATH")]
     pub cgroups: Vec<PathBuf>,
+    /// Every process of this systemd unit, through its cgroup (pid 1 is never hit).
+    #[arg(long = "unit", value_name = "NAME")]
+    pub units: Vec<String>,
     /// Command to launch and fault.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,

@@ -122,6 +122,34 @@ impl Milestones {
     }
 }
 
+/// What systemd itself recorded of an episode (`--unit`), beside chaos's kernel milestones:
+/// its CLOCK_MONOTONIC timestamps, microseconds in systemd, here in ns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemdTimes {
+    /// `ExecMainExitTimestampMonotonic` of the old main process: set when pid 1 handles
+    /// its SIGCHLD, just before it reaps it.
+    pub exec_main_exit_ns: Option<u64>,
+    /// `ExecMainStartTimestampMonotonic` of the new one: set in pid 1 right after its fork
+    /// (systemd >= 255: after the vfork'd child exec'd the executor).
+    pub exec_main_start_ns: Option<u64>,
+    /// `ActiveEnterTimestampMonotonic` of the activation that ended it (`--ready unit`).
+    pub active_enter_ns: Option<u64>,
+    /// The unit's `Result` when it failed (`start-limit-hit`, `exit-code`, ...).
+    pub result: Option<String>,
+}
+
+impl SystemdTimes {
+    /// systemd's timestamp minus chaos's, signed ns: (ExecMainExit - reaped, ExecMainStart
+    /// - forked), where both were seen.
+    pub fn offsets(&self, at: &Milestones) -> (Option<i64>, Option<i64>) {
+        let diff = |s: Option<u64>, k: Option<u64>| s.zip(k).map(|(s, k)| s as i64 - k as i64);
+        (
+            diff(self.exec_main_exit_ns, at.reaped),
+            diff(self.exec_main_start_ns, at.forked),
+        )
+    }
+}
+
 /// Duration of each phase (ns); null when its end milestone was not seen.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecoveryPhases {
@@ -205,6 +233,9 @@ pub struct Episode {
     /// the new instance (an orphan, say), so not a recovery.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub answered_by: Vec<Holder>,
+    /// What systemd recorded of it (`--unit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd: Option<SystemdTimes>,
 }
 
 /// A descendant of a dead instance that outlived it.

@@ -304,9 +304,17 @@ fn bad_input_is_refused_with_one_line_and_exit_2_leaving_nothing_attached() {
         ("observe --bogus", "unexpected argument '--bogus'"),
         (
             "observe",
-            "no target: name one with --pid, --comm, --cgroup or -- CMD",
+            "no target: name one with --pid, --comm, --cgroup, --unit or -- CMD",
         ),
         ("observe --pid 4194304", "--pid 4194304: no such process"),
+        (
+            "observe --unit chaos-no-such-unit",
+            if std::path::Path::new("/run/systemd/system").is_dir() {
+                "--unit chaos-no-such-unit.service: no such unit"
+            } else {
+                "--unit chaos-no-such-unit: this machine does not run systemd"
+            },
+        ),
         (
             "observe --cgroup /sys/fs/cgroup/unified/chaos-no-such-cgroup",
             "no such directory",

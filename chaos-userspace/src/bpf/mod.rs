@@ -297,6 +297,7 @@ impl Programs {
                 .map_err(map_err("TARGET_COMMS"))?,
             cgroups: HashMap::try_from(self.take("TARGET_CGROUPS")?)
                 .map_err(map_err("TARGET_CGROUPS"))?,
+            watchers: HashMap::try_from(self.take("WATCHERS")?).map_err(map_err("WATCHERS"))?,
         })
     }
 
@@ -364,6 +365,7 @@ pub struct TargetSet {
     targets: HashMap<MapData, u32, TargetInfo>,
     comms: HashMap<MapData, [u8; COMM_LEN], u32>,
     cgroups: HashMap<MapData, u64, u32>,
+    watchers: HashMap<MapData, u32, u32>,
 }
 
 impl TargetSet {
@@ -377,6 +379,12 @@ impl TargetSet {
         self.cgroups
             .insert(id, 1, 0)
             .map_err(map_err("TARGET_CGROUPS"))
+    }
+
+    /// Observes `pid` as a supervisor, read-only: its forks into a target cgroup and its reaps
+    /// are reported, and it never joins the set (pid 1 running a systemd unit).
+    pub fn add_watcher(&mut self, pid: u32) -> Result<(), BpfError> {
+        self.watchers.insert(pid, 1, 0).map_err(map_err("WATCHERS"))
     }
 
     /// Adds processes, merging with what the kernel may have put there meanwhile.

@@ -63,6 +63,8 @@ impl MeasureConfig {
             &args.cgroup,
             &args.comm,
         ) {
+            _ if args.unit.is_some() => Selector::unit(args.unit.as_deref().unwrap_or_default())
+                .map_err(|e| Failure::refused(e.to_string()))?,
             (Some(s), ..) => Selector::Supervisor(*s),
             (_, Some(p), ..) => Selector::Pid(*p),
             (_, _, Some(exe), ..) => Selector::Exe(exe.clone()),
@@ -70,7 +72,7 @@ impl MeasureConfig {
             (_, _, _, _, Some(comm)) => Selector::Comm(comm.clone()),
             _ => {
                 return Err(Failure::refused(
-                    "name the service with --supervisor, --pid, --comm, --exe or --cgroup",
+                    "name the service with --supervisor, --pid, --comm, --exe, --cgroup or --unit",
                 ));
             }
         };
@@ -81,10 +83,11 @@ impl MeasureConfig {
         if args.episodes == Some(0) {
             return Err(Failure::refused("--episodes 0: give at least 1"));
         }
+        let ready = ready_of(args.ready.as_deref(), &selector)?;
         Ok(Self {
             selector,
             comm_filter,
-            ready: Ready::parse(&args.ready).map_err(Failure::refused)?,
+            ready,
             recovery_timeout: positive_secs("--recovery-timeout", args.recovery_timeout)?,
             data_dir: args.data_dir,
             episodes: args.episodes,
@@ -101,6 +104,22 @@ impl MeasureConfig {
             export: export_config(&args.export)?,
         })
     }
+}
+
+/// `--ready`, defaulting to `unit` for a unit and `exec` otherwise; `unit` needs `--unit`.
+pub fn ready_of(given: Option<&str>, selector: &Selector) -> Result<Ready, Failure> {
+    let unit = selector.unit_info().is_some();
+    let ready = match given {
+        Some(text) => Ready::parse(text).map_err(Failure::refused)?,
+        None if unit => Ready::Unit,
+        None => Ready::Exec,
+    };
+    if ready == Ready::Unit && !unit {
+        return Err(Failure::refused(
+            "--ready unit: readiness from systemd needs the service named with --unit",
+        ));
+    }
+    Ok(ready)
 }
 
 pub fn run(args: MeasureArgs) -> Result<u8, Failure> {
@@ -196,12 +215,15 @@ fn live(config: MeasureConfig) -> Result<u8, Failure> {
     let found = discover::find_live(&config.selector, config.comm_filter.as_deref())?;
     discover::follow(&mut session.targets, &found, &config.selector)?;
 
-    let header = Header::starting_now(Service::of(
-        &found,
-        &config.ready,
-        config.recovery_timeout,
-        config.data_dir.clone(),
-    ));
+    let header = Header::starting_now(Service {
+        unit: config.selector.unit_info().cloned(),
+        ..Service::of(
+            &found,
+            &config.ready,
+            config.recovery_timeout,
+            config.data_dir.clone(),
+        )
+    });
     let recorder = recorder(config.record.as_deref(), &header)?;
     let start_ns = header.start_ns;
     let mut exporters = exporters;
@@ -226,6 +248,12 @@ fn live(config: MeasureConfig) -> Result<u8, Failure> {
             .join(", "),
         config.ready.describe()
     );
+    if let Some(unit) = config.selector.unit_info() {
+        eprintln!(
+            "chaos: unit {}; pid 1 is observed read-only (its forks into the unit's cgroup, its reaps)",
+            unit.describe()
+        );
+    }
     let _context = runtime.enter();
     let source = session.ring_source()?;
     let mut driver = Driver::new(
@@ -240,6 +268,7 @@ fn live(config: MeasureConfig) -> Result<u8, Failure> {
                 ports,
             }),
             recorder,
+            unit: config.selector.unit_info().cloned(),
             ..Setup::default()
         },
     );

@@ -48,7 +48,8 @@ impl ObserveConfig {
             pids: args.pids,
             follow: !args.no_follow,
             comms: args.comms,
-            cgroups: args.cgroups,
+            cgroups: crate::systemd::with_unit_cgroups(args.cgroups, &args.units)
+                .map_err(|e| Failure::refused(e.to_string()))?,
             command: args.command,
         };
         let duration = args
@@ -113,9 +114,12 @@ pub fn run(args: ObserveArgs) -> Result<u8, Failure> {
     };
     let mut members = initial_members(&targets, processes, scan_cgroups(&targets.cgroups));
     session.targets.add_members(&members)?;
-    crate::target::catch_up(&mut members, &targets.cgroups, (targets.follow, false), |late| {
-        session.targets.add_members(late)
-    })?;
+    crate::target::catch_up(
+        &mut members,
+        &targets.cgroups,
+        (targets.follow, false),
+        |late| session.targets.add_members(late),
+    )?;
 
     let start_ns = monotonic_ns();
     let (runtime, stops) = runtime_with_stops()?;

@@ -80,6 +80,8 @@ pub struct Setup<'a> {
     /// Read each candidate's title (its command line) for rules that match on it; off
     /// otherwise, so that arguments are not recorded for nothing.
     pub titles: bool,
+    /// Watch this systemd unit's state over D-Bus (`--unit`).
+    pub unit: Option<crate::systemd::UnitInfo>,
 }
 
 pub struct Driver<'a> {
@@ -97,6 +99,7 @@ pub struct Driver<'a> {
     recorder: Option<Recorder<Box<dyn Write>>>,
     seccomp_paths: bool,
     titles: bool,
+    unit: Option<crate::systemd::UnitInfo>,
     denylist: Denylist,
     /// pidfds kept for a later order (escalation, thaw), by the order that pinned them.
     pinned: HashMap<u64, Pinned>,
@@ -140,6 +143,7 @@ impl<'a> Driver<'a> {
             recorder: setup.recorder,
             seccomp_paths: setup.seccomp_paths,
             titles: setup.titles,
+            unit: setup.unit,
             denylist: Denylist::new(Path::new("/proc")),
             pinned: HashMap::new(),
             frozen: Vec::new(),
@@ -241,6 +245,18 @@ impl<'a> Driver<'a> {
             ),
             _ => None,
         };
+        // The unit's state, from systemd itself, on a connection of its own.
+        let (unit_tx, mut unit_rx) = mpsc::unbounded_channel();
+        let unit_task = self.unit.clone().map(|unit| {
+            tokio::spawn(async move {
+                match crate::systemd::connect(&unit.name).await {
+                    Ok(conn) => crate::systemd::watch(conn, unit.path, unit_tx).await,
+                    Err(e) => {
+                        let _ = unit_tx.send(Err(e.to_string()));
+                    }
+                }
+            })
+        });
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::new();
@@ -256,6 +272,14 @@ impl<'a> Driver<'a> {
                 more = source.next_batch(&mut batch) => ended = !more?,
                 Some(mark) = self.ready_rx.recv() => extra = Some(Input::Ready(mark)),
                 Some(seen) = self.watch_rx.recv() => extra = Some(Input::Readiness(seen)),
+                Some(state) = unit_rx.recv() => {
+                    // What the kernel saw before systemd said so comes first.
+                    source.drain(&mut batch)?;
+                    match state {
+                        Ok(state) => extra = Some(Input::Unit(state)),
+                        Err(why) => self.fail(format!("systemd: {why}")),
+                    }
+                }
                 Some(v) = self.verify_rx.recv() => {
                     self.verifies_running -= 1;
                     extra = Some(Input::Verified(v));
@@ -319,6 +343,9 @@ impl<'a> Driver<'a> {
             if let Some(recorder) = &mut self.recorder {
                 let _ = recorder.flush();
             }
+        }
+        if let Some(task) = unit_task {
+            task.abort();
         }
         // What the kernel committed before the stop still belongs to the run.
         source.drain(&mut batch)?;

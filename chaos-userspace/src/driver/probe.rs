@@ -88,7 +88,7 @@ async fn attempt(probe: &Probe) -> bool {
             .status()
             .await
             .is_ok_and(|s| s.success()),
-        Ready::Exec | Ready::Listen => false,
+        Ready::Exec | Ready::Listen | Ready::Unit => false,
     }
 }
 

@@ -125,10 +125,15 @@ pub struct TargetFile {
     /// the cgroup2 mount).
     #[serde(default)]
     pub cgroup: Option<String>,
+    /// A systemd service (`NAME` or `NAME.service`): its main process, restarted by pid 1,
+    /// which chaos observes read-only and never hits.
+    #[serde(default)]
+    pub unit: Option<String>,
     /// The service's command name (at most 15 bytes, as the kernel keeps it).
     #[serde(default)]
     pub comm: Option<String>,
-    /// `exec`, `listen`, `tcp:HOST:PORT` or `cmd:COMMAND` (default `exec`).
+    /// `exec`, `listen`, `tcp:HOST:PORT`, `cmd:COMMAND` or `unit` (systemd's active/running;
+    /// default `unit` with `unit`, else `exec`).
     #[serde(default)]
     pub ready: Option<String>,
     /// How long after a fault (or the death it caused) its effect is looked for: a fault

@@ -165,6 +165,12 @@ pub enum Named {
         column: usize,
     },
     Comm(String),
+    /// A systemd service, resolved when the run starts.
+    Unit {
+        name: String,
+        line: usize,
+        column: usize,
+    },
 }
 
 impl Named {
@@ -175,6 +181,13 @@ impl Named {
             Named::Pid(pid) => Selector::Pid(*pid),
             Named::Exe(exe) => Selector::Exe(exe.clone()),
             Named::Comm(comm) => Selector::Comm(comm.clone()),
+            Named::Unit { name, line, column } => Selector::unit(name).map_err(|e| FileError {
+                file: file.display().to_string(),
+                line: *line,
+                column: *column,
+                key: "target.unit".into(),
+                message: e.to_string(),
+            })?,
             Named::Cgroup { path, line, column } => {
                 let error = |message: String| FileError {
                     file: file.display().to_string(),

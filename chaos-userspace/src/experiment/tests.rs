@@ -301,7 +301,7 @@ fn bad_files_name_the_line_the_key_and_the_problem() {
             edit("supervisor = 4242\n", "supervisor = 4242\npid = 7\n"),
             10,
             "target",
-            "give one of supervisor, pid, exe and cgroup",
+            "give one of supervisor, pid, exe, cgroup and unit",
         ),
         (
             edit("supervisor = 4242\ncomm = \"queue\"\n", ""),

@@ -325,6 +325,7 @@ mod tests {
             fault_id: None,
             orphans: Vec::new(),
             answered_by: Vec::new(),
+            systemd: None,
         }
     }
 

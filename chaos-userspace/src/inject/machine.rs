@@ -150,7 +150,11 @@ impl Machine for InjectMachine {
                 }
                 self.injector.event(e, out);
             }
-            Input::Ready(_) | Input::Verified(_) | Input::Inspected(_) | Input::Readiness(_) => {}
+            Input::Ready(_)
+            | Input::Verified(_)
+            | Input::Inspected(_)
+            | Input::Readiness(_)
+            | Input::Unit(_) => {}
             Input::Stop(cause) => {
                 if let StopCause::Failure(why) = cause {
                     self.failure.get_or_insert(why.clone());

@@ -164,6 +164,8 @@ pub enum Input {
     Verified(Verified),
     Inspected(Inspected),
     Readiness(Readiness),
+    /// The systemd unit's state changed (`--unit`).
+    Unit(crate::systemd::UnitState),
     Stop(StopCause),
 }
 
@@ -179,6 +181,7 @@ impl Input {
             Input::Notification(n) => Some(n.ts_ns),
             Input::KernelFault(k) => Some(k.event.ts_ns),
             Input::Readiness(r) => Some(r.ts_ns),
+            Input::Unit(u) => Some(u.ts_ns),
             Input::Verified(_) | Input::Inspected(_) | Input::Stop(_) => None,
         }
     }

@@ -67,11 +67,12 @@ enum Mark {
     Verified(Verified),
     Inspected(Inspected),
     Readiness(Readiness),
+    Unit(crate::systemd::UnitState),
     Stop(StopCause),
     End(End),
 }
 
-const MARKS: [&str; 11] = [
+const MARKS: [&str; 12] = [
     "ready",
     "tick",
     "candidates",
@@ -81,6 +82,7 @@ const MARKS: [&str; 11] = [
     "verified",
     "inspected",
     "readiness",
+    "unit",
     "stop",
     "end",
 ];
@@ -138,6 +140,7 @@ impl<W: Write> Recorder<W> {
             Input::Verified(v) => write_line(out, &Mark::Verified(v.clone())),
             Input::Inspected(i) => write_line(out, &Mark::Inspected(i.clone())),
             Input::Readiness(r) => write_line(out, &Mark::Readiness(*r)),
+            Input::Unit(u) => write_line(out, &Mark::Unit(u.clone())),
             Input::Stop(s) => write_line(out, &Mark::Stop(s.clone())),
         }
     }
@@ -238,6 +241,7 @@ impl<H: Header> Recording<H> {
                 Mark::Verified(v) => Input::Verified(v),
                 Mark::Inspected(i) => Input::Inspected(i),
                 Mark::Readiness(r) => Input::Readiness(r),
+                Mark::Unit(u) => Input::Unit(u),
                 Mark::Stop(s) => Input::Stop(s),
                 Mark::End(e) => {
                     end = Some(e);

@@ -26,6 +26,12 @@ pub enum Selector {
     Exe(PathBuf),
     /// `--cgroup`: the processes at the top of the cgroup's tree.
     Cgroup(CgroupRule),
+    /// `--unit`: a systemd service, its main process, supervised by pid 1 (observed
+    /// read-only) and followed through its cgroup.
+    Unit {
+        unit: Box<crate::systemd::UnitInfo>,
+        cgroup: CgroupRule,
+    },
 }
 
 /// What was found.
@@ -58,7 +64,9 @@ pub enum DiscoverError {
 pub fn find_live(selector: &Selector, filter: Option<&str>) -> Result<Found, DiscoverError> {
     let procs = processes(Path::new("/proc"));
     let in_cgroup = match selector {
-        Selector::Cgroup(rule) => crate::target::scan_cgroups(std::slice::from_ref(rule)),
+        Selector::Cgroup(rule) | Selector::Unit { cgroup: rule, .. } => {
+            crate::target::scan_cgroups(std::slice::from_ref(rule))
+        }
         _ => Vec::new(),
     };
     let mut found = find(selector, filter, &procs, &in_cgroup)?;
@@ -106,6 +114,15 @@ pub fn find(
                 .filter(|p| p.exe.as_deref() == Some(exe.as_path()) && named(p))
                 .collect();
             (format!("--exe {}", path.display()), false, top_of(matching))
+        }
+        Selector::Unit { unit, .. } => {
+            let what = format!("--unit {}", unit.name);
+            let main = procs
+                .get(&unit.main_pid)
+                .ok_or_else(|| DiscoverError::NoProcess {
+                    flag: format!("{what} (MainPID {})", unit.main_pid),
+                })?;
+            (what, true, vec![main])
         }
         Selector::Cgroup(rule) => {
             let members: BTreeSet<u32> = in_cgroup.iter().copied().collect();
@@ -204,6 +221,10 @@ pub fn follow(
     for &pid in &found.supervisors {
         if pid > 1 && pid != me {
             members.insert(pid, follow(reason::PID));
+        } else if pid == 1 && matches!(selector, Selector::Unit { .. }) {
+            // systemd: its forks into the unit's cgroup and its reaps are seen; pid 1 itself
+            // never joins the target set, so nothing of chaos's can act on it.
+            targets.add_watcher(1)?;
         } else {
             log::warn!(
                 "the supervisor is pid {pid}: chaos does not target it, so replacements are seen from their exec, without fork and reap"
@@ -222,7 +243,7 @@ pub fn follow(
         targets.add_comm(key)?;
     }
     let cgroups: &[crate::target::CgroupRule] = match &selector {
-        Selector::Cgroup(rule) => std::slice::from_ref(rule),
+        Selector::Cgroup(rule) | Selector::Unit { cgroup: rule, .. } => std::slice::from_ref(rule),
         _ => &[],
     };
     for rule in cgroups {
@@ -231,7 +252,35 @@ pub fn follow(
         }
     }
     targets.add_members(&members)?;
-    crate::target::catch_up(&mut members, cgroups, (true, true), |late| targets.add_members(late))
+    crate::target::catch_up(&mut members, cgroups, (true, true), |late| {
+        targets.add_members(late)
+    })
+}
+
+impl Selector {
+    /// `--unit NAME`: resolved through systemd now (a running service, its cgroup).
+    pub fn unit(name: &str) -> Result<Self, crate::systemd::UnitError> {
+        let unit = crate::systemd::resolve_now(name)?;
+        let dir = crate::systemd::cgroup_dir(&unit)?;
+        let cgroup =
+            crate::target::cgroup_rule(&dir).map_err(|e| crate::systemd::UnitError::Bus {
+                name: unit.name.clone(),
+                what: "its cgroup".into(),
+                detail: e.to_string(),
+            })?;
+        Ok(Selector::Unit {
+            unit: Box::new(unit),
+            cgroup,
+        })
+    }
+
+    /// The unit, for `--unit`.
+    pub fn unit_info(&self) -> Option<&crate::systemd::UnitInfo> {
+        match self {
+            Selector::Unit { unit, .. } => Some(unit),
+            _ => None,
+        }
+    }
 }
 
 /// Checks a `--comm` filter's length the way the kernel stores names.

@@ -32,9 +32,12 @@ use super::{
     stats::Stats,
 };
 use crate::{
-    episode::{Cause, Episode, ExitInfo, Holder, Milestones, Orphan, Outcome, RecoveryPhases},
+    episode::{
+        Cause, Episode, ExitInfo, Holder, Milestones, Orphan, Outcome, RecoveryPhases, SystemdTimes,
+    },
     event::{Event, Exec, Exit, Signal, signal_name},
     machine::ReadyMark,
+    systemd::UnitState,
 };
 
 /// Signals that ask a process to stop: when an instance exits normally after one of them, the
@@ -95,6 +98,33 @@ struct Open {
     deadline_ns: u64,
     orphans: Vec<Orphan>,
     answered_by: Vec<Holder>,
+    systemd: Option<SystemdTimes>,
+}
+
+/// systemd's timestamps against chaos's, over the episodes that had both (`--unit`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Offsets {
+    pub episodes: u64,
+    /// The largest (by magnitude) ExecMainExit - reaped, and ExecMainStart - forked, in ns.
+    pub exit_vs_reaped_ns: Option<i64>,
+    pub start_vs_forked_ns: Option<i64>,
+}
+
+impl Offsets {
+    fn add(&mut self, (exit, start): (Option<i64>, Option<i64>)) {
+        let widest = |kept: &mut Option<i64>, new: Option<i64>| {
+            if let Some(n) = new
+                && kept.is_none_or(|k| n.abs() > k.abs())
+            {
+                *kept = Some(n);
+            }
+        };
+        if exit.is_some() || start.is_some() {
+            self.episodes += 1;
+        }
+        widest(&mut self.exit_vs_reaped_ns, exit);
+        widest(&mut self.start_vs_forked_ns, start);
+    }
 }
 
 pub struct Engine {
@@ -106,6 +136,9 @@ pub struct Engine {
     open: Vec<Open>,
     next_id: u64,
     stats: Stats,
+    /// The systemd unit's last state (`--unit`).
+    unit: Option<UnitState>,
+    offsets: Offsets,
 }
 
 impl Engine {
@@ -147,6 +180,8 @@ impl Engine {
             open: Vec::new(),
             next_id: 1,
             stats: Stats::default(),
+            unit: None,
+            offsets: Offsets::default(),
         }
     }
 
@@ -257,6 +292,93 @@ impl Engine {
         self.end(open, Outcome::Recovered, ready, None, out);
     }
 
+    /// The systemd unit's state changed: systemd's timestamps go to the open episodes they
+    /// describe; with `--ready unit`, active and running (entered after the death) ends an
+    /// episode whose replacement exec'd; a failed unit (StartLimitBurst hit, or no Restart=)
+    /// fails every open episode at once.
+    pub fn unit(&mut self, state: &UnitState, out: &mut Vec<Output>) {
+        self.advance(state.ts_ns, out);
+        for open in &mut self.open {
+            let times = open.systemd.get_or_insert_default();
+            if state.exec_main_pid == open.old_pid && state.exec_main_exit_ns.is_some() {
+                times.exec_main_exit_ns = state.exec_main_exit_ns;
+            }
+            if open.new_pid == Some(state.exec_main_pid) && state.exec_main_start_ns.is_some() {
+                times.exec_main_start_ns = state.exec_main_start_ns;
+            }
+        }
+        self.unit = Some(state.clone());
+        self.unit_check(out);
+    }
+
+    /// Ends what the unit's last state decides (see [`Engine::unit`]).
+    fn unit_check(&mut self, out: &mut Vec<Output>) {
+        let Some(state) = self.unit.clone() else {
+            return;
+        };
+        if state.active == "failed" {
+            let reason = self.unit_failure(&state);
+            for mut open in std::mem::take(&mut self.open) {
+                open.systemd.get_or_insert_default().result = Some(state.result.clone());
+                self.end(open, Outcome::Failed, 0, Some(reason.clone()), out);
+            }
+            return;
+        }
+        let (Ready::Unit, true, Some(enter)) = (
+            &self.service.ready,
+            state.is_running(),
+            state.active_enter_ns,
+        ) else {
+            return;
+        };
+        while let Some(at) = self
+            .open
+            .iter()
+            .position(|o| o.at.exec.is_some() && o.at.exit.is_some_and(|x| enter >= x))
+        {
+            let mut open = self.open.remove(at);
+            let times = open.systemd.get_or_insert_default();
+            times.active_enter_ns = Some(enter);
+            if open.new_pid == Some(state.exec_main_pid) {
+                times.exec_main_start_ns = state.exec_main_start_ns;
+            }
+            // Type=simple is active once forked: ready is never before the exec.
+            let ready = enter.max(open.at.exec.unwrap_or(enter));
+            self.end(open, Outcome::Recovered, ready, None, out);
+        }
+    }
+
+    /// Why a failed unit's episodes failed, in words.
+    fn unit_failure(&self, state: &UnitState) -> String {
+        let unit = self.service.unit.as_ref();
+        match state.result.as_str() {
+            "start-limit-hit" => format!(
+                "start-limit-hit: systemd stopped restarting the unit{}",
+                unit.map_or(String::new(), |u| format!(
+                    " (StartLimitBurst={} starts within {})",
+                    u.start_limit_burst,
+                    humantime::format_duration(std::time::Duration::from_micros(
+                        u.start_limit_interval_usec
+                    ))
+                ))
+            ),
+            result => format!(
+                "the unit failed (Result={result}) and systemd does not restart it{}",
+                unit.map_or(String::new(), |u| format!(" (Restart={})", u.restart))
+            ),
+        }
+    }
+
+    /// systemd's timestamps against chaos's so far.
+    pub fn offsets(&self) -> Offsets {
+        self.offsets
+    }
+
+    /// The unit's last state seen.
+    pub fn unit_state(&self) -> Option<&UnitState> {
+        self.unit.as_ref()
+    }
+
     /// What a dead instance's orphans hold, as the driver found it.
     pub fn inspected(&mut self, episode: u64, orphans: &[Orphan]) {
         if let Some(open) = self.open.iter_mut().find(|o| o.id == episode) {
@@ -340,6 +462,7 @@ impl Engine {
                 self.end(open, Outcome::Recovered, e.ts_ns, None, out);
             }
             Ready::Listen => {}
+            Ready::Unit => self.unit_check(out),
             Ready::Tcp { .. } | Ready::Cmd { .. } => out.push(Output::Probe {
                 episode: id,
                 new_pid: e.pid,
@@ -427,6 +550,7 @@ impl Engine {
                 })
                 .collect(),
             answered_by: Vec::new(),
+            systemd: None,
         };
         self.next_id += 1;
         self.open.push(open);
@@ -463,7 +587,11 @@ impl Engine {
             fault_id: None,
             orphans: open.orphans,
             answered_by: open.answered_by,
+            systemd: open.systemd,
         };
+        if let Some(times) = &episode.systemd {
+            self.offsets.add(times.offsets(&episode.at_ns));
+        }
         self.stats.add(&episode);
         out.push(Output::Episode(Box::new(episode)));
     }

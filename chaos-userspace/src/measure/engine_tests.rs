@@ -31,6 +31,7 @@ fn service(ready: Ready, instances: &[(u32, u32)]) -> Service {
         workers: Vec::new(),
         ports: Vec::new(),
         data_dir: None,
+        unit: None,
     }
 }
 
@@ -518,5 +519,118 @@ fn a_master_killed_leaves_its_workers_named_as_orphans_and_they_keep_it_down() {
     assert!(
         why.contains("the probe was answered by 20 (svc), not the new instance"),
         "{why}"
+    );
+}
+
+fn unit_state(ts: u64, active: &str, sub: &str, main: u32) -> crate::systemd::UnitState {
+    crate::systemd::UnitState {
+        ts_ns: ts,
+        active: active.into(),
+        sub: sub.into(),
+        result: "success".into(),
+        exec_main_pid: main,
+        exec_main_start_ns: None,
+        exec_main_exit_ns: None,
+        active_enter_ns: None,
+        n_restarts: 0,
+    }
+}
+
+#[test]
+fn a_unit_is_ready_when_systemd_says_it_runs_with_its_own_timestamps_kept() {
+    let mut story = Story::new(service(Ready::Unit, &[(11, 1)]));
+    // pid 1 kills nothing: chaos's SIGKILL, then systemd's SIGCHLD handling and its reap.
+    story.kill(100 * MS, 11, 9).exit(101 * MS, 11, 1, 9, 0);
+    let dying = crate::systemd::UnitState {
+        exec_main_exit_ns: Some(101 * MS + 300_000),
+        ..unit_state(102 * MS, "activating", "auto-restart", 11)
+    };
+    story.engine.unit(&dying, &mut story.out);
+    story
+        .reap(101 * MS + 400_000, 1, 11)
+        .fork(1_102 * MS, 1, 12)
+        .exec(1_103 * MS, 12, 1, "svc");
+    assert!(story.episodes().is_empty(), "exec'd, but not active yet");
+    let running = crate::systemd::UnitState {
+        exec_main_start_ns: Some(1_102 * MS + 100_000),
+        active_enter_ns: Some(1_105 * MS),
+        n_restarts: 1,
+        ..unit_state(1_106 * MS, "active", "running", 12)
+    };
+    story.engine.unit(&running, &mut story.out);
+    let episodes = story.episodes();
+    assert_eq!(episodes.len(), 1);
+    let e = &episodes[0];
+    assert_eq!(e.outcome, Outcome::Recovered);
+    assert_eq!(
+        e.at_ns.ready,
+        Some(1_105 * MS),
+        "systemd's ActiveEnter timestamp"
+    );
+    let times = e.systemd.as_ref().unwrap();
+    assert_eq!(times.offsets(&e.at_ns), (Some(-100_000), Some(100_000)));
+    let o = story.engine.offsets();
+    assert_eq!(o.episodes, 1);
+    assert_eq!(
+        (o.exit_vs_reaped_ns, o.start_vs_forked_ns),
+        (Some(-100_000), Some(100_000))
+    );
+}
+
+#[test]
+fn a_running_state_that_came_before_the_exec_event_ends_the_episode_at_the_exec() {
+    // Type=simple is active once forked, and D-Bus may be read before the ring buffer.
+    let mut story = Story::new(service(Ready::Unit, &[(11, 1)]));
+    story
+        .kill(100 * MS, 11, 9)
+        .exit(101 * MS, 11, 1, 9, 0)
+        .reap(102 * MS, 1, 11);
+    let running = crate::systemd::UnitState {
+        active_enter_ns: Some(300 * MS),
+        ..unit_state(301 * MS, "active", "running", 12)
+    };
+    story.engine.unit(&running, &mut story.out);
+    assert!(story.episodes().is_empty());
+    story.fork(300 * MS, 1, 12).exec(302 * MS, 12, 1, "svc");
+    let e = &story.episodes()[0];
+    assert_eq!(e.outcome, Outcome::Recovered);
+    assert_eq!(e.at_ns.ready, Some(302 * MS), "never before the exec");
+}
+
+#[test]
+fn a_unit_that_hit_its_start_limit_fails_the_episode_with_that_reason() {
+    let mut story = Story::new(Service {
+        unit: Some(crate::systemd::UnitInfo {
+            name: "quick.service".into(),
+            path: "/org/freedesktop/systemd1/unit/quick_2eservice".into(),
+            control_group: "/system.slice/quick.service".into(),
+            main_pid: 11,
+            service_type: "simple".into(),
+            restart: "always".into(),
+            restart_usec: 100_000,
+            start_limit_burst: 3,
+            start_limit_interval_usec: 10_000_000,
+            n_restarts: 0,
+            version: "252".into(),
+        }),
+        ..service(Ready::Unit, &[(11, 1)])
+    });
+    story.kill(100 * MS, 11, 9).exit(101 * MS, 11, 1, 9, 0);
+    let failed = crate::systemd::UnitState {
+        result: "start-limit-hit".into(),
+        ..unit_state(200 * MS, "failed", "failed", 11)
+    };
+    story.engine.unit(&failed, &mut story.out);
+    let e = &story.episodes()[0];
+    assert_eq!(e.outcome, Outcome::Failed);
+    assert_eq!(
+        e.reason.as_deref(),
+        Some(
+            "start-limit-hit: systemd stopped restarting the unit (StartLimitBurst=3 starts within 10s)"
+        )
+    );
+    assert_eq!(
+        e.systemd.as_ref().unwrap().result.as_deref(),
+        Some("start-limit-hit")
     );
 }

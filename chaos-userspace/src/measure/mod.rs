@@ -49,6 +49,7 @@ impl Measurement {
             Input::Event(event) => self.engine.event(event, &mut self.outputs),
             Input::Ready(mark) => self.engine.ready(mark, &mut self.outputs),
             Input::Inspected(i) => self.engine.inspected(i.episode, &i.orphans),
+            Input::Unit(state) => self.engine.unit(state, &mut self.outputs),
             Input::Tick(tick) => self.engine.advance(tick.ts_ns, &mut self.outputs),
             _ => {}
         }
@@ -117,6 +118,16 @@ impl Measurement {
             lost: end.counters.lost,
             targets_full: end.counters.targets_full,
             read_errors: end.counters.read_errors,
+            systemd: self
+                .header
+                .service
+                .unit
+                .clone()
+                .map(|unit| sink::SystemdSummary {
+                    unit,
+                    n_restarts_end: self.engine.unit_state().map(|s| s.n_restarts),
+                    offsets: self.engine.offsets(),
+                }),
         };
         (ended, summary)
     }

@@ -81,6 +81,7 @@ pub(crate) mod tests {
                 workers: Vec::new(),
                 ports: Vec::new(),
                 data_dir: None,
+                unit: None,
             },
         }
     }

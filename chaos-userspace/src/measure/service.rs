@@ -15,6 +15,9 @@ pub enum Ready {
     Tcp { addr: String },
     /// This shell command exited 0 (probed from userspace, CLOCK_MONOTONIC).
     Cmd { command: String },
+    /// The systemd unit is active and running (`--unit` only): systemd's own
+    /// ActiveEnterTimestampMonotonic, read when its PropertiesChanged signal comes.
+    Unit,
 }
 
 impl Ready {
@@ -25,6 +28,9 @@ impl Ready {
         }
         if text == "listen" {
             return Ok(Ready::Listen);
+        }
+        if text == "unit" {
+            return Ok(Ready::Unit);
         }
         if let Some(addr) = text.strip_prefix("tcp:") {
             let valid = addr
@@ -46,7 +52,7 @@ impl Ready {
             });
         }
         Err(format!(
-            "--ready {text}: give exec, listen, tcp:HOST:PORT or cmd:COMMAND"
+            "--ready {text}: give exec, listen, tcp:HOST:PORT, cmd:COMMAND or unit"
         ))
     }
 
@@ -61,6 +67,7 @@ impl Ready {
             Ready::Listen => "listen".into(),
             Ready::Tcp { addr } => format!("tcp:{addr}"),
             Ready::Cmd { command } => format!("cmd:{command}"),
+            Ready::Unit => "unit".into(),
         }
     }
 }
@@ -91,6 +98,7 @@ impl Service {
             workers: found.workers.clone(),
             ports,
             data_dir,
+            unit: None,
         }
     }
 }
@@ -127,6 +135,9 @@ pub struct Service {
     /// Where the service keeps its data (what an orphan still has open there is named).
     #[serde(default)]
     pub data_dir: Option<std::path::PathBuf>,
+    /// The systemd unit it is (`--unit`), as systemd described it at the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<crate::systemd::UnitInfo>,
 }
 
 /// A descendant of an instance, alive when measurement began.
@@ -156,6 +167,7 @@ mod tests {
                 command: "curl -sf localhost".into()
             }
         );
+        assert_eq!(Ready::parse("unit").unwrap(), Ready::Unit);
         for bad in ["tcp:80", "tcp:host:99999", "cmd: ", "http", ""] {
             let err = Ready::parse(bad).unwrap_err();
             assert!(err.starts_with(&format!("--ready {bad}:")), "{err}");

@@ -33,6 +33,67 @@ pub struct MeasureSummary {
     pub lost: u64,
     pub targets_full: u64,
     pub read_errors: u64,
+    /// `--unit`: systemd's settings and counts beside chaos's measurements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd: Option<SystemdSummary>,
+}
+
+/// systemd's throttles and counts, next to what chaos measured (`--unit`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SystemdSummary {
+    pub unit: crate::systemd::UnitInfo,
+    /// `NRestarts` at the end (at the start: `unit.n_restarts`).
+    pub n_restarts_end: Option<u32>,
+    /// systemd's own timestamps against chaos's kernel milestones.
+    pub offsets: super::engine::Offsets,
+}
+
+impl SystemdSummary {
+    /// Lines for the terminal: the restart delay configured beside the one measured, the
+    /// restart counts, the start limit, the timestamp agreement.
+    pub fn lines(&self, s: &MeasureSummary) -> Vec<String> {
+        let u = &self.unit;
+        let mut lines = vec![format!("systemd: {}", u.describe())];
+        let measured = s
+            .stats
+            .phases_ns
+            .iter()
+            .find(|(name, _)| *name == "reaped_to_forked")
+            .map(|(_, q)| *q)
+            .filter(|q| q.count > 0);
+        lines.push(format!(
+            "  RestartSec={} configured; reaped -> forked measured {}",
+            humantime::format_duration(std::time::Duration::from_micros(u.restart_usec)),
+            measured.map_or("in no episode".into(), |q| format!(
+                "min {}, p50 {}, max {} over {} episode(s)",
+                human_duration(q.min),
+                human_duration(q.p50),
+                human_duration(q.max),
+                q.count
+            ))
+        ));
+        let episodes = s.stats.recovered + s.stats.failed + s.stats.unfinished;
+        lines.push(match self.n_restarts_end {
+            Some(end) => format!(
+                "  NRestarts {} -> {end} (+{}) by systemd's count; {episodes} episode(s) by chaos's",
+                u.n_restarts,
+                end.saturating_sub(u.n_restarts)
+            ),
+            None => format!("  NRestarts {} at the start; {episodes} episode(s)", u.n_restarts),
+        });
+        let o = &self.offsets;
+        if o.episodes > 0 {
+            let ms =
+                |ns: Option<i64>| ns.map_or("-".into(), |n| format!("{:+.3}ms", n as f64 / 1e6));
+            lines.push(format!(
+                "  systemd's timestamps vs chaos's, largest over {} episode(s): ExecMainExit - reaped {}, ExecMainStart - forked {}",
+                o.episodes,
+                ms(o.exit_vs_reaped_ns),
+                ms(o.start_vs_forked_ns)
+            ));
+        }
+        lines
+    }
 }
 
 #[derive(Serialize)]
@@ -158,6 +219,11 @@ impl<W: Write> EpisodeSink for TableEpisodes<W> {
         )?;
         if let Some((label, share)) = slowest_phase(s) {
             writeln!(out, "slowest phase (p50): {label}, {share}")?;
+        }
+        if let Some(systemd) = &s.systemd {
+            for line in systemd.lines(s) {
+                writeln!(out, "{line}")?;
+            }
         }
         if s.lost > 0 {
             writeln!(

@@ -119,8 +119,17 @@ impl UnitState {
 /// A unit's name with `.service` added when it has no type suffix.
 pub fn unit_name(name: &str) -> String {
     const SUFFIXES: [&str; 11] = [
-        ".service", ".socket", ".target", ".timer", ".mount", ".automount", ".swap", ".path",
-        ".slice", ".scope", ".device",
+        ".service",
+        ".socket",
+        ".target",
+        ".timer",
+        ".mount",
+        ".automount",
+        ".swap",
+        ".path",
+        ".slice",
+        ".scope",
+        ".device",
     ];
     if SUFFIXES.iter().any(|s| name.ends_with(s)) {
         name.to_string()
@@ -135,7 +144,7 @@ pub async fn connect(name: &str) -> Result<Connection, UnitError> {
         return Err(UnitError::NoSystemd(name.into()));
     }
     zbus::connection::Builder::address(format!("unix:path={PRIVATE_SOCKET}").as_str())
-        .and_then(|b| Ok(b.p2p()))
+        .map(|b| b.p2p())
         .map_err(|e| bus(name, "the address", e))?
         .build()
         .await
@@ -252,6 +261,47 @@ pub async fn resolve(conn: &Connection, name: &str) -> Result<UnitInfo, UnitErro
     })
 }
 
+/// Resolves `name` now, from a thread with no runtime (the command's checks): a runtime of
+/// its own, gone (its threads joined) before this returns, so a command that forks later is
+/// single-threaded again.
+pub fn resolve_now(name: &str) -> Result<UnitInfo, UnitError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| bus(name, "cannot start a runtime", e))?;
+    runtime.block_on(async {
+        let conn = connect(name).await?;
+        resolve(&conn, name).await
+    })
+}
+
+/// The unit's cgroup directory, under the cgroup2 mount.
+pub fn cgroup_dir(unit: &UnitInfo) -> Result<PathBuf, UnitError> {
+    let mount = crate::target::cgroup2_mount().ok_or_else(|| UnitError::Bus {
+        name: unit.name.clone(),
+        what: "its cgroup".into(),
+        detail: "no cgroup2 filesystem is mounted".into(),
+    })?;
+    let relative = unit
+        .control_group
+        .strip_prefix("/")
+        .unwrap_or(&unit.control_group);
+    Ok(mount.join(relative))
+}
+
+/// The cgroups of `units` followed by `cgroups` (`--unit` and `--cgroup` of observe and
+/// inject: a unit is its cgroup there).
+pub fn with_unit_cgroups(
+    cgroups: Vec<PathBuf>,
+    units: &[String],
+) -> Result<Vec<PathBuf>, UnitError> {
+    let mut all = cgroups;
+    for name in units {
+        all.push(cgroup_dir(&resolve_now(name)?)?);
+    }
+    Ok(all)
+}
+
 /// microseconds of CLOCK_MONOTONIC (0: never) to ns.
 fn mono(usec: u64) -> Option<u64> {
     (usec != 0).then(|| usec.saturating_mul(1000))
@@ -272,7 +322,11 @@ pub async fn read_state(conn: &Connection, path: &str) -> zbus::Result<UnitState
                 .get_property("ExecMainStartTimestampMonotonic")
                 .await?,
         ),
-        exec_main_exit_ns: mono(service.get_property("ExecMainExitTimestampMonotonic").await?),
+        exec_main_exit_ns: mono(
+            service
+                .get_property("ExecMainExitTimestampMonotonic")
+                .await?,
+        ),
         active_enter_ns: mono(unit.get_property("ActiveEnterTimestampMonotonic").await?),
         n_restarts: service.get_property("NRestarts").await?,
     })
@@ -306,10 +360,12 @@ pub async fn watch(
     loop {
         match read_state(&conn, &path).await {
             Ok(state) => {
-                let changed = last.as_ref().is_none_or(|l| UnitState {
-                    ts_ns: state.ts_ns,
-                    ..l.clone()
-                } != state);
+                let changed = last.as_ref().is_none_or(|l| {
+                    UnitState {
+                        ts_ns: state.ts_ns,
+                        ..l.clone()
+                    } != state
+                });
                 if changed {
                     if tx.send(Ok(state.clone())).is_err() {
                         return;

@@ -47,7 +47,7 @@ pub struct Targets {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TargetError {
-    #[error("no target: name one with --pid, --comm, --cgroup or -- CMD")]
+    #[error("no target: name one with --pid, --comm, --cgroup, --unit or -- CMD")]
     Empty,
     #[error("--pid {0}: no such process")]
     NoProcess(u32),

@@ -62,12 +62,13 @@ impl Common {
             pids: targets.pids.clone(),
             follow: true,
             comms: targets.comms.clone(),
-            cgroups: targets.cgroups.clone(),
+            cgroups: crate::systemd::with_unit_cgroups(targets.cgroups.clone(), &targets.units)
+                .map_err(|e| refused(e.to_string()))?,
             command: targets.command.clone(),
         };
         if spec.is_empty() {
             return Err(refused(
-                "no target: name one with --pid, --comm, --cgroup or -- CMD (there is no \"any process\" mode)".into(),
+                "no target: name one with --pid, --comm, --cgroup, --unit or -- CMD (there is no \"any process\" mode)".into(),
             ));
         }
         let max_duration = common

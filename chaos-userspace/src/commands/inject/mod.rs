@@ -140,9 +140,12 @@ pub fn run(command: InjectCommand) -> Result<u8, Failure> {
     };
     let mut members = initial_members(&targets, scanned, scan_cgroups(&targets.cgroups));
     session.targets.add_members(&members)?;
-    crate::target::catch_up(&mut members, &targets.cgroups, (targets.follow, false), |late| {
-        session.targets.add_members(late)
-    })?;
+    crate::target::catch_up(
+        &mut members,
+        &targets.cgroups,
+        (targets.follow, false),
+        |late| session.targets.add_members(late),
+    )?;
 
     let start_ns = monotonic_ns();
     let clock = Clock::now();

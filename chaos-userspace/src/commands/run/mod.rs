@@ -90,7 +90,7 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         .audit
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_AUDIT));
-    let found = find_service(&experiment)?;
+    let (found, selector) = find_service(&experiment)?;
     let rules = HitRules::new(&experiment, &found.comm, &found.supervisors);
     let may_hit = hittable(&experiment, &found, &rules)?;
     print!(
@@ -141,7 +141,6 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         )),
         other => other.into(),
     })?;
-    let selector = experiment.target.named.resolve(&experiment.path)?;
     discover::follow(&mut session.targets, &found, &selector)?;
 
     // The audit log opens once the kernel took the programs (a refusal leaves no record to
@@ -214,7 +213,7 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         chaos_pid: std::process::id(),
         file: experiment.path.clone(),
         source,
-        service: service(&experiment, &found),
+        service: service(&experiment, &found, &selector),
     };
     let recorder = recorder(args.record.as_deref(), &header)?;
     let mut exporters = exporters;
@@ -246,6 +245,7 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
             verify,
             recorder,
             titles: rules.needs_titles(),
+            unit: selector.unit_info().cloned(),
             ..Setup::default()
         },
     );

@@ -14,7 +14,7 @@ use crate::{
     },
     fault::Role,
     measure::{
-        discover::{self, Found},
+        discover::{self, Found, Selector},
         service::{Ready, Service},
     },
     sys::trust::{self, Owners},
@@ -138,7 +138,7 @@ pub fn outputs(args: &RunArgs, experiment: &Experiment) -> Outputs {
     }
 }
 
-pub fn find_service(experiment: &Experiment) -> Result<Found, Failure> {
+pub fn find_service(experiment: &Experiment) -> Result<(Found, Selector), Failure> {
     let t = &experiment.target;
     let selector = t.named.resolve(&experiment.path)?;
     let mut found = discover::find_live(&selector, t.comm_filter.as_deref())
@@ -149,7 +149,7 @@ pub fn find_service(experiment: &Experiment) -> Result<Found, Failure> {
     if found.supervisors.iter().all(|&pid| pid > 1) {
         found.explicit = true;
     }
-    Ok(found)
+    Ok((found, selector))
 }
 
 /// At least one instance may be hit; else every instance's reason, before anything loads.
@@ -249,9 +249,12 @@ pub fn deny_comms(experiment: &Experiment, found: &Found) -> Vec<String> {
         .collect()
 }
 
-pub fn service(experiment: &Experiment, found: &Found) -> Service {
+pub fn service(experiment: &Experiment, found: &Found, selector: &Selector) -> Service {
     let t = &experiment.target;
-    Service::of(found, &t.ready, t.recovery_timeout, t.data_dir.clone())
+    Service {
+        unit: selector.unit_info().cloned(),
+        ..Service::of(found, &t.ready, t.recovery_timeout, t.data_dir.clone())
+    }
 }
 
 pub fn open_audit(path: &Path, owners: &Owners) -> Result<AuditLog, Failure> {

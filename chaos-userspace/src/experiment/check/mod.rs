@@ -261,6 +261,7 @@ fn check_target(c: &Checker, raw: &toml::Spanned<file::TargetFile>) -> Result<Ta
         t.pid.is_some(),
         t.exe.is_some(),
         t.cgroup.is_some(),
+        t.unit.is_some(),
     ]
     .iter()
     .filter(|b| **b)
@@ -269,7 +270,7 @@ fn check_target(c: &Checker, raw: &toml::Spanned<file::TargetFile>) -> Result<Ta
         return Err(c.at(
             tspan.start,
             "target",
-            "give one of supervisor, pid, exe and cgroup (comm may go with any)",
+            "give one of supervisor, pid, exe, cgroup and unit (comm may go with any)",
         ));
     }
     let named = if let Some(pid) = t.supervisor {
@@ -286,13 +287,21 @@ fn check_target(c: &Checker, raw: &toml::Spanned<file::TargetFile>) -> Result<Ta
             line: at.line,
             column: at.column,
         }
+    } else if let Some(unit) = &t.unit {
+        // Resolved through systemd when the run starts, like a cgroup.
+        let at = c.key(&tspan, "target.unit", "");
+        Named::Unit {
+            name: unit.clone(),
+            line: at.line,
+            column: at.column,
+        }
     } else if let Some(comm) = &t.comm {
         Named::Comm(comm.clone())
     } else {
         return Err(c.at(
             tspan.start,
             "target",
-            "name the service: supervisor, pid, exe, cgroup or comm",
+            "name the service: supervisor, pid, exe, cgroup, unit or comm",
         ));
     };
     if let Some(pid) = t.supervisor.or(t.pid)
@@ -312,8 +321,20 @@ fn check_target(c: &Checker, raw: &toml::Spanned<file::TargetFile>) -> Result<Ta
         Named::Comm(_) => None,
         _ => t.comm.clone(),
     };
-    let ready = Ready::parse(t.ready.as_deref().unwrap_or("exec"))
-        .map_err(|m| c.key(&tspan, "target.ready", plain(m)))?;
+    let unit = matches!(named, Named::Unit { .. });
+    let ready = Ready::parse(
+        t.ready
+            .as_deref()
+            .unwrap_or(if unit { "unit" } else { "exec" }),
+    )
+    .map_err(|m| c.key(&tspan, "target.ready", plain(m)))?;
+    if ready == Ready::Unit && !unit {
+        return Err(c.key(
+            &tspan,
+            "target.ready",
+            "`unit`: readiness from systemd needs the service named with target.unit",
+        ));
+    }
     if t.ready_user.is_some() && !matches!(ready, Ready::Cmd { .. }) {
         return Err(c.key(
             &tspan,

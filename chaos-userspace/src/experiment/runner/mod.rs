@@ -591,7 +591,7 @@ impl Machine for Runner {
                 ended = self.measurement.feed(input, out);
             }
             Input::Readiness(r) => self.accounting.readiness(r.fault, r.ts_ns, r.ok),
-            Input::Ready(_) => ended = self.measurement.feed(input, out),
+            Input::Ready(_) | Input::Unit(_) => ended = self.measurement.feed(input, out),
             Input::Inspected(i) => {
                 ended = self.measurement.feed(input, out);
                 self.inspected(i, out);

@@ -63,6 +63,7 @@ fn header(source: &str) -> RunHeader {
             workers: Vec::new(),
             ports: Vec::new(),
             data_dir: None,
+            unit: None,
         },
     }
 }
