@@ -30,25 +30,41 @@ pub fn chaos_fork(ctx: RawTracePointContext) -> i32 {
 
 fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
     let parent_tgid = target::current_tgid();
-    let parent = target::lookup(parent_tgid);
-    if parent.is_none() && !target::is_watcher(parent_tgid) {
-        return Ok(());
+    // Matched once, so that no `Option` is carried across the reads below: LLVM spills the
+    // payload of a `None` as an undefined register, which the verifier refuses (R3 !read_ok).
+    match target::lookup(parent_tgid) {
+        Some(parent) => fork_of_target(ctx, parent_tgid, parent),
+        None if target::is_watcher(parent_tgid) => fork_of_watcher(ctx, parent_tgid),
+        None => Ok(()),
     }
+}
+
+/// The child's tgid when the fork made a new process, `None` for a new thread.
+fn new_process(ctx: &RawTracePointContext) -> Result<Option<u32>, ()> {
     let child = ctx.arg::<u64>(1) as *const u8;
     let child_pid: u32 = kernel_field(child, offset!(task_pid))?;
     let child_tgid: u32 = kernel_field(child, offset!(task_tgid))?;
-    if child_pid != child_tgid {
-        return Ok(()); // a new thread of an existing process
-    }
-    let Some(parent) = parent else {
-        // A watcher's child: where it goes is not known yet (pid 1 forks for every unit).
-        let pending = PendingFork {
-            ts_ns: now(),
-            parent: parent_tgid,
-            _pad: 0,
-        };
-        let _ = PENDING_FORKS.insert(&child_tgid, &pending, 0);
+    Ok((child_pid == child_tgid).then_some(child_tgid))
+}
+
+/// A watcher's child: where it goes is not known yet (pid 1 forks for every unit), so its fork
+/// waits in PENDING_FORKS for its first exec.
+fn fork_of_watcher(ctx: &RawTracePointContext, parent_tgid: u32) -> Result<(), ()> {
+    let Some(child_tgid) = new_process(ctx)? else {
         return Ok(());
+    };
+    let pending = PendingFork {
+        ts_ns: now(),
+        parent: parent_tgid,
+        _pad: 0,
+    };
+    let _ = PENDING_FORKS.insert(&child_tgid, &pending, 0);
+    Ok(())
+}
+
+fn fork_of_target(ctx: &RawTracePointContext, parent_tgid: u32, parent: TargetInfo) -> Result<(), ()> {
+    let Some(child_tgid) = new_process(ctx)? else {
+        return Ok(()); // a new thread of an existing process
     };
     // A child is in the same cgroup and has the same comm as its parent until it moves or execs;
     // it inherits the pid reason only when the parent is followed.

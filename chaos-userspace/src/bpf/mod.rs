@@ -26,7 +26,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ch
 pub enum BpfError {
     #[error("cannot load the eBPF object")]
     Object(#[source] aya::EbpfError),
-    #[error("the kernel refused program {program}")]
+    #[error("the kernel refused program {program}{}", verifier_reason(source))]
     Load {
         program: &'static str,
         #[source]
@@ -353,6 +353,22 @@ fn load_once(result: Result<(), ProgramError>, program: &'static str) -> Result<
         Ok(()) | Err(ProgramError::AlreadyLoaded) => Ok(()),
         Err(source) => Err(BpfError::Load { program, source }),
     }
+}
+
+/// The verifier's reason, which is the log's last line before its statistics; the error chain
+/// keeps only first lines, and the first line of a verifier log is its first instruction.
+fn verifier_reason(source: &ProgramError) -> String {
+    let ProgramError::LoadError { verifier_log, .. } = source else {
+        return String::new();
+    };
+    let log = verifier_log.to_string();
+    let stats = ["processed ", "verification time", "stack depth", "mark_precise"];
+    log.lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !stats.iter().any(|s| line.starts_with(s)))
+        .map(|line| format!(" (the verifier: {line})"))
+        .unwrap_or_default()
 }
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> BpfError {
