@@ -39,6 +39,11 @@ pub struct Layout {
     pub cgroup_dst_id: u32,
     pub cgroup_pid: u32,
 
+    // cgroup:cgroup_mkdir.
+    pub mkdir_root: u32,
+    pub mkdir_id: u32,
+    pub mkdir_path: u32,
+
     // ext4:ext4_sync_file_enter / ext4:ext4_sync_file_exit.
     pub ext4_enter_dev: u32,
     pub ext4_enter_ino: u32,
@@ -72,7 +77,7 @@ pub struct Layout {
     pub deliver_sig: u32,
     pub deliver_handler: u32,
 }
-const _: () = assert!(size_of::<Layout>() == 34 * 4 + 16);
+const _: () = assert!(size_of::<Layout>() == 37 * 4 + 16);
 
 impl Layout {
     /// A layout with every field absent; the programs check before reading.
@@ -96,6 +101,9 @@ impl Layout {
             cgroup_dst_root: ABSENT,
             cgroup_dst_id: ABSENT,
             cgroup_pid: ABSENT,
+            mkdir_root: ABSENT,
+            mkdir_id: ABSENT,
+            mkdir_path: ABSENT,
             ext4_enter_dev: ABSENT,
             ext4_enter_ino: ABSENT,
             ext4_enter_datasync: ABSENT,

@@ -42,6 +42,10 @@ pub const MAX_PENDING_FORKS: u32 = 4096;
 
 /// Capacity of the `TARGETS` map. A full map is counted in `COUNTERS[TARGETS_FULL]`.
 pub const MAX_TARGETS: u32 = 32 * 1024;
+/// Length of a key of `TARGET_CGROUP_PATHS`: a cgroup's path below the cgroup2 root,
+/// NUL-padded (`/system.slice/sync-helper.service`).
+pub const CGROUP_PATH_LEN: usize = 128;
+
 /// Capacity of `TARGET_COMMS` and `TARGET_CGROUPS`.
 pub const MAX_RULES: u32 = 256;
 

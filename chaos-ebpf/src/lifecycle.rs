@@ -9,13 +9,13 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use chaos_common::{
-    ABSENT, COMM_LEN, EventHeader, ExecEvent, ExitEvent, ForkEvent, PendingFork, TargetInfo,
+    ABSENT, CGROUP_PATH_LEN, COMM_LEN, EventHeader, ExecEvent, ExitEvent, ForkEvent, PendingFork, TargetInfo,
     counter, kind, reason, target_flag,
 };
 
 use crate::{
     layout::{current_task, kernel_field, offset, tp_data_loc_str, tp_field},
-    maps::{EVENTS, PENDING_FORKS, UNSYNCED, count},
+    maps::{EVENTS, PENDING_FORKS, TARGET_CGROUP_PATHS, TARGET_CGROUPS, UNSYNCED, count},
     target,
 };
 
@@ -214,6 +214,28 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
     // The tracepoint carries the exiting task's comm; current's is the same and cheaper.
     event.comm = target::current_comm();
     output(&event);
+    Ok(())
+}
+
+/// cgroup:cgroup_mkdir: a target cgroup's directory made again (see `TARGET_CGROUP_PATHS`).
+#[tracepoint]
+pub fn chaos_cgroup_mkdir(ctx: TracePointContext) -> u32 {
+    let _ = try_cgroup_mkdir(&ctx);
+    0
+}
+
+fn try_cgroup_mkdir(ctx: &TracePointContext) -> Result<(), ()> {
+    let root: i32 = tp_field(ctx, offset!(mkdir_root))?;
+    if root != 0 {
+        return Ok(());
+    }
+    let mut path = [0u8; CGROUP_PATH_LEN];
+    tp_data_loc_str(ctx, offset!(mkdir_path), &mut path)?;
+    if TARGET_CGROUP_PATHS.get_ptr(&path).is_none() {
+        return Ok(());
+    }
+    let id: u64 = tp_field(ctx, offset!(mkdir_id))?;
+    let _ = TARGET_CGROUPS.insert(&id, &1, 0);
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use chaos_common::{
-    COMM_LEN, FsyncStart, MAX_PENDING_FORKS, MAX_RULES, MAX_TARGETS, PendingFork, TargetInfo,
+    CGROUP_PATH_LEN, COMM_LEN, FsyncStart, MAX_PENDING_FORKS, MAX_RULES, MAX_TARGETS, PendingFork, TargetInfo,
     counter, fault,
 };
 
@@ -28,6 +28,14 @@ pub static TARGET_COMMS: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entrie
 /// cgroup v2 ids (kernfs inode numbers) whose processes are targets.
 #[map]
 pub static TARGET_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_RULES, 0);
+
+/// Paths of target cgroups below the cgroup2 root (NUL-padded): a directory made again at
+/// one of them (systemd removes a service's cgroup when its main process dies and makes it
+/// anew for the restart) has its new id put in `TARGET_CGROUPS` as it is made, before any
+/// process can be attached to it.
+#[map]
+pub static TARGET_CGROUP_PATHS: HashMap<[u8; CGROUP_PATH_LEN], u32> =
+    HashMap::with_max_entries(MAX_RULES, 0);
 
 /// Supervisors observed read-only, never members of the target set: pid 1 when it runs the
 /// unit being measured. Their forks are kept (`PENDING_FORKS`) until the child execs in a

@@ -24,9 +24,11 @@ enum Command {
     /// tracefs, bpffs, securityfs and debugfs. Idempotent; seconds when all is there.
     Setup,
     /// Setup, then every test: unit tests and the privileged suite as root on this kernel, then
-    /// the observer suite in QEMU guests running Debian's 6.1 and 6.12 cloud kernels.
+    /// the observer suite in QEMU guests running Debian's 6.1 and 6.12 cloud kernels, then the
+    /// systemd suite in a 6.12 guest whose pid 1 is systemd.
     Test {
-        /// Which kernels: this machine's (host), a guest (6.1, 6.12), or all of them.
+        /// Which kernels: this machine's (host), a guest (6.1, 6.12, systemd: 6.12 with
+        /// systemd as pid 1), or all of them.
         #[arg(long, value_enum, default_value = "all")]
         kernel: KernelChoice,
     },
@@ -56,6 +58,8 @@ enum KernelChoice {
     V6_1,
     #[value(name = "6.12")]
     V6_12,
+    /// The 6.12 guest booted with this machine's systemd as pid 1.
+    Systemd,
     All,
 }
 
@@ -64,6 +68,10 @@ enum KernelChoice {
 /// supervisord (Python); `servers` runs Debian's PostgreSQL and nginx, which the guests lack.
 /// `services` checks roles, outcomes and orphans with the suite's own programs.
 const GUEST_SUITES: [&str; 4] = ["doctor", "inject", "observe", "services"];
+/// The suite the systemd guest runs (its tests are ignored elsewhere: they need systemd as
+/// pid 1), and the programs its units run.
+const SYSTEMD_SUITES: [&str; 1] = ["systemd"];
+const SYSTEMD_PROGRAMS: [&str; 2] = ["chaos-queue", "victim"];
 /// The suite's programs the guest suites run.
 const GUEST_PROGRAMS: [&str; 5] = [
     "victim",
@@ -78,7 +86,7 @@ fn test(kernel: KernelChoice) -> Result<()> {
     let root = util::workspace_root();
     util::cargo(&["build", "--package", "chaos", "--package", "chaos-tests"])?;
     let series: Vec<&str> = match kernel {
-        KernelChoice::Host => vec![],
+        KernelChoice::Host | KernelChoice::Systemd => vec![],
         KernelChoice::V6_1 => vec!["6.1"],
         KernelChoice::V6_12 => vec!["6.12"],
         KernelChoice::All => vm::SERIES.to_vec(),
@@ -92,7 +100,13 @@ fn test(kernel: KernelChoice) -> Result<()> {
     for series in series {
         let mut tally = util::Tally::default();
         let mut label = format!("guest {series}");
-        let result = run_guest(&root, series, &mut tally, &mut label);
+        let result = run_guest(&root, series, vm::Init::Busybox, &mut tally, &mut label);
+        runs.push((label, tally, result));
+    }
+    if matches!(kernel, KernelChoice::Systemd | KernelChoice::All) {
+        let mut tally = util::Tally::default();
+        let mut label = "systemd".to_string();
+        let result = run_guest(&root, "6.12", vm::Init::Systemd, &mut tally, &mut label);
         runs.push((label, tally, result));
     }
     // The closing lines CI reads: each kernel, then every test of every step.
@@ -118,21 +132,42 @@ fn test(kernel: KernelChoice) -> Result<()> {
         .map_or(Ok(()), Err)
 }
 
-/// Boots a Debian cloud kernel of `series` with the guest suites and adds their results.
-fn run_guest(root: &Path, series: &str, tally: &mut util::Tally, label: &mut String) -> Result<()> {
+/// Boots a Debian cloud kernel of `series` with the guest suites (busybox as pid 1) or the
+/// systemd suite (systemd as pid 1), and adds their results.
+fn run_guest(
+    root: &Path,
+    series: &str,
+    init: vm::Init,
+    tally: &mut util::Tally,
+    label: &mut String,
+) -> Result<()> {
     let work = util::target_dir(root).join("vm");
     let kernel = vm::Kernel::fetch(series, &work.join("kernels"))?;
-    *label = format!("guest {}", kernel.release);
+    let (suites, programs, name): (&[&str], &[&str], String) = match init {
+        vm::Init::Busybox => (
+            &GUEST_SUITES,
+            &GUEST_PROGRAMS,
+            format!("guest {}", kernel.release),
+        ),
+        vm::Init::Systemd => (
+            &SYSTEMD_SUITES,
+            &SYSTEMD_PROGRAMS,
+            format!("systemd {} on {}", util::systemd_version(), kernel.release),
+        ),
+    };
+    *label = name;
     println!("\n== {label} ({}) under QEMU (TCG)", kernel.package);
     let debug = util::target_dir(root).join("debug");
     let payload = vm::Payload {
+        init,
         chaos: debug.join("chaos"),
-        programs: GUEST_PROGRAMS.iter().map(|p| debug.join(p)).collect(),
-        tests: test_executables(&GUEST_SUITES)?,
+        programs: programs.iter().map(|p| debug.join(p)).collect(),
+        tests: test_executables(suites)?,
     };
     let initrd = vm::initramfs(&kernel, &payload, &work)?;
-    let log = work.join(format!("console-{}.log", kernel.release));
-    vm::boot(&kernel, &initrd, &log, tally)
+    let tag = if init == vm::Init::Systemd { "-systemd" } else { "" };
+    let log = work.join(format!("console-{}{tag}.log", kernel.release));
+    vm::boot(&kernel, init, &initrd, &log, tally)
 }
 
 /// The executables of the tests crate's suites named, built if needed.

@@ -61,6 +61,13 @@ pub fn build_bins(release: bool, test_bins: &[&str]) -> Result<PathBuf> {
 }
 
 /// Runs a command and returns its stdout, or None if it cannot run or fails.
+/// This machine's systemd version (`252`), what the systemd guest boots.
+pub fn systemd_version() -> String {
+    output("systemctl", &["--version"])
+        .and_then(|v| v.split_whitespace().nth(1).map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 pub fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
     out.status

@@ -29,6 +29,40 @@ pub const SERIES: [&str; 2] = ["6.1", "6.12"];
 const GUEST_TIMEOUT: Duration = Duration::from_secs(25 * 60);
 const VERDICT: &str = "CHAOS-GUEST-RESULT rc=";
 const INIT: &str = include_str!("guest-init.sh");
+const SYSTEMD_RUNNER: &str = include_str!("guest-systemd.sh");
+/// The unit systemd starts in the systemd guest (`systemd.unit=` on the kernel command line).
+const SYSTEMD_UNIT: &str = "[Unit]
+Description=chaos's test suites under systemd
+DefaultDependencies=no
+
+[Service]
+Type=oneshot
+ExecStart=/chaos-tests.sh
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
+";
+
+/// What runs as pid 1 in a guest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Init {
+    /// busybox sh running `guest-init.sh`.
+    Busybox,
+    /// The host's systemd, running `guest-systemd.sh` as a unit.
+    Systemd,
+}
+
+impl Init {
+    /// The kernel command line.
+    fn append(self) -> &'static str {
+        match self {
+            Init::Busybox => "console=ttyS0 panic=-1 quiet",
+            Init::Systemd => {
+                "console=ttyS0 panic=-1 quiet rdinit=/lib/systemd/systemd systemd.unit=chaos-tests.service systemd.show_status=false"
+            }
+        }
+    }
+}
 /// Host programs the guest needs besides the payload, with their shared libraries.
 const HOST_TOOLS: [&str; 2] = ["bpftool", "mkfs.ext4"];
 
@@ -138,6 +172,7 @@ fn newest_package(series: &str) -> Result<String> {
 
 /// What goes into the guest besides busybox and the host tools.
 pub struct Payload {
+    pub init: Init,
     pub chaos: PathBuf,
     /// Programs the tests run (victims and the like), at their host paths.
     pub programs: Vec<PathBuf>,
@@ -147,7 +182,11 @@ pub struct Payload {
 
 /// Builds the initramfs for `kernel` under `work`; returns its path.
 pub fn initramfs(kernel: &Kernel, payload: &Payload, work: &Path) -> Result<PathBuf> {
-    let stage = work.join(format!("stage-{}", kernel.release));
+    let tag = match payload.init {
+        Init::Busybox => "",
+        Init::Systemd => "-systemd",
+    };
+    let stage = work.join(format!("stage-{}{tag}", kernel.release));
     let _ = std::fs::remove_dir_all(&stage);
     for dir in [
         "bin",
@@ -199,19 +238,51 @@ pub fn initramfs(kernel: &Kernel, payload: &Payload, work: &Path) -> Result<Path
         .map(|t| t.display().to_string())
         .collect::<Vec<_>>()
         .join(" ");
-    let init = INIT
+    let (script, name) = match payload.init {
+        Init::Busybox => (INIT, "init"),
+        Init::Systemd => {
+            stage_systemd(&stage)?;
+            (SYSTEMD_RUNNER, "chaos-tests.sh")
+        }
+    };
+    let script = script
         .replace("@CHAOS@", &payload.chaos.display().to_string())
         .replace("@TESTS@", &tests);
-    let init_path = stage.join("init");
-    std::fs::write(&init_path, init)?;
+    let script_path = stage.join(name);
+    std::fs::write(&script_path, script)?;
     std::fs::set_permissions(
-        &init_path,
+        &script_path,
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )?;
 
-    let out = work.join(format!("initramfs-{}.cpio.gz", kernel.release));
+    let out = work.join(format!("initramfs-{}{tag}.cpio.gz", kernel.release));
     pack(&stage, &busybox, &out)?;
     Ok(out)
+}
+
+/// The host's systemd and systemctl with their libraries, the test unit, and the accounts
+/// systemd resolves.
+fn stage_systemd(stage: &Path) -> Result<()> {
+    let systemd = Path::new("/lib/systemd/systemd");
+    if !systemd.exists() {
+        bail!("{} not found: the systemd guest boots this machine's systemd", systemd.display());
+    }
+    stage_elf(stage, systemd, systemd)?;
+    stage_elf(stage, &which("systemctl")?, Path::new("/bin/systemctl"))?;
+    for dir in ["etc/systemd/system", "run", "var/log"] {
+        std::fs::create_dir_all(stage.join(dir))?;
+    }
+    std::fs::write(
+        stage.join("etc/systemd/system/chaos-tests.service"),
+        SYSTEMD_UNIT,
+    )?;
+    std::fs::write(
+        stage.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )?;
+    std::fs::write(stage.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
+    std::fs::write(stage.join("etc/os-release"), "NAME=chaos-test-guest\nID=debian\n")?;
+    Ok(())
 }
 
 /// Copies an ELF file (without its debug sections) to `guest` under `stage`, with the shared
@@ -301,7 +372,13 @@ fn which(program: &str) -> Result<PathBuf> {
 /// Boots `kernel` with `initrd`, echoing the console (and saving it to `log`), and adds the
 /// guest's `test result:` lines to `tally`. Fails when the guest's verdict is not 0 or never
 /// comes.
-pub fn boot(kernel: &Kernel, initrd: &Path, log: &Path, tally: &mut Tally) -> Result<()> {
+pub fn boot(
+    kernel: &Kernel,
+    init: Init,
+    initrd: &Path,
+    log: &Path,
+    tally: &mut Tally,
+) -> Result<()> {
     let mut qemu = Command::new("qemu-system-x86_64")
         .args([
             "-accel",
@@ -317,7 +394,7 @@ pub fn boot(kernel: &Kernel, initrd: &Path, log: &Path, tally: &mut Tally) -> Re
         .arg(kernel.vmlinuz())
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .args(["-append", init.append()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -12,7 +12,7 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{Lsm, ProgramError, RawTracePoint, TracePoint},
 };
-use chaos_common::{COMM_LEN, Layout, LsmFault, TargetInfo, Trigger, counter, lsm_hook};
+use chaos_common::{CGROUP_PATH_LEN, COMM_LEN, Layout, LsmFault, TargetInfo, Trigger, counter, lsm_hook};
 
 use crate::{
     event::KernelCounters,
@@ -97,6 +97,7 @@ pub fn hooks(set: HookSet, ext4: &Ext4Hooks) -> Vec<Hook> {
         Hook::tp("chaos_exit", "sched", "sched_process_exit"),
         Hook::tp("chaos_signal_generate", "signal", "signal_generate"),
         Hook::tp("chaos_cgroup_attach", "cgroup", "cgroup_attach_task"),
+        Hook::tp("chaos_cgroup_mkdir", "cgroup", "cgroup_mkdir"),
     ];
     if set.listen {
         hooks.push(Hook::tp("chaos_sock_listen", "sock", "inet_sock_set_state"));
@@ -297,6 +298,8 @@ impl Programs {
                 .map_err(map_err("TARGET_COMMS"))?,
             cgroups: HashMap::try_from(self.take("TARGET_CGROUPS")?)
                 .map_err(map_err("TARGET_CGROUPS"))?,
+            cgroup_paths: HashMap::try_from(self.take("TARGET_CGROUP_PATHS")?)
+                .map_err(map_err("TARGET_CGROUP_PATHS"))?,
             watchers: HashMap::try_from(self.take("WATCHERS")?).map_err(map_err("WATCHERS"))?,
         })
     }
@@ -381,6 +384,7 @@ pub struct TargetSet {
     targets: HashMap<MapData, u32, TargetInfo>,
     comms: HashMap<MapData, [u8; COMM_LEN], u32>,
     cgroups: HashMap<MapData, u64, u32>,
+    cgroup_paths: HashMap<MapData, [u8; CGROUP_PATH_LEN], u32>,
     watchers: HashMap<MapData, u32, u32>,
 }
 
@@ -395,6 +399,28 @@ impl TargetSet {
         self.cgroups
             .insert(id, 1, 0)
             .map_err(map_err("TARGET_CGROUPS"))
+    }
+
+    /// A cgroup rule: the ids of its directory and of those below it, and its directory's
+    /// path, so that the directory stays a target when it is removed and made again.
+    pub fn add_cgroup_rule(&mut self, rule: &crate::target::CgroupRule) -> Result<(), BpfError> {
+        for id in &rule.ids {
+            self.add_cgroup(*id)?;
+        }
+        match crate::target::cgroup_path_key(&rule.path) {
+            Some(key) => self
+                .cgroup_paths
+                .insert(key, 1, 0)
+                .map_err(map_err("TARGET_CGROUP_PATHS")),
+            None => {
+                log::warn!(
+                    "{}: its path is too long to be followed if it is made again (at most {} bytes below the cgroup2 root)",
+                    rule.path.display(),
+                    CGROUP_PATH_LEN - 1
+                );
+                Ok(())
+            }
+        }
     }
 
     /// Observes `pid` as a supervisor, read-only: its forks into a target cgroup and its reaps

@@ -91,8 +91,8 @@ pub fn run(args: ObserveArgs) -> Result<u8, Failure> {
     for comm in &config.targets.comms {
         session.targets.add_comm(*comm)?;
     }
-    for id in config.targets.cgroups.iter().flat_map(|c| &c.ids) {
-        session.targets.add_cgroup(*id)?;
+    for rule in &config.targets.cgroups {
+        session.targets.add_cgroup_rule(rule)?;
     }
 
     // Still single-threaded: safe to fork.

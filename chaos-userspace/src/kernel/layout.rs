@@ -152,6 +152,11 @@ pub fn discover(tracefs: &Path, btf: &KernelBtf, hooks: HookSet) -> Result<Layou
     l.cgroup_dst_id = attach.offset_of("dst_id", 8)?;
     l.cgroup_pid = attach.offset_of("pid", 4)?;
 
+    let mkdir = Format::read(tracefs, "cgroup", "cgroup_mkdir")?;
+    l.mkdir_root = mkdir.offset_of("root", 4)?;
+    l.mkdir_id = mkdir.offset_of("id", 8)?;
+    l.mkdir_path = mkdir.data_loc_offset("path")?;
+
     if hooks.listen {
         let sock = Format::read(tracefs, "sock", "inet_sock_set_state")?;
         l.sock_newstate = sock.offset_of("newstate", 4)?;

@@ -247,9 +247,7 @@ pub fn follow(
         _ => &[],
     };
     for rule in cgroups {
-        for id in &rule.ids {
-            targets.add_cgroup(*id)?;
-        }
+        targets.add_cgroup_rule(rule)?;
     }
     targets.add_members(&members)?;
     crate::target::catch_up(&mut members, cgroups, (true, true), |late| {

@@ -2,13 +2,16 @@
 //!
 //! chaos talks to the manager on its private socket (`/run/systemd/private`, root only), the
 //! one `systemctl` uses as root: it speaks D-Bus peer to peer, needs no dbus-daemon, and the
-//! manager sends every signal to it unasked. A unit is resolved to its cgroup, its main pid
+//! manager sends every signal to it unasked (its messages pass through [`private`], which
+//! makes systemd's sender readable to zbus). A unit is resolved to its cgroup, its main pid
 //! and its settings ([`UnitInfo`]); while chaos runs, [`watch`] reports each change of its
 //! state with systemd's own CLOCK_MONOTONIC timestamps ([`UnitState`]), the clock of the
 //! kernel's events.
 //!
 //! chaos never sends anything to pid 1 but D-Bus method calls that read (`LoadUnit`, `Get`);
 //! it never signals it, and pid 1 is never in the target set.
+
+mod private;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -143,12 +146,15 @@ pub async fn connect(name: &str) -> Result<Connection, UnitError> {
     if !std::path::Path::new(BOOTED).is_dir() {
         return Err(UnitError::NoSystemd(name.into()));
     }
-    zbus::connection::Builder::address(format!("unix:path={PRIVATE_SOCKET}").as_str())
-        .map(|b| b.p2p())
-        .map_err(|e| bus(name, "the address", e))?
+    let cannot = |e: &dyn std::fmt::Display| bus(name, &format!("cannot connect to {PRIVATE_SOCKET}"), e);
+    let socket = tokio::net::UnixStream::connect(PRIVATE_SOCKET)
+        .await
+        .map_err(|e| cannot(&e))?;
+    zbus::connection::Builder::socket(private::split(socket))
+        .p2p()
         .build()
         .await
-        .map_err(|e| bus(name, &format!("cannot connect to {PRIVATE_SOCKET}"), e))
+        .map_err(|e| cannot(&e))
 }
 
 fn bus(name: &str, what: &str, e: impl std::fmt::Display) -> UnitError {

@@ -131,6 +131,19 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
         .map(|f| PathBuf::from(f[1]))
 }
 
+/// `path`'s key in `TARGET_CGROUP_PATHS`: its path below the cgroup2 mount, as the kernel
+/// names it in cgroup:cgroup_mkdir (`/system.slice/a.service`), NUL-padded; `None` when it is
+/// too long or not under the mount.
+pub fn cgroup_path_key(path: &Path) -> Option<[u8; chaos_common::CGROUP_PATH_LEN]> {
+    let below = path.strip_prefix(cgroup2_mount()?).ok()?;
+    let name = format!("/{}", below.display());
+    let mut key = [0u8; chaos_common::CGROUP_PATH_LEN];
+    (name.len() < key.len()).then(|| {
+        key[..name.len()].copy_from_slice(name.as_bytes());
+        key
+    })
+}
+
 pub fn cgroup_rule(path: &Path) -> Result<CgroupRule, TargetError> {
     if !path.is_dir() {
         return Err(TargetError::NoCgroup(path.into()));

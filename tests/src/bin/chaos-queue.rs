@@ -2,7 +2,8 @@
 //!
 //! `chaos-queue serve --dir DIR --port PORT [--interval-ms N] [--notify-fd FD]`
 //!   On start it recovers: reads `DIR/queue.log`, keeps the complete, valid records and cuts a
-//!   torn tail. Then it listens on 127.0.0.1:PORT (that is "ready"; with --notify-fd it also
+//!   torn tail. Then it listens on 127.0.0.1:PORT (that is "ready"; under systemd's Type=notify
+//!   it sends READY=1 to $NOTIFY_SOCKET; with --notify-fd it also
 //!   writes a newline to FD, s6's readiness notification). Every N ms (default 10) it appends a
 //!   record, fdatasyncs the log, and only then acknowledges it by writing its sequence number
 //!   to `DIR/acked` (fdatasync'd too). A connection gets `records N` and is closed.
@@ -89,6 +90,24 @@ fn read_acked(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Under systemd with Type=notify: `READY=1` to `$NOTIFY_SOCKET` (a path, or `@` and an
+/// abstract name), sd_notify(3)'s protocol.
+fn notify_systemd() {
+    use std::os::{linux::net::SocketAddrExt as _, unix::net::UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let path = path.to_string_lossy().into_owned();
+    let addr = match path.strip_prefix('@') {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()),
+        None => std::os::unix::net::SocketAddr::from_pathname(&path),
+    };
+    let sent = UnixDatagram::unbound().and_then(|s| s.send_to_addr(b"READY=1", &addr?));
+    if let Err(e) = sent {
+        eprintln!("chaos-queue: cannot notify systemd at {path}: {e}");
+    }
+}
+
 fn serve(dir: &Path, port: u16, interval_ms: i32, notify: Option<i32>) {
     std::fs::create_dir_all(dir).expect("create the queue directory");
     let mut log = OpenOptions::new()
@@ -117,6 +136,7 @@ fn serve(dir: &Path, port: u16, interval_ms: i32, notify: Option<i32>) {
         let mut pipe = unsafe { File::from_raw_fd(fd) };
         let _ = pipe.write_all(b"\n");
     }
+    notify_systemd();
     loop {
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         let ready = poll(

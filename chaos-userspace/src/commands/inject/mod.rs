@@ -85,8 +85,8 @@ pub fn run(command: InjectCommand) -> Result<u8, Failure> {
     for comm in &targets.comms {
         session.targets.add_comm(*comm)?;
     }
-    for id in targets.cgroups.iter().flat_map(|c| &c.ids) {
-        session.targets.add_cgroup(*id)?;
+    for rule in &targets.cgroups {
+        session.targets.add_cgroup_rule(rule)?;
     }
 
     // Still single-threaded: fork the watchdog, then the command.

@@ -1,0 +1,373 @@
+//! systemd units, with systemd as pid 1: these tests run only in the systemd guest
+//! (`cargo xtask test --kernel systemd`), which boots this machine's systemd as the guest's
+//! init. On the host pid 1 is not systemd and belongs to the session's machinery: chaos must
+//! never observe it there, so every test here is ignored outside that guest.
+//!
+//! Each test writes its own transient unit (`chaos-queue serve` on a loopback port) under
+//! /run/systemd/system, starts it, kills its main process by the pid systemd names, and
+//! checks what chaos measured against what systemd itself recorded. Pid 1 is observed
+//! read-only; no test here signals it, and chaos is never allowed to.
+
+mod common;
+
+use std::{
+    net::TcpStream,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use chaos_tests::{Chaos, Observer, free_port, run_chaos, scratch_dir, wait_until};
+use common::files::Files;
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use rstest::rstest;
+use serde_json::Value;
+
+const QUEUE: &str = env!("CARGO_BIN_EXE_chaos-queue");
+const LOOK: Duration = Duration::from_millis(20);
+/// sd-event's default timer accuracy: systemd may fire RestartSec's timer this much late.
+const TIMER_SLACK: u64 = 250_000_000;
+/// How far systemd's ExecMainStart may sit after chaos's forked: pid 1 stamps it right after
+/// its fork returns.
+const START_AGREEMENT_NS: i64 = 1_000_000;
+
+/// A service unit this test wrote: `chaos-queue serve` on a loopback port.
+struct Unit {
+    name: String,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn systemctl(args: &[&str]) -> String {
+    let out = Command::new("systemctl").args(args).output().expect("run systemctl");
+    assert!(
+        out.status.success(),
+        "systemctl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Unit {
+    /// Writes `NAME.service` with `service` lines added to its [Service] section, starts it
+    /// and waits until its main process answers.
+    fn start(name: &str, service: &str) -> Self {
+        Self::start_with(name, "", service)
+    }
+
+    /// As [`Self::start`], with `unit` lines added to the [Unit] section.
+    fn start_with(name: &str, unit: &str, service: &str) -> Self {
+        let dir = scratch_dir();
+        let port = free_port();
+        let name = format!("{name}.service");
+        let text = format!(
+            "[Unit]\nDescription=chaos test {name}\nDefaultDependencies=no\n{unit}\n\n[Service]\nExecStart={QUEUE} serve --dir {} --port {port}\n{service}\n",
+            dir.path().join("queue").display()
+        );
+        std::fs::write(format!("/run/systemd/system/{name}"), text).unwrap();
+        systemctl(&["daemon-reload"]);
+        systemctl(&["start", &name]);
+        let unit = Self {
+            name,
+            port,
+            _dir: dir,
+        };
+        unit.wait_running(0);
+        unit
+    }
+
+    fn prop(&self, property: &str) -> String {
+        systemctl(&["show", "-p", property, "--value", &self.name])
+    }
+
+    fn main_pid(&self) -> u32 {
+        self.prop("MainPID").parse().unwrap()
+    }
+
+    fn answers(&self) -> bool {
+        TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+    }
+
+    /// Waits until a main process other than `old` runs and answers; returns its pid.
+    fn wait_running(&self, old: u32) -> u32 {
+        let mut pid = 0;
+        wait_until(&format!("{} running", self.name), LOOK, || {
+            pid = self.main_pid();
+            pid != 0 && pid != old && self.prop("SubState") == "running" && self.answers()
+        });
+        assert_ne!(pid, 1, "a unit's main process is never pid 1");
+        pid
+    }
+
+    /// SIGKILLs the unit's main process (the test's own, by the pid systemd names).
+    fn kill_main(&self) -> u32 {
+        let pid = self.main_pid();
+        assert!(pid > 1, "{}: no main process to kill ({pid})", self.name);
+        kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+        pid
+    }
+}
+
+impl Drop for Unit {
+    fn drop(&mut self) {
+        let _ = Command::new("systemctl").args(["stop", &self.name]).status();
+        let _ = Command::new("systemctl")
+            .args(["reset-failed", &self.name])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_file(format!("/run/systemd/system/{}", self.name));
+        let _ = Command::new("systemctl").arg("daemon-reload").status();
+    }
+}
+
+fn episodes(m: &Observer) -> Vec<&Value> {
+    m.of_type("episode").map(|e| &e["data"]).collect()
+}
+
+fn phase(e: &Value, name: &str) -> u64 {
+    e["phases_ns"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {name} in {e:#}"))
+}
+
+fn at(e: &Value, milestone: &str) -> u64 {
+    e["at_ns"][milestone]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {milestone} in {e:#}"))
+}
+
+fn systemd_ns(e: &Value, field: &str) -> u64 {
+    e["systemd"][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no systemd.{field} in {e:#}"))
+}
+
+/// systemd's ExecMain timestamps against chaos's milestones. ExecMainExit is stamped while
+/// pid 1 handles the SIGCHLD, after it peeked at the child with WNOWAIT and before it reaps
+/// it: between the kernel's exit and reaped. ExecMainStart is stamped right after its fork
+/// returns: within a millisecond of the kernel's fork.
+fn assert_agrees(e: &Value) {
+    let main_exit = systemd_ns(e, "exec_main_exit_ns");
+    assert!(
+        (at(e, "exit")..=at(e, "reaped")).contains(&main_exit),
+        "ExecMainExit between exit and reaped: {e:#}"
+    );
+    let start = systemd_ns(e, "exec_main_start_ns") as i64 - at(e, "forked") as i64;
+    assert!(
+        (0..=START_AGREEMENT_NS).contains(&start),
+        "ExecMainStart - forked {start} ns: {e:#}"
+    );
+}
+
+/// `chaos measure --unit NAME --json ARGS` while the test kills the main process `kills`
+/// times, `pause` after each replacement answers.
+fn measure_kills(unit: &Unit, args: &[&str], kills: usize, pause: Duration) -> Observer {
+    let episodes = kills.to_string();
+    let mut all = vec!["--unit", unit.name.as_str(), "--episodes", &episodes];
+    all.extend_from_slice(args);
+    let mut m = Observer::measure(&all);
+    for i in 1..=kills {
+        let old = unit.kill_main();
+        m.wait_for("the episode", |e| {
+            e["type"] == "episode" && e["data"]["id"].as_u64() == Some(i as u64)
+        });
+        if i < kills {
+            unit.wait_running(old);
+            std::thread::sleep(pause);
+        }
+    }
+    m.finish()
+}
+
+#[rstest]
+#[case::one_second(1000)]
+#[case::two_hundred_ms(200)]
+#[ignore = "needs systemd as pid 1: cargo xtask test --kernel systemd"]
+fn restart_sec_is_measured_in_reaped_to_forked_and_systemd_agrees(#[case] restart_ms: u64) {
+    let unit = Unit::start(
+        &format!("chaos-restart-{restart_ms}"),
+        &format!("Type=exec\nRestart=on-failure\nRestartSec={restart_ms}ms"),
+    );
+    let before: u32 = unit.prop("NRestarts").parse().unwrap();
+    let m = measure_kills(&unit, &[], 3, Duration::from_millis(300));
+    let all = episodes(&m);
+    assert_eq!(all.len(), 3, "{:#?}", m.events);
+    let restart_ns = restart_ms * 1_000_000;
+    for e in &all {
+        assert_eq!(e["outcome"], "recovered", "{e:#}");
+        assert_eq!(e["supervisor"], 1, "systemd, pid 1, is the supervisor: {e:#}");
+        let waited = phase(e, "reaped_to_forked");
+        assert!(
+            (restart_ns..restart_ns + TIMER_SLACK).contains(&waited),
+            "RestartSec={restart_ms}ms: reaped -> forked {waited} ns: {e:#}"
+        );
+        assert_agrees(e);
+    }
+    let systemd = &m.summary.as_ref().unwrap()["data"]["systemd"];
+    assert_eq!(systemd["unit"]["restart_usec"], restart_ms * 1000, "{systemd:#}");
+    assert_eq!(systemd["unit"]["n_restarts"], before, "{systemd:#}");
+    assert_eq!(systemd["n_restarts_end"], before + 3, "{systemd:#}");
+    assert!(
+        !m.stderr.contains("error"),
+        "{}",
+        m.stderr
+    );
+}
+
+/// When the replacement counts as ready, with `--ready unit` (the default with --unit): when
+/// systemd says the unit is active again, never before the exec. Type=simple is active at
+/// fork, so its ready is the exec; Type=exec after the execve; Type=notify at READY=1,
+/// which chaos-queue sends once it has recovered its log and listens.
+#[rstest]
+#[case::simple("simple")]
+#[case::exec("exec")]
+#[case::notify("notify")]
+#[ignore = "needs systemd as pid 1: cargo xtask test --kernel systemd"]
+fn ready_is_when_systemd_says_active_for_each_type(#[case] service_type: &str) {
+    let unit = Unit::start(
+        &format!("chaos-type-{service_type}"),
+        &format!("Type={service_type}\nRestart=always\nRestartSec=100ms"),
+    );
+    let m = measure_kills(&unit, &[], 1, Duration::ZERO);
+    let e = episodes(&m)[0];
+    assert_eq!(e["outcome"], "recovered", "{e:#}");
+    let (exec, ready, active) = (at(e, "exec"), at(e, "ready"), systemd_ns(e, "active_enter_ns"));
+    match service_type {
+        "simple" => {
+            assert!(active < exec, "Type=simple is active before its exec: {e:#}");
+            assert_eq!(ready, exec, "ready is never before the exec: {e:#}");
+        }
+        "exec" => {
+            assert!(active >= exec, "Type=exec is active after its exec: {e:#}");
+            assert_eq!(ready, active, "{e:#}");
+        }
+        _ => {
+            assert!(active > exec, "Type=notify is active at READY=1: {e:#}");
+            assert_eq!(ready, active, "{e:#}");
+            assert!(phase(e, "exec_to_ready") > 0, "{e:#}");
+        }
+    }
+    let unit_type = &m.summary.as_ref().unwrap()["data"]["systemd"]["unit"]["service_type"];
+    assert_eq!(unit_type, service_type);
+}
+
+/// A unit that dies too often hits its start limit: systemd stops restarting it, and the
+/// episode is failed with systemd's reason, not left waiting.
+#[test]
+#[ignore = "needs systemd as pid 1: cargo xtask test --kernel systemd"]
+fn a_start_limit_hit_fails_the_episode_with_systemds_reason() {
+    let unit = Unit::start_with(
+        "chaos-start-limit",
+        "StartLimitBurst=3\nStartLimitIntervalSec=60",
+        "Type=exec\nRestart=always\nRestartSec=100ms",
+    );
+    let started = Instant::now();
+    let m = measure_kills(&unit, &["--recovery-timeout", "5"], 3, Duration::ZERO);
+    let all = episodes(&m);
+    assert_eq!(all.len(), 3, "{:#?}", m.events);
+    assert_eq!(all[0]["outcome"], "recovered", "{:#}", all[0]);
+    assert_eq!(all[1]["outcome"], "recovered", "{:#}", all[1]);
+    let last = all[2];
+    assert_eq!(last["outcome"], "failed", "{last:#}");
+    assert_eq!(last["systemd"]["result"], "start-limit-hit", "{last:#}");
+    let reason = last["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with(
+            "start-limit-hit: systemd stopped restarting the unit (StartLimitBurst=3"
+        ),
+        "{last:#}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "failed when systemd gave up, not at the recovery timeout"
+    );
+    assert_eq!(unit.prop("Result"), "start-limit-hit");
+}
+
+/// `chaos inject --unit` follows the unit across the restart it caused: the second fault hits
+/// the new main process, and pid 1 is never hit.
+#[test]
+#[ignore = "needs systemd as pid 1: cargo xtask test --kernel systemd"]
+fn inject_follows_the_unit_across_restarts_and_never_hits_pid_1() {
+    let unit = Unit::start(
+        "chaos-inject-unit",
+        "Type=exec\nRestart=always\nRestartSec=200ms",
+    );
+    let first = unit.main_pid();
+    let mut chaos = Chaos::start(
+        &[
+            "inject", "signal", "--signal", "KILL", "--count", "2", "--interval", "1500ms",
+            "--unit", &unit.name, "--seed", "1", "--json",
+        ],
+        "chaos: injecting",
+    );
+    assert_eq!(chaos.finish(), 0, "{:#?}", chaos.out);
+    let pids: Vec<u64> = chaos
+        .json("fault")
+        .iter()
+        .map(|f| f["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2, "{:#?}", chaos.out);
+    assert_eq!(pids[0], u64::from(first));
+    assert_ne!(pids[1], pids[0], "the second fault hit the replacement");
+    assert!(!pids.contains(&1), "pid 1 is never hit");
+    unit.wait_running(pids[1] as u32);
+    assert_eq!(unit.prop("NRestarts"), "2");
+}
+
+/// `chaos run` with `target.unit`: the verdict, systemd's settings beside the measurement in
+/// the output, and each fault's role and parent (pid 1) in the result.
+#[test]
+#[ignore = "needs systemd as pid 1: cargo xtask test --kernel systemd"]
+fn run_with_target_unit_holds_and_names_systemds_restart_delay() {
+    let unit = Unit::start("chaos-run-unit", "Type=exec\nRestart=always\nRestartSec=1s");
+    let files = Files::new();
+    let exp = files.path("exp.toml");
+    std::fs::write(
+        &exp,
+        format!(
+            "id = \"unit\"\nblast_radius = \"local\"\n\n[hypothesis]\nstatement = \"the unit comes back\"\nmax_failed_recoveries = 0\n\n[target]\nunit = \"{}\"\nrecovery_timeout = \"5s\"\n\n[[faults]]\nkind = \"signal\"\nsignal = \"KILL\"\ncount = 2\ninterval = \"2500ms\"\n\n[phases]\nbaseline = \"300ms\"\ncooldown = \"200ms\"\n",
+            unit.name
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = files.run(exp.to_str().unwrap(), &[]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("verdict: HELD (exit 0)"), "{stdout}");
+    assert!(stdout.contains("RestartSec=1s configured"), "{stdout}");
+    let result = files.result();
+    let faults = result["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 2, "{result:#}");
+    for f in faults {
+        assert_eq!(f["role"], "main", "{f:#}");
+        assert_eq!(f["ppid"], 1, "{f:#}");
+        assert_ne!(f["pid"], 1, "{f:#}");
+        assert_eq!(f["outcome"]["kind"], "episode", "{f:#}");
+    }
+}
+
+#[test]
+#[ignore = "needs systemd as pid 1: cargo xtask test --kernel systemd"]
+fn a_unit_that_is_missing_not_a_service_or_stopped_is_refused() {
+    let stopped = Unit::start("chaos-stopped", "Type=exec\nRestart=no");
+    systemctl(&["stop", &stopped.name]);
+    for (unit, expected) in [
+        (
+            "chaos-no-such.service",
+            "--unit chaos-no-such.service: no such unit",
+        ),
+        (
+            "chaos-tests.socket",
+            "--unit chaos-tests.socket: a .socket unit, not a service",
+        ),
+        (stopped.name.as_str(), "not running (ActiveState inactive"),
+    ] {
+        let (code, _, stderr) = run_chaos(&["measure", "--unit", unit, "--episodes", "1"]);
+        assert_eq!(code, 2, "{unit}: {stderr}");
+        assert!(stderr.contains(expected), "{unit}: {stderr}");
+    }
+}
+
