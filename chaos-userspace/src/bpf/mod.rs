@@ -535,13 +535,14 @@ mod tests {
             "fs mode without reaping must not slow every syscall"
         );
         let bare = hooks(set(FsyncHook::Fs, false, false), &no_ext4);
-        assert_eq!(bare.len(), 5);
+        assert_eq!(bare.len(), 6);
         assert!(!counts_unsynced(&bare));
-        assert_eq!(hooks(set(FsyncHook::Off, false, false), &ext4).len(), 5);
+        assert!(names(bare).contains(&"tracepoint cgroup:cgroup_mkdir".to_string()));
+        assert_eq!(hooks(set(FsyncHook::Off, false, false), &ext4).len(), 6);
         let sys = names(hooks(set(FsyncHook::Syscalls, false, false), &ext4));
         assert!(sys.contains(&"tracepoint syscalls:sys_exit_msync".to_string()));
         assert!(sys.contains(&"tracepoint syscalls:sys_exit_pwritev2".to_string()));
-        assert_eq!(sys.len(), 5 + 10 + 5);
+        assert_eq!(sys.len(), 6 + 10 + 5);
         let reap = names(hooks(set(FsyncHook::Off, true, false), &ext4));
         assert!(reap.contains(&"tracepoint syscalls:sys_exit_wait4".to_string()));
         assert!(reap.contains(&"tracepoint syscalls:sys_enter_waitid".to_string()));
