@@ -9,8 +9,8 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use chaos_common::{
-    ABSENT, CGROUP_PATH_LEN, COMM_LEN, EventHeader, ExecEvent, ExitEvent, ForkEvent, PendingFork, TargetInfo,
-    counter, kind, reason, target_flag,
+    ABSENT, CGROUP_PATH_LEN, COMM_LEN, EventHeader, ExecEvent, ExitEvent, ForkEvent, PendingFork,
+    TargetInfo, counter, kind, reason, target_flag,
 };
 
 use crate::{
@@ -62,7 +62,11 @@ fn fork_of_watcher(ctx: &RawTracePointContext, parent_tgid: u32) -> Result<(), (
     Ok(())
 }
 
-fn fork_of_target(ctx: &RawTracePointContext, parent_tgid: u32, parent: TargetInfo) -> Result<(), ()> {
+fn fork_of_target(
+    ctx: &RawTracePointContext,
+    parent_tgid: u32,
+    parent: TargetInfo,
+) -> Result<(), ()> {
     let Some(child_tgid) = new_process(ctx)? else {
         return Ok(()); // a new thread of an existing process
     };

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use chaos_common::{
-    CGROUP_PATH_LEN, COMM_LEN, FsyncStart, MAX_PENDING_FORKS, MAX_RULES, MAX_TARGETS, PendingFork, TargetInfo,
-    counter, fault,
+    CGROUP_PATH_LEN, COMM_LEN, FsyncStart, MAX_PENDING_FORKS, MAX_RULES, MAX_TARGETS, PendingFork,
+    TargetInfo, counter, fault,
 };
 
 /// Events for userspace. Userspace may resize it before load (`map_max_entries`).

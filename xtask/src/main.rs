@@ -165,7 +165,11 @@ fn run_guest(
         tests: test_executables(suites)?,
     };
     let initrd = vm::initramfs(&kernel, &payload, &work)?;
-    let tag = if init == vm::Init::Systemd { "-systemd" } else { "" };
+    let tag = if init == vm::Init::Systemd {
+        "-systemd"
+    } else {
+        ""
+    };
     let log = work.join(format!("console-{}{tag}.log", kernel.release));
     vm::boot(&kernel, init, &initrd, &log, tally)
 }

@@ -265,7 +265,10 @@ pub fn initramfs(kernel: &Kernel, payload: &Payload, work: &Path) -> Result<Path
 fn stage_systemd(stage: &Path) -> Result<()> {
     let systemd = Path::new("/lib/systemd/systemd");
     if !systemd.exists() {
-        bail!("{} not found: the systemd guest boots this machine's systemd", systemd.display());
+        bail!(
+            "{} not found: the systemd guest boots this machine's systemd",
+            systemd.display()
+        );
     }
     stage_elf(stage, systemd, systemd)?;
     stage_elf(stage, &which("systemctl")?, Path::new("/bin/systemctl"))?;
@@ -281,7 +284,10 @@ fn stage_systemd(stage: &Path) -> Result<()> {
         "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
     )?;
     std::fs::write(stage.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
-    std::fs::write(stage.join("etc/os-release"), "NAME=chaos-test-guest\nID=debian\n")?;
+    std::fs::write(
+        stage.join("etc/os-release"),
+        "NAME=chaos-test-guest\nID=debian\n",
+    )?;
     Ok(())
 }
 

@@ -12,7 +12,9 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{Lsm, ProgramError, RawTracePoint, TracePoint},
 };
-use chaos_common::{CGROUP_PATH_LEN, COMM_LEN, Layout, LsmFault, TargetInfo, Trigger, counter, lsm_hook};
+use chaos_common::{
+    CGROUP_PATH_LEN, COMM_LEN, Layout, LsmFault, TargetInfo, Trigger, counter, lsm_hook,
+};
 
 use crate::{
     event::KernelCounters,
@@ -365,7 +367,12 @@ fn verifier_reason(source: &ProgramError) -> String {
         return String::new();
     };
     let log = verifier_log.to_string();
-    let stats = ["processed ", "verification time", "stack depth", "mark_precise"];
+    let stats = [
+        "processed ",
+        "verification time",
+        "stack depth",
+        "mark_precise",
+    ];
     log.lines()
         .rev()
         .map(str::trim)

@@ -138,6 +138,8 @@ pub struct Engine {
     stats: Stats,
     /// The systemd unit's last state (`--unit`).
     unit: Option<UnitState>,
+    /// Every ExecMainStart timestamp the unit's states named (`--unit`).
+    unit_starts: Vec<u64>,
     offsets: Offsets,
 }
 
@@ -181,6 +183,7 @@ impl Engine {
             next_id: 1,
             stats: Stats::default(),
             unit: None,
+            unit_starts: Vec::new(),
             offsets: Offsets::default(),
         }
     }
@@ -307,6 +310,11 @@ impl Engine {
                 times.exec_main_start_ns = state.exec_main_start_ns;
             }
         }
+        if let Some(start) = state.exec_main_start_ns
+            && !self.unit_starts.contains(&start)
+        {
+            self.unit_starts.push(start);
+        }
         self.unit = Some(state.clone());
         self.unit_check(out);
     }
@@ -349,20 +357,44 @@ impl Engine {
     }
 
     /// Why a failed unit's episodes failed, in words.
+    /// systemd 252 keeps the death's Result (`signal`) when the restart after it hits the
+    /// start limit (the limit is tested before a start resets the result): a unit that would
+    /// be restarted, failed after StartLimitBurst starts within StartLimitIntervalSec (by the
+    /// ExecMainStart timestamps chaos saw), hit its start limit.
     fn unit_failure(&self, state: &UnitState) -> String {
         let unit = self.service.unit.as_ref();
-        match state.result.as_str() {
-            "start-limit-hit" => format!(
-                "start-limit-hit: systemd stopped restarting the unit{}",
-                unit.map_or(String::new(), |u| format!(
-                    " (StartLimitBurst={} starts within {})",
-                    u.start_limit_burst,
-                    humantime::format_duration(std::time::Duration::from_micros(
-                        u.start_limit_interval_usec
-                    ))
+        let limit = |u: &crate::systemd::UnitInfo| {
+            format!(
+                " (StartLimitBurst={} starts within {})",
+                u.start_limit_burst,
+                humantime::format_duration(std::time::Duration::from_micros(
+                    u.start_limit_interval_usec
                 ))
+            )
+        };
+        let recent = |u: &crate::systemd::UnitInfo| {
+            let since = state
+                .ts_ns
+                .saturating_sub(u.start_limit_interval_usec.saturating_mul(1000));
+            self.unit_starts.iter().filter(|&&t| t >= since).count()
+        };
+        match (state.result.as_str(), unit) {
+            ("start-limit-hit", _) => format!(
+                "start-limit-hit: systemd stopped restarting the unit{}",
+                unit.map_or(String::new(), limit)
             ),
-            result => format!(
+            (result, Some(u))
+                if u.restart != "no"
+                    && u.start_limit_burst > 0
+                    && recent(u) >= u.start_limit_burst as usize =>
+            {
+                format!(
+                    "start-limit-hit: systemd stopped restarting the unit{}: {} starts seen in that time (systemd left Result={result})",
+                    limit(u),
+                    recent(u)
+                )
+            }
+            (result, _) => format!(
                 "the unit failed (Result={result}) and systemd does not restart it{}",
                 unit.map_or(String::new(), |u| format!(" (Restart={})", u.restart))
             ),

@@ -634,3 +634,56 @@ fn a_unit_that_hit_its_start_limit_fails_the_episode_with_that_reason() {
         Some("start-limit-hit")
     );
 }
+
+/// systemd 252 leaves the death's Result when the restart after it hits the start limit:
+/// three starts (ExecMainStart) within StartLimitIntervalSec and a failed unit that would be
+/// restarted mean the limit, with systemd's own Result kept as it said it.
+#[test]
+fn a_start_limit_that_systemd_reports_as_the_deaths_result_is_still_named() {
+    let unit = crate::systemd::UnitInfo {
+        name: "quick.service".into(),
+        path: "/org/freedesktop/systemd1/unit/quick_2eservice".into(),
+        control_group: "/system.slice/quick.service".into(),
+        main_pid: 11,
+        service_type: "exec".into(),
+        restart: "always".into(),
+        restart_usec: 100_000,
+        start_limit_burst: 3,
+        start_limit_interval_usec: 10_000_000,
+        n_restarts: 0,
+        version: "252".into(),
+    };
+    for (starts, limited) in [(3, true), (2, false)] {
+        let mut story = Story::new(Service {
+            unit: Some(unit.clone()),
+            ..service(Ready::Unit, &[(11, 1)])
+        });
+        for i in 0..starts {
+            let running = crate::systemd::UnitState {
+                exec_main_start_ns: Some((10 + i) * MS),
+                ..unit_state((10 + i) * MS, "active", "running", 11)
+            };
+            story.engine.unit(&running, &mut story.out);
+        }
+        story.kill(100 * MS, 11, 9).exit(101 * MS, 11, 1, 9, 0);
+        let failed = crate::systemd::UnitState {
+            result: "signal".into(),
+            ..unit_state(300 * MS, "failed", "failed", 11)
+        };
+        story.engine.unit(&failed, &mut story.out);
+        let e = &story.episodes()[0];
+        assert_eq!(e.outcome, Outcome::Failed);
+        let reason = e.reason.as_deref().unwrap();
+        assert_eq!(
+            reason.starts_with(
+                "start-limit-hit: systemd stopped restarting the unit (StartLimitBurst=3 starts within 10s): 3 starts seen"
+            ),
+            limited,
+            "{reason}"
+        );
+        assert_eq!(
+            e.systemd.as_ref().unwrap().result.as_deref(),
+            Some("signal")
+        );
+    }
+}

@@ -146,7 +146,8 @@ pub async fn connect(name: &str) -> Result<Connection, UnitError> {
     if !std::path::Path::new(BOOTED).is_dir() {
         return Err(UnitError::NoSystemd(name.into()));
     }
-    let cannot = |e: &dyn std::fmt::Display| bus(name, &format!("cannot connect to {PRIVATE_SOCKET}"), e);
+    let cannot =
+        |e: &dyn std::fmt::Display| bus(name, &format!("cannot connect to {PRIVATE_SOCKET}"), e);
     let socket = tokio::net::UnixStream::connect(PRIVATE_SOCKET)
         .await
         .map_err(|e| cannot(&e))?;

@@ -149,13 +149,13 @@ mod tests {
         let sent = as_systemd_sends(&signal(":org.freedesktop.systemd"));
         let patched = with_unique_sender(&sent).expect("rewritten");
         assert_eq!(patched.len(), sent.len());
-        let data = serialized::Data::new(
-            patched,
-            serialized::Context::new_dbus(Endian::Little, 0),
-        );
+        let data = serialized::Data::new(patched, serialized::Context::new_dbus(Endian::Little, 0));
         let msg = unsafe { Message::from_bytes(data) }.unwrap();
         let header = msg.header();
-        assert_eq!(header.sender().unwrap().as_str(), ":org.freedesktop.systemd");
+        assert_eq!(
+            header.sender().unwrap().as_str(),
+            ":org.freedesktop.systemd"
+        );
         assert_eq!(header.member().unwrap().as_str(), "PropertiesChanged");
         assert_eq!(
             msg.body().deserialize::<(String,)>().unwrap().0,
@@ -166,8 +166,15 @@ mod tests {
     #[test]
     fn any_other_sender_or_none_is_left_alone() {
         assert_eq!(with_unique_sender(signal(":1.42").data()), None);
-        let no_sender = Message::method_call("/", "Ping").unwrap().build(&()).unwrap();
+        let no_sender = Message::method_call("/", "Ping")
+            .unwrap()
+            .build(&())
+            .unwrap();
         assert_eq!(with_unique_sender(no_sender.data()), None);
-        assert_eq!(with_unique_sender(b"l\x01"), None, "a short buffer is no panic");
+        assert_eq!(
+            with_unique_sender(b"l\x01"),
+            None,
+            "a short buffer is no panic"
+        );
     }
 }
