@@ -28,7 +28,7 @@ use crate::{
     },
     session::{Session, SessionPlan},
     sys::{clock::monotonic_ns, stops::runtime_with_stops},
-    target::{TargetSpec, Targets, initial_members, scan_cgroups, scan_processes},
+    target::{TargetSpec, Targets, scan_processes},
 };
 
 /// A checked `chaos observe` invocation.
@@ -112,14 +112,7 @@ pub fn run(args: ObserveArgs) -> Result<u8, Failure> {
     } else {
         scan_processes(Path::new("/proc"))
     };
-    let mut members = initial_members(&targets, processes, scan_cgroups(&targets.cgroups));
-    session.targets.add_members(&members)?;
-    crate::target::catch_up(
-        &mut members,
-        &targets.cgroups,
-        (targets.follow, false),
-        |late| session.targets.add_members(late),
-    )?;
+    let members = crate::target::enlist(&targets, processes, |m| session.targets.add_members(m))?;
 
     let start_ns = monotonic_ns();
     let (runtime, stops) = runtime_with_stops()?;

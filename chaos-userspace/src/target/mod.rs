@@ -213,6 +213,25 @@ pub fn initial_members(
     members
 }
 
+/// Puts what `targets` names now in the kernel's set through `insert`: the processes of
+/// `processes` (pid, comm) and of its cgroups, then those that joined while they were being
+/// put there ([`catch_up`]). Returns every member put there.
+pub fn enlist<E>(
+    targets: &Targets,
+    processes: impl IntoIterator<Item = (u32, String)>,
+    mut insert: impl FnMut(&BTreeMap<u32, TargetInfo>) -> Result<(), E>,
+) -> Result<BTreeMap<u32, TargetInfo>, E> {
+    let mut members = initial_members(targets, processes, scan_cgroups(&targets.cgroups));
+    insert(&members)?;
+    catch_up(
+        &mut members,
+        &targets.cgroups,
+        (targets.follow, false),
+        insert,
+    )?;
+    Ok(members)
+}
+
 /// Processes that joined between the scan that found the members and the moment the kernel
 /// took over (a child a followed member forked, a process that moved into a target cgroup):
 /// neither the scan nor the kernel's programs saw them. `procs` and `cgroup_pids` are a scan

@@ -36,9 +36,7 @@ use crate::{
         stops::runtime_with_stops,
         trust::Owners,
     },
-    target::{
-        Targets, denylist::Denylist, initial_members, proc::process, scan_cgroups, scan_processes,
-    },
+    target::{Targets, denylist::Denylist, proc::process, scan_processes},
 };
 pub use args::InjectConfig;
 
@@ -138,14 +136,7 @@ pub fn run(command: InjectCommand) -> Result<u8, Failure> {
     } else {
         scan_processes(proc)
     };
-    let mut members = initial_members(&targets, scanned, scan_cgroups(&targets.cgroups));
-    session.targets.add_members(&members)?;
-    crate::target::catch_up(
-        &mut members,
-        &targets.cgroups,
-        (targets.follow, false),
-        |late| session.targets.add_members(late),
-    )?;
+    let members = crate::target::enlist(&targets, scanned, |m| session.targets.add_members(m))?;
 
     let start_ns = monotonic_ns();
     let clock = Clock::now();
