@@ -25,7 +25,7 @@ enum Command {
     Setup,
     /// Setup, then every test: unit tests and the privileged suite as root on this kernel, then
     /// the observer suite in QEMU guests running Debian's 6.1 and 6.12 cloud kernels, then the
-    /// systemd suite in a 6.12 guest whose pid 1 is systemd.
+    /// systemd suite in a 6.12 guest whose pid 1 is systemd (252, then trixie's 257).
     Test {
         /// Which kernels: this machine's (host), a guest (6.1, 6.12, systemd: 6.12 with
         /// systemd as pid 1), or all of them.
@@ -58,7 +58,8 @@ enum KernelChoice {
     V6_1,
     #[value(name = "6.12")]
     V6_12,
-    /// The 6.12 guest booted with this machine's systemd as pid 1.
+    /// The 6.12 guest booted with this machine's systemd (252) as pid 1, then with Debian
+    /// trixie's (257, the systemd-executor path).
     Systemd,
     All,
 }
@@ -104,10 +105,13 @@ fn test(kernel: KernelChoice) -> Result<()> {
         runs.push((label, tally, result));
     }
     if matches!(kernel, KernelChoice::Systemd | KernelChoice::All) {
-        let mut tally = util::Tally::default();
-        let mut label = "systemd".to_string();
-        let result = run_guest(&root, "6.12", vm::Init::Systemd, &mut tally, &mut label);
-        runs.push((label, tally, result));
+        for which in [vm::Systemd::Host, vm::Systemd::Trixie] {
+            let mut tally = util::Tally::default();
+            let mut label = "systemd".to_string();
+            let init = vm::Init::Systemd(which);
+            let result = run_guest(&root, "6.12", init, &mut tally, &mut label);
+            runs.push((label, tally, result));
+        }
     }
     // The closing lines CI reads: each kernel, then every test of every step.
     let mut total = util::Tally::default();
@@ -143,34 +147,43 @@ fn run_guest(
 ) -> Result<()> {
     let work = util::target_dir(root).join("vm");
     let kernel = vm::Kernel::fetch(series, &work.join("kernels"))?;
+    let systemd_root = match init {
+        vm::Init::Systemd(vm::Systemd::Trixie) => {
+            Some(vm::trixie_systemd(&work.join("systemd-trixie"))?)
+        }
+        _ => None,
+    };
     let (suites, programs, name): (&[&str], &[&str], String) = match init {
         vm::Init::Busybox => (
             &GUEST_SUITES,
             &GUEST_PROGRAMS,
             format!("guest {}", kernel.release),
         ),
-        vm::Init::Systemd => (
-            &SYSTEMD_SUITES,
-            &SYSTEMD_PROGRAMS,
-            format!("systemd {} on {}", util::systemd_version(), kernel.release),
-        ),
+        vm::Init::Systemd(which) => {
+            let version = match (&systemd_root, which) {
+                (Some(root), _) => std::fs::read_to_string(root.join("VERSION"))?,
+                (None, _) => util::systemd_version(),
+            };
+            let major = version.split(['.', '-']).next().unwrap_or(&version).to_string();
+            (
+                &SYSTEMD_SUITES,
+                &SYSTEMD_PROGRAMS,
+                format!("systemd {major} on {}", kernel.release),
+            )
+        }
     };
     *label = name;
     println!("\n== {label} ({}) under QEMU (TCG)", kernel.package);
     let debug = util::target_dir(root).join("debug");
     let payload = vm::Payload {
         init,
+        systemd_root,
         chaos: debug.join("chaos"),
         programs: programs.iter().map(|p| debug.join(p)).collect(),
         tests: test_executables(suites)?,
     };
     let initrd = vm::initramfs(&kernel, &payload, &work)?;
-    let tag = if init == vm::Init::Systemd {
-        "-systemd"
-    } else {
-        ""
-    };
-    let log = work.join(format!("console-{}{tag}.log", kernel.release));
+    let log = work.join(format!("console-{}{}.log", kernel.release, init.tag()));
     vm::boot(&kernel, init, &initrd, &log, tally)
 }
 

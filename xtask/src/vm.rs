@@ -48,20 +48,143 @@ TTYPath=/dev/ttyS0
 pub enum Init {
     /// busybox sh running `guest-init.sh`.
     Busybox,
-    /// The host's systemd, running `guest-systemd.sh` as a unit.
-    Systemd,
+    /// systemd, running `guest-systemd.sh` as a unit.
+    Systemd(Systemd),
+}
+
+/// Which systemd a systemd guest boots.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Systemd {
+    /// This machine's (252 on Debian 12): pid 1 forks, the child execs ExecStart.
+    Host,
+    /// Debian trixie's (257), fetched with `apt-get download` ([`trixie_systemd`]): pid 1
+    /// spawns with CLONE_VFORK | CLONE_INTO_CGROUP, the child execs `systemd-executor`, which
+    /// execs ExecStart.
+    Trixie,
 }
 
 impl Init {
     /// The kernel command line.
-    fn append(self) -> &'static str {
+    fn append(self) -> String {
         match self {
-            Init::Busybox => "console=ttyS0 panic=-1 quiet",
-            Init::Systemd => {
-                "console=ttyS0 panic=-1 quiet rdinit=/lib/systemd/systemd systemd.unit=chaos-tests.service systemd.show_status=false"
-            }
+            Init::Busybox => "console=ttyS0 panic=-1 quiet".into(),
+            Init::Systemd(which) => format!(
+                "console=ttyS0 panic=-1 quiet rdinit={} systemd.unit=chaos-tests.service systemd.show_status=false",
+                which.pid1()
+            ),
         }
     }
+
+    /// What tells this guest's files from the others' in `target/vm`.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Init::Busybox => "",
+            Init::Systemd(Systemd::Host) => "-systemd",
+            Init::Systemd(Systemd::Trixie) => "-systemd-trixie",
+        }
+    }
+}
+
+impl Systemd {
+    fn pid1(self) -> &'static str {
+        match self {
+            Systemd::Host => "/lib/systemd/systemd",
+            Systemd::Trixie => "/usr/lib/systemd/systemd",
+        }
+    }
+}
+
+/// Debian trixie's systemd (257, the `systemd-executor` path) and the libraries it needs, glibc
+/// included, unpacked under `cache` unless they already are; returns the unpacked root, whose
+/// `VERSION` file holds the package's version. `apt-get` runs with a state and a source list
+/// of its own under `cache`: the machine's apt configuration is neither read nor changed.
+pub fn trixie_systemd(cache: &Path) -> Result<PathBuf> {
+    let root = cache.join("root");
+    if root.join("usr/lib/systemd/systemd-executor").exists() && root.join("VERSION").exists() {
+        return Ok(root);
+    }
+    let apt = cache.join("apt");
+    let debs = cache.join("debs");
+    let empty = apt.join("empty");
+    for dir in [
+        apt.join("lists/partial"),
+        apt.join("archives/partial"),
+        empty.clone(),
+        debs.clone(),
+    ] {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(
+        apt.join("sources.list"),
+        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main\n",
+    )?;
+    std::fs::write(apt.join("status"), "")?;
+    let options: Vec<String> = [
+        ("Dir::Etc::SourceList", apt.join("sources.list")),
+        ("Dir::Etc::SourceParts", empty.clone()),
+        ("Dir::Etc::Preferences", empty.join("none")),
+        ("Dir::Etc::PreferencesParts", empty.clone()),
+        ("Dir::State", apt.clone()),
+        ("Dir::State::status", apt.join("status")),
+        ("Dir::Cache", apt.clone()),
+    ]
+    .iter()
+    .map(|(key, path)| format!("-o{key}={}", path.display()))
+    .collect();
+    eprintln!("vm: fetching systemd from Debian trixie");
+    util::run(Command::new("apt-get").args(&options).args(["update", "-qq"]))?;
+    // systemd and every library it depends on, recursively (the rest is debconf and tools).
+    let depends = Command::new("apt-cache")
+        .args(&options)
+        .args([
+            "depends",
+            "--recurse",
+            "--no-recommends",
+            "--no-suggests",
+            "--no-conflicts",
+            "--no-breaks",
+            "--no-replaces",
+            "--no-enhances",
+            "systemd",
+        ])
+        .output()
+        .context("apt-cache depends systemd (trixie)")?;
+    let mut packages: Vec<String> = String::from_utf8_lossy(&depends.stdout)
+        .lines()
+        .filter(|l| !l.starts_with([' ', '<']))
+        .filter(|l| *l == "systemd" || l.starts_with("lib"))
+        .map(str::to_string)
+        .collect();
+    packages.sort();
+    packages.dedup();
+    if !packages.iter().any(|p| p == "systemd") || !packages.iter().any(|p| p == "libc6") {
+        bail!("apt-cache depends systemd (trixie) named no systemd or libc6: {packages:?}");
+    }
+    util::run(
+        Command::new("apt-get")
+            .args(&options)
+            .args(["download", "-q"])
+            .args(&packages)
+            .current_dir(&debs),
+    )?;
+    let unpacking = cache.join("root.partial");
+    let _ = std::fs::remove_dir_all(&unpacking);
+    let mut version = None;
+    for deb in std::fs::read_dir(&debs)?.filter_map(Result::ok).map(|e| e.path()) {
+        let name = deb.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        if !name.ends_with(".deb") {
+            continue;
+        }
+        if let Some(v) = name.strip_prefix("systemd_").and_then(|r| r.split('_').next()) {
+            version = Some(v.replace("%7e", "~"));
+        }
+        util::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacking))?;
+    }
+    let version = version.context("apt-get download left no systemd .deb")?;
+    std::fs::write(unpacking.join("VERSION"), &version)?;
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::rename(&unpacking, &root)?;
+    Ok(root)
 }
 /// Host programs the guest needs besides the payload, with their shared libraries.
 const HOST_TOOLS: [&str; 2] = ["bpftool", "mkfs.ext4"];
@@ -173,6 +296,8 @@ fn newest_package(series: &str) -> Result<String> {
 /// What goes into the guest besides busybox and the host tools.
 pub struct Payload {
     pub init: Init,
+    /// The unpacked trixie systemd ([`trixie_systemd`]), for `Init::Systemd(Systemd::Trixie)`.
+    pub systemd_root: Option<PathBuf>,
     pub chaos: PathBuf,
     /// Programs the tests run (victims and the like), at their host paths.
     pub programs: Vec<PathBuf>,
@@ -182,10 +307,7 @@ pub struct Payload {
 
 /// Builds the initramfs for `kernel` under `work`; returns its path.
 pub fn initramfs(kernel: &Kernel, payload: &Payload, work: &Path) -> Result<PathBuf> {
-    let tag = match payload.init {
-        Init::Busybox => "",
-        Init::Systemd => "-systemd",
-    };
+    let tag = payload.init.tag();
     let stage = work.join(format!("stage-{}{tag}", kernel.release));
     let _ = std::fs::remove_dir_all(&stage);
     for dir in [
@@ -240,8 +362,18 @@ pub fn initramfs(kernel: &Kernel, payload: &Payload, work: &Path) -> Result<Path
         .join(" ");
     let (script, name) = match payload.init {
         Init::Busybox => (INIT, "init"),
-        Init::Systemd => {
-            stage_systemd(&stage)?;
+        Init::Systemd(Systemd::Host) => {
+            stage_host_systemd(&stage)?;
+            stage_systemd_files(&stage)?;
+            (SYSTEMD_RUNNER, "chaos-tests.sh")
+        }
+        Init::Systemd(Systemd::Trixie) => {
+            let root = payload
+                .systemd_root
+                .as_deref()
+                .context("the trixie systemd guest needs its unpacked root")?;
+            stage_trixie_systemd(&stage, root)?;
+            stage_systemd_files(&stage)?;
             (SYSTEMD_RUNNER, "chaos-tests.sh")
         }
     };
@@ -260,9 +392,8 @@ pub fn initramfs(kernel: &Kernel, payload: &Payload, work: &Path) -> Result<Path
     Ok(out)
 }
 
-/// The host's systemd and systemctl with their libraries, the test unit, and the accounts
-/// systemd resolves.
-fn stage_systemd(stage: &Path) -> Result<()> {
+/// The host's systemd and systemctl with their libraries.
+fn stage_host_systemd(stage: &Path) -> Result<()> {
     let systemd = Path::new("/lib/systemd/systemd");
     if !systemd.exists() {
         bail!(
@@ -271,7 +402,52 @@ fn stage_systemd(stage: &Path) -> Result<()> {
         );
     }
     stage_elf(stage, systemd, systemd)?;
-    stage_elf(stage, &which("systemctl")?, Path::new("/bin/systemctl"))?;
+    stage_elf(stage, &which("systemctl")?, Path::new("/bin/systemctl"))
+}
+
+/// trixie's systemd, its executor and systemctl, with trixie's libraries (glibc and its
+/// loader included) put over the host's: the host programs staged before run on them too
+/// (glibc is backward compatible), and systemd finds what it was built against.
+fn stage_trixie_systemd(stage: &Path, root: &Path) -> Result<()> {
+    let copy = |from: &Path, to: &Path| -> Result<()> {
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let _ = std::fs::remove_file(to);
+        std::fs::copy(from, to)
+            .with_context(|| format!("copy {} to {}", from.display(), to.display()))?;
+        Ok(())
+    };
+    for name in ["systemd", "systemd-executor"] {
+        let from = root.join("usr/lib/systemd").join(name);
+        copy(&from, &stage.join("usr/lib/systemd").join(name))?;
+    }
+    copy(&root.join("usr/bin/systemctl"), &stage.join("bin/systemctl"))?;
+    // Shared objects by the names the loader looks for (symlinks followed), into the
+    // directories the stage's loader searches.
+    for (from, to) in [
+        ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu"),
+        ("lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu"),
+        ("usr/lib/x86_64-linux-gnu/systemd", "usr/lib/x86_64-linux-gnu/systemd"),
+        ("usr/lib64", "lib64"),
+        ("lib64", "lib64"),
+    ] {
+        let Ok(entries) = std::fs::read_dir(root.join(from)) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_file() && name.to_string_lossy().contains(".so") {
+                copy(&path, &stage.join(to).join(&name))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The test unit, and the files and accounts systemd reads.
+fn stage_systemd_files(stage: &Path) -> Result<()> {
     for dir in ["etc/systemd/system", "run", "var/log"] {
         std::fs::create_dir_all(stage.join(dir))?;
     }
@@ -400,7 +576,7 @@ pub fn boot(
         .arg(kernel.vmlinuz())
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", init.append()])
+        .args(["-append", &init.append()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

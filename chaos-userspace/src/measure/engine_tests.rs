@@ -687,3 +687,27 @@ fn a_start_limit_that_systemd_reports_as_the_deaths_result_is_still_named() {
         );
     }
 }
+
+/// systemd 254 and later report a dying unit as failed (`failed-before-auto-restart`) before
+/// its restart: the episode goes on to the replacement.
+#[test]
+fn a_unit_failed_on_its_way_to_a_restart_is_not_a_failed_episode() {
+    let mut story = Story::new(service(Ready::Unit, &[(11, 1)]));
+    story.kill(100 * MS, 11, 9).exit(101 * MS, 11, 1, 9, 0);
+    let passing = crate::systemd::UnitState {
+        result: "signal".into(),
+        ..unit_state(102 * MS, "failed", "failed-before-auto-restart", 11)
+    };
+    story.engine.unit(&passing, &mut story.out);
+    assert!(story.episodes().is_empty(), "still open");
+    story
+        .reap(103 * MS, 1, 11)
+        .fork(300 * MS, 1, 12)
+        .exec(301 * MS, 12, 1, "svc");
+    let running = crate::systemd::UnitState {
+        active_enter_ns: Some(302 * MS),
+        ..unit_state(303 * MS, "active", "running", 12)
+    };
+    story.engine.unit(&running, &mut story.out);
+    assert_eq!(story.episodes()[0].outcome, Outcome::Recovered);
+}

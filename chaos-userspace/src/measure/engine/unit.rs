@@ -60,7 +60,9 @@ impl Engine {
         let Some(state) = self.unit.clone() else {
             return;
         };
-        if state.active == "failed" {
+        // systemd 254 and later pass through `failed-before-auto-restart` (ActiveState failed)
+        // on the way to the restart: not the end.
+        if state.active == "failed" && !state.sub.ends_with("-before-auto-restart") {
             let reason = self.unit_failure(&state);
             for mut open in std::mem::take(&mut self.open) {
                 open.systemd.get_or_insert_default().result = Some(state.result.clone());
