@@ -105,17 +105,18 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), ()> {
     let tgid = target::current_tgid();
     let comm = target::current_comm();
     let comm_hit = target::comm_matches(&comm);
+    // A process that execs inside a target cgroup joins the set even if no attach event
+    // showed it arriving: a child spawned straight into the cgroup (clone3 with
+    // CLONE_INTO_CGROUP, as systemd >= 255 does) never moved.
+    // SAFETY: no preconditions.
+    let cgroup_hit = target::cgroup_matches(unsafe { bpf_get_current_cgroup_id() });
     // A watcher's child shows where it went at its first exec: inside a target cgroup, it is
-    // the unit's (its fork is reported now, with the fork's time, and it joins the set: with
-    // CLONE_INTO_CGROUP it never moved, so no attach event added it); anywhere else, it is
+    // the unit's, and its fork is reported now, with the fork's time; anywhere else, it is
     // forgotten. systemd >= 255 execs its executor first, then the service.
     // SAFETY: copied out at once.
     let pending = unsafe { PENDING_FORKS.get(&tgid).copied() };
-    let mut cgroup_hit = false;
     if let Some(fork) = pending {
         let _ = PENDING_FORKS.remove(&tgid);
-        // SAFETY: no preconditions.
-        cgroup_hit = target::cgroup_matches(unsafe { bpf_get_current_cgroup_id() });
         if cgroup_hit {
             output(&ForkEvent {
                 header: EventHeader {
@@ -235,11 +236,20 @@ fn try_cgroup_mkdir(ctx: &TracePointContext) -> Result<(), ()> {
     }
     let mut path = [0u8; CGROUP_PATH_LEN];
     tp_data_loc_str(ctx, offset!(mkdir_path), &mut path)?;
-    if TARGET_CGROUP_PATHS.get_ptr(&path).is_none() {
+    // SAFETY: copied out at once.
+    let Some(old) = (unsafe { TARGET_CGROUP_PATHS.get(&path).copied() }) else {
         return Ok(());
-    }
+    };
     let id: u64 = tp_field(ctx, offset!(mkdir_id))?;
-    let _ = TARGET_CGROUPS.insert(&id, &1, 0);
+    // The old directory is gone: its id leaves the set, so that a unit restarted any number
+    // of times holds one entry.
+    if old != id {
+        let _ = TARGET_CGROUPS.remove(&old);
+    }
+    if TARGET_CGROUPS.insert(&id, &1, 0).is_err() {
+        count(counter::TARGETS_FULL);
+    }
+    let _ = TARGET_CGROUP_PATHS.insert(&path, &id, 0);
     Ok(())
 }
 

@@ -29,12 +29,13 @@ pub static TARGET_COMMS: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entrie
 #[map]
 pub static TARGET_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_RULES, 0);
 
-/// Paths of target cgroups below the cgroup2 root (NUL-padded): a directory made again at
-/// one of them (systemd removes a service's cgroup when its main process dies and makes it
-/// anew for the restart) has its new id put in `TARGET_CGROUPS` as it is made, before any
-/// process can be attached to it.
+/// Paths of target cgroups below the cgroup2 root (NUL-padded), each with its directory's
+/// current id: a directory made again at one of them (systemd removes a service's cgroup when
+/// its main process dies and makes it anew for the restart) has its new id put in
+/// `TARGET_CGROUPS` in place of the old one as it is made, before any process can be
+/// attached to it.
 #[map]
-pub static TARGET_CGROUP_PATHS: HashMap<[u8; CGROUP_PATH_LEN], u32> =
+pub static TARGET_CGROUP_PATHS: HashMap<[u8; CGROUP_PATH_LEN], u64> =
     HashMap::with_max_entries(MAX_RULES, 0);
 
 /// Supervisors observed read-only, never members of the target set: pid 1 when it runs the

@@ -30,6 +30,11 @@ pub fn is_target(tgid: u32) -> bool {
 /// counted and logged (rare, and the one thing a user must hear about at once).
 #[inline(always)]
 pub fn store<C: EbpfContext>(ctx: &C, tgid: u32, info: TargetInfo) {
+    // Pid 1 is never a target, whatever rule it would match (a comm, a cgroup it execs in):
+    // nothing that acts on targets can reach it.
+    if tgid <= 1 {
+        return;
+    }
     if info.reasons == 0 {
         let _ = TARGETS.remove(&tgid);
     } else if TARGETS.insert(&tgid, &info, 0).is_err() {

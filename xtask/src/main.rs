@@ -164,7 +164,11 @@ fn run_guest(
                 (Some(root), _) => std::fs::read_to_string(root.join("VERSION"))?,
                 (None, _) => util::systemd_version(),
             };
-            let major = version.split(['.', '-']).next().unwrap_or(&version).to_string();
+            let major = version
+                .split(['.', '-'])
+                .next()
+                .unwrap_or(&version)
+                .to_string();
             (
                 &SYSTEMD_SUITES,
                 &SYSTEMD_PROGRAMS,

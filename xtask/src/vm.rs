@@ -105,6 +105,8 @@ pub fn trixie_systemd(cache: &Path) -> Result<PathBuf> {
     }
     let apt = cache.join("apt");
     let debs = cache.join("debs");
+    // Only this fetch's packages are unpacked: none left from an earlier one.
+    let _ = std::fs::remove_dir_all(&debs);
     let empty = apt.join("empty");
     for dir in [
         apt.join("lists/partial"),
@@ -132,7 +134,11 @@ pub fn trixie_systemd(cache: &Path) -> Result<PathBuf> {
     .map(|(key, path)| format!("-o{key}={}", path.display()))
     .collect();
     eprintln!("vm: fetching systemd from Debian trixie");
-    util::run(Command::new("apt-get").args(&options).args(["update", "-qq"]))?;
+    util::run(
+        Command::new("apt-get")
+            .args(&options)
+            .args(["update", "-qq"]),
+    )?;
     // systemd and every library it depends on, recursively (the rest is debconf and tools).
     let depends = Command::new("apt-cache")
         .args(&options)
@@ -170,12 +176,22 @@ pub fn trixie_systemd(cache: &Path) -> Result<PathBuf> {
     let unpacking = cache.join("root.partial");
     let _ = std::fs::remove_dir_all(&unpacking);
     let mut version = None;
-    for deb in std::fs::read_dir(&debs)?.filter_map(Result::ok).map(|e| e.path()) {
-        let name = deb.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    for deb in std::fs::read_dir(&debs)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+    {
+        let name = deb
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         if !name.ends_with(".deb") {
             continue;
         }
-        if let Some(v) = name.strip_prefix("systemd_").and_then(|r| r.split('_').next()) {
+        if let Some(v) = name
+            .strip_prefix("systemd_")
+            .and_then(|r| r.split('_').next())
+        {
             version = Some(v.replace("%7e", "~"));
         }
         util::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacking))?;
@@ -422,13 +438,19 @@ fn stage_trixie_systemd(stage: &Path, root: &Path) -> Result<()> {
         let from = root.join("usr/lib/systemd").join(name);
         copy(&from, &stage.join("usr/lib/systemd").join(name))?;
     }
-    copy(&root.join("usr/bin/systemctl"), &stage.join("bin/systemctl"))?;
+    copy(
+        &root.join("usr/bin/systemctl"),
+        &stage.join("bin/systemctl"),
+    )?;
     // Shared objects by the names the loader looks for (symlinks followed), into the
     // directories the stage's loader searches.
     for (from, to) in [
         ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu"),
         ("lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu"),
-        ("usr/lib/x86_64-linux-gnu/systemd", "usr/lib/x86_64-linux-gnu/systemd"),
+        (
+            "usr/lib/x86_64-linux-gnu/systemd",
+            "usr/lib/x86_64-linux-gnu/systemd",
+        ),
         ("usr/lib64", "lib64"),
         ("lib64", "lib64"),
     ] {

@@ -391,7 +391,7 @@ pub struct TargetSet {
     targets: HashMap<MapData, u32, TargetInfo>,
     comms: HashMap<MapData, [u8; COMM_LEN], u32>,
     cgroups: HashMap<MapData, u64, u32>,
-    cgroup_paths: HashMap<MapData, [u8; CGROUP_PATH_LEN], u32>,
+    cgroup_paths: HashMap<MapData, [u8; CGROUP_PATH_LEN], u64>,
     watchers: HashMap<MapData, u32, u32>,
 }
 
@@ -414,12 +414,12 @@ impl TargetSet {
         for id in &rule.ids {
             self.add_cgroup(*id)?;
         }
-        match crate::target::cgroup_path_key(&rule.path) {
-            Some(key) => self
+        match (crate::target::cgroup_path_key(&rule.path), rule.ids.first()) {
+            (Some(key), Some(&id)) => self
                 .cgroup_paths
-                .insert(key, 1, 0)
+                .insert(key, id, 0)
                 .map_err(map_err("TARGET_CGROUP_PATHS")),
-            None => {
+            _ => {
                 log::warn!(
                     "{}: its path is too long to be followed if it is made again (at most {} bytes below the cgroup2 root)",
                     rule.path.display(),

@@ -653,7 +653,16 @@ fn a_start_limit_that_systemd_reports_as_the_deaths_result_is_still_named() {
         n_restarts: 0,
         version: "252".into(),
     };
-    for (starts, limited) in [(3, true), (2, false)] {
+    let on_abort = crate::systemd::UnitInfo {
+        restart: "on-abort".into(),
+        ..unit.clone()
+    };
+    for (unit, starts, result, limited) in [
+        (&unit, 3, "signal", true),
+        (&unit, 2, "signal", false),
+        // on-abort does not restart after an exit code: that is no start limit.
+        (&on_abort, 3, "exit-code", false),
+    ] {
         let mut story = Story::new(Service {
             unit: Some(unit.clone()),
             ..service(Ready::Unit, &[(11, 1)])
@@ -667,7 +676,7 @@ fn a_start_limit_that_systemd_reports_as_the_deaths_result_is_still_named() {
         }
         story.kill(100 * MS, 11, 9).exit(101 * MS, 11, 1, 9, 0);
         let failed = crate::systemd::UnitState {
-            result: "signal".into(),
+            result: result.into(),
             ..unit_state(300 * MS, "failed", "failed", 11)
         };
         story.engine.unit(&failed, &mut story.out);
@@ -681,10 +690,7 @@ fn a_start_limit_that_systemd_reports_as_the_deaths_result_is_still_named() {
             limited,
             "{reason}"
         );
-        assert_eq!(
-            e.systemd.as_ref().unwrap().result.as_deref(),
-            Some("signal")
-        );
+        assert_eq!(e.systemd.as_ref().unwrap().result.as_deref(), Some(result));
     }
 }
 

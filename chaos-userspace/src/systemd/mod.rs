@@ -15,7 +15,7 @@ mod private;
 
 use std::{path::PathBuf, time::Duration};
 
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use serde::{Deserialize, Serialize};
 use zbus::{Connection, MatchRule, MessageStream, Proxy, proxy::CacheProperties};
 
@@ -339,6 +339,10 @@ pub async fn read_state(conn: &Connection, path: &str) -> zbus::Result<UnitState
     })
 }
 
+/// Signals held for [`watch`] while it reads the state (zbus stops reading the socket, replies
+/// included, when a stream's queue is full).
+const SIGNAL_QUEUE: usize = 4096;
+
 /// Sends the unit's state at once, then after each `PropertiesChanged` on its object that
 /// changed it, until the receiver goes. A broken connection is reported once, as `Err`.
 pub async fn watch(
@@ -353,7 +357,7 @@ pub async fn watch(
         .and_then(|b| b.path(path.as_str()))
         .map(|b| b.build());
     let stream = match rule {
-        Ok(rule) => MessageStream::for_match_rule(rule, &conn, Some(64)).await,
+        Ok(rule) => MessageStream::for_match_rule(rule, &conn, Some(SIGNAL_QUEUE)).await,
         Err(e) => Err(e),
     };
     let mut stream = match stream {
@@ -389,6 +393,9 @@ pub async fn watch(
             let _ = tx.send(Err("systemd closed the connection".into()));
             return;
         }
+        // One read of the state answers every signal already queued: the queue never fills
+        // while the reads wait for their replies behind it.
+        while let Some(Some(_)) = stream.next().now_or_never() {}
     }
 }
 

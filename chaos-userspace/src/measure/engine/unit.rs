@@ -122,7 +122,7 @@ impl Engine {
                 unit.map_or(String::new(), limit)
             ),
             (result, Some(u))
-                if u.restart != "no"
+                if restarts_after(&u.restart, result)
                     && u.start_limit_burst > 0
                     && recent(u) >= u.start_limit_burst as usize =>
             {
@@ -147,5 +147,21 @@ impl Engine {
     /// The unit's last state seen.
     pub fn unit_state(&self) -> Option<&UnitState> {
         self.unit.as_ref()
+    }
+}
+
+/// Whether `Restart=` restarts a service whose main process ended with `result`
+/// (systemd.service(5), the table under Restart=). `RestartPreventExitStatus=` is not read:
+/// an exit status it names is taken as restarted.
+fn restarts_after(restart: &str, result: &str) -> bool {
+    let abnormal = ["signal", "core-dump", "timeout", "watchdog"];
+    match restart {
+        "always" => true,
+        "on-success" => result == "success",
+        "on-failure" => result != "success",
+        "on-abnormal" => abnormal.contains(&result),
+        "on-abort" => ["signal", "core-dump"].contains(&result),
+        "on-watchdog" => result == "watchdog",
+        _ => false,
     }
 }
