@@ -36,7 +36,8 @@ pub enum Command {
     Run(RunArgs),
     /// Print the JSON Schema of experiment files.
     Schema,
-    /// Show a run's result: in the terminal, or as an HTML page with plots (--html).
+    /// Show any chaos output (a run's result, a measure or inject stream, a recording), or
+    /// merge several: in the terminal, as an HTML page with plots (--html), or as JSON.
     #[command(after_help = REPORT_EXAMPLES)]
     Report(ReportArgs),
     /// Audit logs: `chaos audit verify FILE` checks that none was edited, deleted or reordered.
@@ -68,8 +69,16 @@ const REPORT_EXAMPLES: &str = "\
 Examples:
   chaos report result.json                     verdict, clauses, histograms, CDF, timeline as text
   chaos report result.json --html report.html  the same as a self-contained page (SVG plots)
+  chaos report measure.jsonl                   a `chaos measure --json` stream: phases, histograms, episodes
+  chaos report run.rec                         a recording (--record), replayed first
+  chaos report a.json b.json c.json --html all.html   merged: a row per source, merged histograms
+  chaos report a.json b.json --json            the merged summary: `sources`, counts, phases
+  chaos report --baseline before*.json -- after*.json   p50, p99 and max, before against after
 
-RESULT.json is what `chaos run --json FILE` (or outputs.json) wrote.";
+A file is recognised by its content: a result of `chaos run --json FILE` (or outputs.json),
+the JSON Lines of `chaos measure --json` or `chaos inject --json`, or a `--record` file of
+either. Merged histograms are HdrHistograms added exactly: the merged quantiles are those of
+every episode of every source.";
 
 const OBSERVE_EXAMPLES: &str = "\
 Examples:
@@ -226,6 +235,9 @@ pub struct MeasureArgs {
     /// Write the HdrHistogram interval log of every phase (values in nanoseconds) to FILE.
     #[arg(long, value_name = "FILE")]
     pub hdr_log: Option<PathBuf>,
+    /// The HdrHistogram log's time slices: one interval per slice and phase.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub hdr_interval: String,
     /// Save every input of the measurement to FILE, for --replay.
     #[arg(long, value_name = "FILE", conflicts_with = "replay")]
     pub record: Option<PathBuf>,
@@ -415,12 +427,26 @@ pub struct ExportArgs {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// A result of `chaos run` (its --json output).
-    #[arg(value_name = "RESULT.json")]
-    pub result: PathBuf,
+    /// chaos outputs: results of `chaos run --json`, `chaos measure --json` and `chaos inject
+    /// --json` streams, recordings (`--record`; replayed); several are merged. After
+    /// --baseline, the set compared with the baseline.
+    #[arg(value_name = "FILE", required = true)]
+    pub sources: Vec<PathBuf>,
+    /// Compare: these outputs (the baseline, before `--`) against FILE... (after it).
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub baseline: Vec<PathBuf>,
     /// Write a self-contained HTML page (SVG plots) instead of printing to the terminal.
-    #[arg(long, value_name = "OUT.html")]
+    #[arg(long, value_name = "OUT.html", conflicts_with = "json")]
     pub html: Option<PathBuf>,
+    /// Print the (merged) summary as JSON: a `sources` list, the merged counts and phases.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the merged HdrHistogram interval log (values in nanoseconds) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
+    /// The HdrHistogram log's time slices: one interval per slice and phase.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub hdr_interval: String,
 }
 
 #[derive(Debug, Args)]
@@ -457,6 +483,9 @@ pub struct RunArgs {
     /// Write the HdrHistogram log here (overrides outputs.hdr_log).
     #[arg(long, value_name = "FILE")]
     pub hdr_log: Option<PathBuf>,
+    /// The HdrHistogram log's time slices (overrides outputs.hdr_interval; default 10s).
+    #[arg(long, value_name = "DURATION")]
+    pub hdr_interval: Option<String>,
     /// The audit log (overrides outputs.audit; default /var/log/chaos/audit.jsonl).
     #[arg(long, value_name = "FILE")]
     pub audit: Option<PathBuf>,

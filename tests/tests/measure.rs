@@ -17,6 +17,12 @@ fn episodes(m: &Observer) -> Vec<&Value> {
     m.of_type("episode").map(|e| &e["data"]).collect()
 }
 
+fn at(episode: &Value, milestone: &str) -> u64 {
+    episode["at_ns"][milestone]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {milestone} in {episode:#}"))
+}
+
 fn phase(episode: &Value, name: &str) -> u64 {
     episode["phases_ns"][name]
         .as_u64()
@@ -63,11 +69,17 @@ fn a_known_restart_delay_is_measured_within_a_millisecond_and_replays_exactly() 
     let data = dir.path().join("data");
     let data = data.to_str().unwrap().to_string();
     let port_arg = port.to_string();
+    let own = dir.path().join("restarts.log");
+    let script = format!("DELAY_SUPERVISOR_LOG={} exec \"$@\"", own.display());
     let svc = Supervised::start(
         "delay",
         dir,
         port,
         &[
+            "sh",
+            "-c",
+            &script,
+            "sh",
             env!("CARGO_BIN_EXE_delay-supervisor"),
             "200",
             QUEUE,
@@ -92,11 +104,31 @@ fn a_known_restart_delay_is_measured_within_a_millisecond_and_replays_exactly() 
     )
     .finish();
     assert_complete(&m, svc.pid());
-    for e in episodes(&m) {
+    // The supervisor's own reading of each restart (just after its wait returned, just
+    // before its fork): chaos's kernel milestones bracket it, to within a millisecond.
+    let readings: Vec<(u64, u64)> = std::fs::read_to_string(&own)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (a, b) = l.split_once(' ').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(readings.len(), 4, "{readings:?}");
+    for (e, (reaped, forking)) in episodes(&m).into_iter().zip(readings) {
         let delay = phase(e, "reaped_to_forked");
+        let own = forking - reaped;
         assert!(
-            (200_000_000..201_000_000).contains(&delay),
-            "reaped -> forked is the 200 ms delay to within 1 ms: {delay} ns"
+            own >= 200_000_000,
+            "the supervisor slept its 200 ms: {own} ns"
+        );
+        assert!(
+            delay.abs_diff(own) < 1_000_000,
+            "reaped -> forked {delay} ns is the supervisor's own {own} ns to within 1 ms"
+        );
+        assert!(
+            at(e, "reaped") <= reaped && at(e, "forked") >= forking,
+            "{e:#}"
         );
     }
     assert_eq!(summary_phase(&m, "reaped_to_forked")["count"], 4);
@@ -114,6 +146,30 @@ fn a_known_restart_delay_is_measured_within_a_millisecond_and_replays_exactly() 
     assert_eq!(replayed, live);
     let log = std::fs::read_to_string(&hdr).unwrap();
     assert!(log.contains("Tag=reaped_to_forked,"), "{log}");
+
+    // chaos report reads a measure stream (the replay's lines, equal to the live ones as
+    // checked above) and the recording (replayed) alike: their phases are the summary's.
+    let stream = svc.dir.path().join("stream.jsonl");
+    std::fs::write(&stream, stdout.as_bytes()).unwrap();
+    let summary = &m.summary.as_ref().unwrap()["data"];
+    for (source, kind) in [(&stream, "measure"), (&record, "measure_recording")] {
+        let (code, out, stderr) = run_chaos(&["report", source.to_str().unwrap(), "--json"]);
+        assert_eq!(code, 0, "{stderr}");
+        let report: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(report["sources"][0]["kind"], kind);
+        assert_eq!(report["recovered"], 4);
+        assert_eq!(report["phases_ns"], summary["phases_ns"], "{kind}");
+        assert_eq!(
+            report["sources"][0]["start_unix_ns"],
+            summary["start_unix_ns"]
+        );
+    }
+    let (code, text, _) = run_chaos(&["report", stream.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("merged: 4 episode(s): 4 recovered, 0 failed"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -13,8 +13,9 @@ use crate::util::{self, output};
 /// busybox for the kernel-matrix guests; a Prometheus server (it scrapes `--prometheus` in the
 /// export tests, and its promtool checks `--textfile`) and Chromium (the HTML report is
 /// rendered headless); two real multi-process servers the service tests start on loopback
-/// (PostgreSQL, nginx).
-const PACKAGES: [&str; 14] = [
+/// (PostgreSQL, nginx); iproute2 and curl (the fleet test's hosts are network namespaces) and
+/// yamllint (it checks `deploy/`'s manifests).
+const PACKAGES: [&str; 17] = [
     "llvm-22-dev",
     "bpftool",
     "strace",
@@ -29,6 +30,9 @@ const PACKAGES: [&str; 14] = [
     "chromium",
     "postgresql",
     "nginx-light",
+    "iproute2",
+    "curl",
+    "yamllint",
 ];
 
 /// Debian's hook that tells package scripts whether they may start services; exit 101 means

@@ -43,7 +43,8 @@ pub struct MeasureConfig {
     pub episodes: Option<u64>,
     pub duration: Option<Duration>,
     pub json: bool,
-    pub hdr_log: Option<PathBuf>,
+    /// `--hdr-log`, with `--hdr-interval`.
+    pub hdr_log: Option<HdrLog>,
     pub record: Option<PathBuf>,
     pub fsync: FsyncHook,
     pub reap: bool,
@@ -96,13 +97,36 @@ impl MeasureConfig {
                 .map(|secs| positive_secs("--duration", secs))
                 .transpose()?,
             json: args.json,
-            hdr_log: args.hdr_log,
+            hdr_log: hdr_log(args.hdr_log, &args.hdr_interval)?,
             record: args.record,
             fsync: args.fsync_hook,
             reap: !args.no_reap,
             ring_bytes: ring_bytes(args.buffer_pages)?,
             export: export_config(&args.export)?,
         })
+    }
+}
+
+/// Where the HdrHistogram log goes, and its time slices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HdrLog {
+    pub path: PathBuf,
+    pub slice: Duration,
+}
+
+/// `--hdr-log FILE` with `--hdr-interval DURATION`.
+pub fn hdr_log(path: Option<PathBuf>, interval: &str) -> Result<Option<HdrLog>, Failure> {
+    let slice = hdr_interval(interval)?;
+    Ok(path.map(|path| HdrLog { path, slice }))
+}
+
+/// `--hdr-interval DURATION`: positive.
+pub fn hdr_interval(text: &str) -> Result<Duration, Failure> {
+    match crate::inject::names::duration("--hdr-interval", text).map_err(Failure::refused)? {
+        d if d.is_zero() => Err(Failure::refused(format!(
+            "--hdr-interval {text}: give a positive duration"
+        ))),
+        d => Ok(d),
     }
 }
 
@@ -131,7 +155,12 @@ pub fn run(args: MeasureArgs) -> Result<u8, Failure> {
                     "--prometheus serves while measuring live; a replay ends at once: use --textfile or --otlp",
                 ));
             }
-            replay(&path, args.json, args.hdr_log, &export)
+            replay(
+                &path,
+                args.json,
+                hdr_log(args.hdr_log, &args.hdr_interval)?,
+                &export,
+            )
         }
         None => live(MeasureConfig::from_args(args)?),
     }
@@ -150,7 +179,7 @@ fn sink(json: bool) -> Box<dyn EpisodeSink> {
 fn replay(
     path: &std::path::Path,
     json: bool,
-    hdr_log: Option<PathBuf>,
+    hdr_log: Option<HdrLog>,
     export: &ExportConfig,
 ) -> Result<u8, Failure> {
     let recording = Recording::<Header>::open(path)?;
@@ -166,14 +195,14 @@ fn replay(
         path,
         &mut exporters,
     );
-    finish(&mut machine, &end, hdr_log.as_deref(), &mut exporters)
+    finish(&mut machine, &end, hdr_log.as_ref(), &mut exporters)
 }
 
 /// The summary, the HdrHistogram log, the exports' last word.
 fn finish(
     machine: &mut MeasureMachine,
     end: &End,
-    hdr_log: Option<&std::path::Path>,
+    hdr_log: Option<&HdrLog>,
     exporters: &mut Exporters,
 ) -> Result<u8, Failure> {
     let (summary, unfinished) = machine.finish(end);
@@ -181,10 +210,10 @@ fn finish(
         exporters.episode(episode);
     }
     exporters.lost(end.counters.lost);
-    if let Some(path) = hdr_log {
+    if let Some(HdrLog { path, slice }) = hdr_log {
         machine
             .measurement
-            .write_hdr_log(path, summary.duration_ns)
+            .write_hdr_log(path, summary.duration_ns, *slice)
             .map_err(|e| {
                 Failure::running(
                     EXIT_FAILURE,
@@ -288,10 +317,5 @@ fn live(config: MeasureConfig) -> Result<u8, Failure> {
     let mut exporters = std::mem::take(&mut driver.exporters);
     drop(driver);
     drop(session);
-    finish(
-        &mut machine,
-        &end,
-        config.hdr_log.as_deref(),
-        &mut exporters,
-    )
+    finish(&mut machine, &end, config.hdr_log.as_ref(), &mut exporters)
 }

@@ -290,6 +290,10 @@ pub struct OutputsFile {
     /// HdrHistogram interval log of the recovery phases.
     #[serde(default)]
     pub hdr_log: Option<PathBuf>,
+    /// The interval log's time slices: one interval per slice and phase (default 10s).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub hdr_interval: Option<toml::Spanned<String>>,
     /// The append-only, hash-chained audit log (default /var/log/chaos/audit.jsonl).
     #[serde(default)]
     pub audit: Option<PathBuf>,

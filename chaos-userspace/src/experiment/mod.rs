@@ -249,6 +249,8 @@ pub struct Outputs {
     pub json: Option<PathBuf>,
     pub junit: Option<PathBuf>,
     pub hdr_log: Option<PathBuf>,
+    /// The interval log's slices (None: [`crate::measure::stats::LogSpan::SLICE`]).
+    pub hdr_interval: Option<std::time::Duration>,
     pub audit: Option<PathBuf>,
 }
 

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{measure::service::Service, sys::clock::Clock};
+use crate::{
+    measure::service::Service,
+    sys::{clock::Clock, host::Host},
+};
 
 pub const VERSION: u32 = 1;
 
@@ -25,6 +28,9 @@ pub struct RunHeader {
     pub source: String,
     /// The service as found when the run began.
     pub service: Service,
+    /// The machine the run was on (absent in recordings made before chaos kept it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Host>,
 }
 
 impl RunHeader {

@@ -30,6 +30,9 @@ pub struct RunResult {
     /// (CLOCK_MONOTONIC), which every `ts_ns` and `at_ns` below uses.
     pub start_unix_ns: u64,
     pub start_ns: u64,
+    /// The machine it ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<crate::sys::host::Host>,
     pub duration_ns: u64,
     pub baseline: Baseline,
     pub clauses: Vec<Clause>,

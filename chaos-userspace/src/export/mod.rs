@@ -284,7 +284,7 @@ impl Exporters {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::episode::{ExitInfo, Milestones, RecoveryPhases};
 

@@ -103,13 +103,19 @@ fn build_error(what: &'static str, e: impl std::fmt::Display) -> ExportError {
 
 impl Otlp {
     pub fn new(endpoint: &Endpoint, attributes: &[(String, String)]) -> Result<Self, ExportError> {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default();
+        // The machine, in OpenTelemetry's semantic conventions: every span, metric and log
+        // record of a node carries it, so that one backend aggregates a fleet.
+        let host = crate::sys::host::Host::current();
         let resource = Resource::builder()
             .with_service_name("chaos")
             .with_attributes(
-                [KeyValue::new("host.name", host)].into_iter().chain(
+                [
+                    KeyValue::new("host.name", host.name),
+                    KeyValue::new("os.type", "linux"),
+                    KeyValue::new("os.version", host.kernel),
+                ]
+                .into_iter()
+                .chain(
                     attributes
                         .iter()
                         .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),

@@ -2,8 +2,10 @@
 //! prometheus-client) while the command runs; `--textfile PATH` writes the same metrics in the
 //! classic text format for node_exporter's textfile collector, about once a second and at
 //! the end (written to a temporary file and renamed, so the collector never reads half).
+//! Every metric carries the labels `host` (the host name) and `kernel` (its release).
 
 use std::{
+    borrow::Cow,
     convert::Infallible,
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -84,7 +86,15 @@ fn label(key: &str, value: &str) -> Labels {
 
 impl Metrics {
     pub fn new(config: &ExportConfig) -> Result<(Self, Option<Server>), ExportError> {
-        let mut registry = Registry::default();
+        // Every metric names its machine, so that one Prometheus tells a fleet's nodes apart.
+        let host = crate::sys::host::Host::current();
+        let mut registry = Registry::with_labels(
+            [
+                (Cow::Borrowed("host"), Cow::Owned(host.name)),
+                (Cow::Borrowed("kernel"), Cow::Owned(host.kernel)),
+            ]
+            .into_iter(),
+        );
         let phases = Family::<Labels, Histogram>::new_with_constructor(|| {
             Histogram::new(BUCKETS.iter().copied())
         });
@@ -367,13 +377,23 @@ mod tests {
             !text.contains("# EOF") && !text.contains("# UNIT"),
             "{text}"
         );
+        // Every series names the machine.
+        let host = crate::sys::host::Host::current();
+        let on = format!("host=\"{}\",kernel=\"{}\"", host.name, host.kernel);
         assert!(
-            text.contains("# TYPE chaos_restarts_total counter\nchaos_restarts_total 1\n"),
+            text.contains(&format!(
+                "# TYPE chaos_restarts_total counter\nchaos_restarts_total{{{on}}} 1\n"
+            )),
             "{text}"
         );
-        assert!(text.contains("chaos_events_lost_total 4\n"), "{text}");
         assert!(
-            text.contains("chaos_recovery_phase_seconds_count{phase=\"total\"} 1\n"),
+            text.contains(&format!("chaos_events_lost_total{{{on}}} 4\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "chaos_recovery_phase_seconds_count{{{on},phase=\"total\"}} 1\n"
+            )),
             "{text}"
         );
         assert!(

@@ -8,7 +8,8 @@
 //! a [`FaultRecord`]. `{"type":"confirmed","data":{...}}` when the kernel shows its effect:
 //! `id`, `ts_ns`, `by` (what was seen: `signal delivered`, `killed by SIGKILL`, `openat
 //! returned EIO`, ...). A last `{"type":"summary","data":{...}}`: `injected`, `confirmed`,
-//! `unconfirmed` (ids), `dry_run`, `duration_ns`, `lost`.
+//! `unconfirmed` (ids), `dry_run`, `duration_ns`, `lost`, `host` (`name`, `kernel`) and
+//! `start_unix_ns` (the wall clock at the start).
 
 use std::io::Write;
 
@@ -28,6 +29,14 @@ pub struct InjectSummary {
     pub dry_run: bool,
     pub duration_ns: u64,
     pub lost: u64,
+    /// Where and when: the machine, and the start on the wall clock (ns since the epoch) and
+    /// in kernel time (CLOCK_MONOTONIC, the clock of every `ts_ns` and `at_ns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<crate::sys::host::Host>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_unix_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ns: Option<u64>,
 }
 
 /// Faults and their proofs, matched as kernel events arrive.
@@ -92,6 +101,9 @@ impl Ledger {
             dry_run,
             duration_ns,
             lost,
+            host: None,
+            start_unix_ns: None,
+            start_ns: None,
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct InjectMachine {
     /// Processes the events showed forking into the target set (their children are
     /// workers).
     members: std::collections::HashSet<u32>,
+    /// The machine and the wall-clock start, for the summary.
+    origin: Option<(crate::sys::host::Host, crate::sys::clock::Clock, u64)>,
 }
 
 impl InjectMachine {
@@ -52,7 +54,20 @@ impl InjectMachine {
             failure: None,
             output_error: None,
             members: std::collections::HashSet::new(),
+            origin: None,
         }
+    }
+
+    /// Names the machine and the start (`start_ns`, kernel time; `clock` gives its wall
+    /// time) in the summary.
+    pub fn with_origin(
+        mut self,
+        host: crate::sys::host::Host,
+        clock: crate::sys::clock::Clock,
+        start_ns: u64,
+    ) -> Self {
+        self.origin = Some((host, clock, start_ns));
+        self
     }
 
     fn stop(&mut self, early: bool, out: &mut Vec<Action>) {
@@ -67,10 +82,15 @@ impl InjectMachine {
 
     /// The summary, written last.
     pub fn finish(&mut self, duration_ns: u64, lost: u64) -> InjectSummary {
-        let summary = self
-            .injector
-            .ledger()
-            .summary(duration_ns, lost, self.injector.dry_run());
+        let mut summary =
+            self.injector
+                .ledger()
+                .summary(duration_ns, lost, self.injector.dry_run());
+        if let Some((host, clock, start_ns)) = &self.origin {
+            summary.host = Some(host.clone());
+            summary.start_unix_ns = Some(clock.unix_ns(*start_ns));
+            summary.start_ns = Some(*start_ns);
+        }
         if let Err(e) = self.printer.summary(&summary) {
             self.output_error.get_or_insert(e);
         }

@@ -118,6 +118,9 @@ impl Measurement {
             lost: end.counters.lost,
             targets_full: end.counters.targets_full,
             read_errors: end.counters.read_errors,
+            host: self.header.host.clone(),
+            start_unix_ns: Some(self.header.start_unix_ns),
+            start_ns: Some(self.header.start_ns),
             systemd: self
                 .header
                 .service
@@ -132,18 +135,20 @@ impl Measurement {
         (ended, summary)
     }
 
-    /// Writes the HdrHistogram interval log of every phase.
-    pub fn write_hdr_log(&self, path: &std::path::Path, duration_ns: u64) -> std::io::Result<()> {
-        use std::io::Write as _;
-        let mut file = std::io::BufWriter::new(crate::sys::trust::create_output(path)?);
-        let start =
-            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(self.header.start_unix_ns);
-        self.engine.stats().write_hdr_log(
-            &mut file,
-            start,
-            std::time::Duration::from_nanos(duration_ns),
-        )?;
-        file.flush()
+    /// Writes the HdrHistogram interval log of every phase, in slices of `slice`.
+    pub fn write_hdr_log(
+        &self,
+        path: &std::path::Path,
+        duration_ns: u64,
+        slice: std::time::Duration,
+    ) -> std::io::Result<()> {
+        let span = stats::LogSpan::new(
+            self.header.start_unix_ns,
+            self.header.start_ns,
+            duration_ns,
+            slice,
+        );
+        stats::write_log_file(path, self.engine.stats(), &span)
     }
 }
 

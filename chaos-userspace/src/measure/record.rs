@@ -5,7 +5,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::service::Service;
-use crate::sys::clock::{Clock, monotonic_ns};
+use crate::sys::{
+    clock::{Clock, monotonic_ns},
+    host::Host,
+};
 
 /// Bumped when a recording can no longer be replayed the same way.
 pub const VERSION: u32 = 1;
@@ -19,6 +22,9 @@ pub struct Header {
     /// and the exports.
     pub start_unix_ns: u64,
     pub service: Service,
+    /// The machine measured (absent in recordings made before chaos kept it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Host>,
 }
 
 impl Header {
@@ -31,6 +37,7 @@ impl Header {
             start_ns,
             start_unix_ns: clock.unix_ns(start_ns),
             service,
+            host: Some(Host::current()),
         }
     }
 
@@ -83,6 +90,7 @@ pub(crate) mod tests {
                 data_dir: None,
                 unit: None,
             },
+            host: None,
         }
     }
 

@@ -11,7 +11,8 @@
 //! (`fault_to_exit`, `exit_to_reaped`, `reaped_to_forked`, `forked_to_exec`, `exec_to_ready`),
 //! `total_ns`, `last_milestone`, `reason`), then one `{"type":"summary","data":{...}}`
 //! ([`MeasureSummary`]) with `count`, `min`, `p50`, `p90`, `p99`, `p99_9`, `max`, `mean` per
-//! phase, for the total, for fsync latency and for unsynced bytes at exit.
+//! phase, for the total, for fsync latency and for unsynced bytes at exit, and where and
+//! when: `host` (`name`, `kernel`) and `start_unix_ns` (the wall clock at the start).
 
 use std::io::Write;
 
@@ -33,6 +34,14 @@ pub struct MeasureSummary {
     pub lost: u64,
     pub targets_full: u64,
     pub read_errors: u64,
+    /// Where and when: the machine, and the start on the wall clock (ns since the epoch) and
+    /// in kernel time (CLOCK_MONOTONIC, the clock of every `ts_ns` and `at_ns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<crate::sys::host::Host>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_unix_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ns: Option<u64>,
     /// `--unit`: systemd's settings and counts beside chaos's measurements.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd: Option<SystemdSummary>,

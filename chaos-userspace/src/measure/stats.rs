@@ -67,6 +67,22 @@ pub struct Stats {
     pub failed: u64,
     pub unfinished: u64,
     pub failed_starts: u64,
+    /// Every value the phase histograms hold, with when its episode began (kernel ns), for
+    /// the interval log's time slices.
+    timeline: Vec<Sample>,
+}
+
+/// A phase's duration in one episode, and when that episode began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    pub at_ns: u64,
+    pub phase: &'static str,
+    pub value: u64,
+}
+
+/// When an episode began: its fault, or its exit when no fault was seen.
+pub fn began_ns(episode: &Episode) -> u64 {
+    episode.at_ns.fault.or(episode.at_ns.exit).unwrap_or(0)
 }
 
 impl Default for Stats {
@@ -85,6 +101,7 @@ impl Default for Stats {
             failed: 0,
             unfinished: 0,
             failed_starts: 0,
+            timeline: Vec::new(),
         }
     }
 }
@@ -108,14 +125,47 @@ impl Stats {
                 return;
             }
         }
-        for (phase, value) in episode.phases_ns.iter() {
+        let at_ns = began_ns(episode);
+        let values = episode
+            .phases_ns
+            .iter()
+            .chain([("total", episode.total_ns)]);
+        for (phase, value) in values {
             if let (Some(value), Some(h)) = (value, self.phases.get_mut(phase)) {
                 record(h, value);
+                self.timeline.push(Sample {
+                    at_ns,
+                    phase,
+                    value,
+                });
             }
         }
-        if let (Some(total), Some(h)) = (episode.total_ns, self.phases.get_mut("total")) {
-            record(h, total);
+    }
+
+    /// Adds another measurement's histograms and counts: HdrHistograms merge exactly (the
+    /// merged quantiles are those of every value of both). `other_offset_ns` moves the
+    /// other's timeline onto this one's clock.
+    pub fn merge(&mut self, other: &Stats, other_offset_ns: i128) {
+        for (name, h) in &other.phases {
+            if let Some(mine) = self.phases.get_mut(name) {
+                mine.add(h)
+                    .expect("auto-resizing histograms of one precision always add");
+            }
         }
+        self.fsync_latency
+            .add(&other.fsync_latency)
+            .expect("auto-resizing histograms of one precision always add");
+        self.unsynced_at_exit
+            .add(&other.unsynced_at_exit)
+            .expect("auto-resizing histograms of one precision always add");
+        self.recovered += other.recovered;
+        self.failed += other.failed;
+        self.unfinished += other.unfinished;
+        self.failed_starts += other.failed_starts;
+        self.timeline.extend(other.timeline.iter().map(|s| Sample {
+            at_ns: (i128::from(s.at_ns) + other_offset_ns).max(0) as u64,
+            ..*s
+        }));
     }
 
     pub fn fsync(&mut self, latency_ns: u64) {
@@ -146,31 +196,91 @@ impl Stats {
         }
     }
 
-    /// Writes the standard HdrHistogram interval log: one interval covering the run for each
-    /// phase, the total and the fsync latency, tagged with its name; values in nanoseconds.
-    pub fn write_hdr_log(
-        &self,
-        out: &mut impl Write,
-        start: std::time::SystemTime,
-        duration: Duration,
-    ) -> std::io::Result<()> {
+    /// Writes the standard HdrHistogram interval log, in time slices: for each slice of
+    /// `slice` from the start (`start_ns` in kernel time, `start` on the wall clock), one
+    /// interval per phase and for the total, tagged with its name, holding the episodes that
+    /// began in that slice; then one interval over the whole run for the fsync latency
+    /// (whose calls are not kept one by one). Values in nanoseconds.
+    pub fn write_hdr_log(&self, out: &mut impl Write, log: &LogSpan) -> std::io::Result<()> {
         let mut serializer = V2DeflateSerializer::new();
         let mut builder = interval_log::IntervalLogWriterBuilder::new();
         builder
-            .add_comment("chaos measure: recovery phases, values in nanoseconds")
-            .with_start_time(start)
-            .with_base_time(start);
+            .add_comment(&format!(
+                "chaos: recovery phases, values in nanoseconds, in slices of {}",
+                humantime::format_duration(log.slice)
+            ))
+            .with_start_time(log.start)
+            .with_base_time(log.start);
         let mut writer = builder.begin_log_with(out, &mut serializer)?;
-        let histograms = self
-            .phases()
-            .chain([("fsync_latency", &self.fsync_latency)]);
-        for (name, h) in histograms {
-            let tag = interval_log::Tag::new(name);
+        let mut write = |h: &Histogram<u64>, from: Duration, length: Duration, name: &str| {
             writer
-                .write_histogram(h, Duration::ZERO, duration, tag)
-                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+                .write_histogram(h, from, length, interval_log::Tag::new(name))
+                .map_err(|e| std::io::Error::other(format!("{e:?}")))
+        };
+        let slices = log.slices();
+        let mut sliced: Vec<BTreeMap<&str, Histogram<u64>>> = vec![BTreeMap::new(); slices];
+        for s in &self.timeline {
+            let offset = Duration::from_nanos(s.at_ns.saturating_sub(log.start_ns));
+            let i = ((offset.as_nanos() / log.slice.as_nanos().max(1)) as usize).min(slices - 1);
+            record(sliced[i].entry(s.phase).or_insert_with(histogram), s.value);
         }
-        Ok(())
+        let empty = histogram();
+        for (i, slice) in sliced.iter().enumerate() {
+            let from = log.slice * i as u32;
+            let length = log.slice.min(log.duration.saturating_sub(from));
+            for (name, _) in self.phases() {
+                write(slice.get(name).unwrap_or(&empty), from, length, name)?;
+            }
+        }
+        write(
+            &self.fsync_latency,
+            Duration::ZERO,
+            log.duration,
+            "fsync_latency",
+        )
+    }
+}
+
+/// Writes `stats`' interval log to a file chaos creates (never through a symlink).
+pub fn write_log_file(
+    path: &std::path::Path,
+    stats: &Stats,
+    span: &LogSpan,
+) -> std::io::Result<()> {
+    let mut file = std::io::BufWriter::new(crate::sys::trust::create_output(path)?);
+    stats.write_hdr_log(&mut file, span)?;
+    file.flush()
+}
+
+/// The time an interval log covers, and the length of its slices.
+#[derive(Debug, Clone, Copy)]
+pub struct LogSpan {
+    /// The start, on the wall clock and in kernel time (CLOCK_MONOTONIC).
+    pub start: std::time::SystemTime,
+    pub start_ns: u64,
+    pub duration: Duration,
+    pub slice: Duration,
+}
+
+impl LogSpan {
+    /// From `start_unix_ns` (the wall clock) and `start_ns` (kernel time, the same instant),
+    /// for `duration_ns`.
+    pub fn new(start_unix_ns: u64, start_ns: u64, duration_ns: u64, slice: Duration) -> Self {
+        Self {
+            start: std::time::UNIX_EPOCH + Duration::from_nanos(start_unix_ns),
+            start_ns,
+            duration: Duration::from_nanos(duration_ns),
+            slice,
+        }
+    }
+
+    /// The default slice (`--hdr-interval`).
+    pub const SLICE: Duration = Duration::from_secs(10);
+
+    /// How many slices cover the span (at least one).
+    pub fn slices(&self) -> usize {
+        let slice = self.slice.as_nanos().max(1);
+        (self.duration.as_nanos().div_ceil(slice) as usize).max(1)
     }
 }
 
@@ -220,9 +330,13 @@ mod tests {
         );
         let mut out = Vec::new();
         let start = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        stats
-            .write_hdr_log(&mut out, start, Duration::from_secs(5))
-            .unwrap();
+        let span = LogSpan {
+            start,
+            start_ns: 0,
+            duration: Duration::from_secs(5),
+            slice: LogSpan::SLICE,
+        };
+        stats.write_hdr_log(&mut out, &span).unwrap();
         let text = String::from_utf8(out.clone()).unwrap();
         assert!(text.contains("#[StartTime: 1700000000.000"), "{text}");
         let tags: Vec<_> = interval_log::IntervalLogIterator::new(&out)
@@ -235,5 +349,71 @@ mod tests {
             .collect();
         assert_eq!(tags.len(), PHASES.len() + 2);
         assert_eq!(tags.last().unwrap().as_deref(), Some("fsync_latency"));
+    }
+
+    fn episode_at(id: u64, began_s: u64, total_ms: u64) -> Episode {
+        let mut e = crate::export::tests::episode();
+        e.id = id;
+        let at = began_s * 1_000_000_000;
+        e.at_ns.fault = Some(at);
+        e.at_ns.exit = Some(at + 1);
+        e.total_ns = Some(total_ms * 1_000_000);
+        e
+    }
+
+    /// A long measurement keeps its time axis: each slice holds the episodes that began in
+    /// it, and every slice is written (an empty one says nothing happened then).
+    #[test]
+    fn the_interval_log_is_sliced_by_when_episodes_began() {
+        let mut stats = Stats::default();
+        stats.add(&episode_at(1, 2, 5));
+        stats.add(&episode_at(2, 3, 7));
+        stats.add(&episode_at(3, 25, 9));
+        let span = LogSpan {
+            start: std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            start_ns: 0,
+            duration: Duration::from_secs(30),
+            slice: Duration::from_secs(10),
+        };
+        let mut out = Vec::new();
+        stats.write_hdr_log(&mut out, &span).unwrap();
+        // (start, length, max in ms) of each slice's "total" interval.
+        let totals: Vec<(f64, f64, u64)> = interval_log::IntervalLogIterator::new(&out)
+            .filter_map(|entry| match entry {
+                Ok(interval_log::LogEntry::Interval(h))
+                    if h.tag().is_some_and(|t| t.as_str() == "total") =>
+                {
+                    Some((
+                        h.start_timestamp().as_secs_f64(),
+                        h.duration().as_secs_f64(),
+                        (h.max() / 1e6).round() as u64,
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            totals,
+            vec![(0.0, 10.0, 7), (10.0, 10.0, 0), (20.0, 10.0, 9)]
+        );
+    }
+
+    /// Two measurements' histograms merge exactly: the quantiles of the merge are those of
+    /// every value of both.
+    #[test]
+    fn merged_stats_equal_the_stats_of_every_episode() {
+        let (mut a, mut b, mut all) = (Stats::default(), Stats::default(), Stats::default());
+        for (i, ms) in [3u64, 50, 7, 900, 12, 4].into_iter().enumerate() {
+            let e = episode_at(i as u64 + 1, i as u64, ms);
+            if i % 2 == 0 {
+                a.add(&e)
+            } else {
+                b.add(&e)
+            }
+            all.add(&e);
+        }
+        a.merge(&b, 0);
+        assert_eq!(a.summary(), all.summary());
+        assert_eq!(a.timeline.len(), all.timeline.len());
     }
 }

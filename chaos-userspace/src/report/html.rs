@@ -6,13 +6,24 @@
 //! [`BAR_COLOR`]; the timeline's episodes are rects filled with [`RECOVERED_COLOR`] or
 //! [`FAILED_COLOR`], its in-place recoveries with [`IN_PLACE_COLOR`]; each episode is a
 //! `<tr class="episode">` of its table, each fault a `<tr class="fault" data-outcome=..>`.
+//! A merged page has a `<tr class="source" data-host=.. data-kernel=.. data-recovered=..>`
+//! per source, a `<p class="merged" data-recovered=..>` of the merged counts and a
+//! `<tr class="phase" data-phase=.. data-count=.. data-p50=.. data-p99=..>` per merged phase
+//! (values in ns).
 
 use std::fmt::Write as _;
 
 use plotters::{coord::Shift, prelude::*, style::RGBColor};
 
-use super::{bins, cdf, episode_span, outcome_text, phase_names, samples, verdict_word};
-use crate::{episode::Outcome, experiment::result::RunResult, output::human_duration};
+use super::{
+    bins, cdf, episode_span, merge::Merge, outcome_text, phase_names, samples, source::Source,
+    verdict_word,
+};
+use crate::{
+    episode::{Episode, Outcome},
+    experiment::result::RunResult,
+    output::human_duration,
+};
 
 pub const BAR_COLOR: RGBColor = RGBColor(0x4C, 0x78, 0xA8);
 pub const RECOVERED_COLOR: RGBColor = RGBColor(0x54, 0xA2, 0x4B);
@@ -203,28 +214,8 @@ pub fn page(r: &RunResult) -> String {
             escape(&c.detail)
         );
     }
-    h.push_str("</table></section>\n<section><h2>Recovery phases</h2><div class=\"grid\">\n");
-    for (name, label) in phase_names() {
-        let values = samples(&r.episodes, name);
-        if values.is_empty() {
-            continue;
-        }
-        let (chart, bars) = histogram(&values, label);
-        let _ = writeln!(
-            h,
-            "<figure class=\"histogram\" data-phase=\"{name}\" data-count=\"{}\" data-bars=\"{bars}\">{chart}</figure>",
-            values.len()
-        );
-    }
-    h.push_str("</div></section>\n");
-    let total = samples(&r.episodes, "total");
-    if !total.is_empty() {
-        let _ = writeln!(
-            h,
-            "<section><h2>Total recovery time</h2><figure class=\"cdf\">{}</figure></section>",
-            cdf_chart(&total)
-        );
-    }
+    h.push_str("</table></section>\n");
+    write_distributions(&mut h, &r.episodes);
     let _ = writeln!(
         h,
         "<section><h2>Timeline</h2><figure class=\"timeline\" data-episodes=\"{}\" data-faults=\"{}\">{}</figure></section>",
@@ -249,17 +240,69 @@ pub fn page(r: &RunResult) -> String {
         );
     }
     h.push_str("</table></section>\n");
-    h.push_str("<section><h2>Episodes</h2><table class=\"episodes\"><tr><th>#</th><th>pid</th><th>outcome</th>");
+    write_episodes(&mut h, r.episodes.iter().map(|e| (None, e)));
+    h.push_str("<footer>chaos report &middot; kernel timestamps (CLOCK_MONOTONIC) &middot; from ");
+    h.push_str(&escape(&r.file));
+    h.push_str("</footer></body></html>\n");
+    h
+}
+
+/// A histogram per phase, then the CDF of total recovery time.
+fn write_distributions(h: &mut String, episodes: &[Episode]) {
+    h.push_str("<section><h2>Recovery phases</h2><div class=\"grid\">\n");
+    for (name, label) in phase_names() {
+        let values = samples(episodes, name);
+        if values.is_empty() {
+            continue;
+        }
+        let (chart, bars) = histogram(&values, label);
+        let _ = writeln!(
+            h,
+            "<figure class=\"histogram\" data-phase=\"{name}\" data-count=\"{}\" data-bars=\"{bars}\">{chart}</figure>",
+            values.len()
+        );
+    }
+    h.push_str("</div></section>\n");
+    let total = samples(episodes, "total");
+    if !total.is_empty() {
+        let _ = writeln!(
+            h,
+            "<section><h2>Total recovery time</h2><figure class=\"cdf\">{}</figure></section>",
+            cdf_chart(&total)
+        );
+    }
+}
+
+/// The episodes' table; with a source number per episode, a column for it.
+fn write_episodes<'a>(
+    h: &mut String,
+    episodes: impl Iterator<Item = (Option<usize>, &'a Episode)>,
+) {
+    let episodes: Vec<_> = episodes.collect();
+    let sourced = episodes.iter().any(|(s, _)| s.is_some());
+    h.push_str("<section><h2>Episodes</h2><table class=\"episodes\"><tr>");
+    if sourced {
+        h.push_str("<th>source</th>");
+    }
+    h.push_str("<th>#</th><th>pid</th><th>outcome</th>");
     for (_, label) in phase_names() {
         let _ = write!(h, "<th>{}</th>", escape(label));
     }
     h.push_str("<th>notes</th></tr>\n");
-    for e in &r.episodes {
+    for (source, e) in episodes {
         let outcome = format!("{:?}", e.outcome).to_lowercase();
         let _ = write!(
             h,
-            "<tr class=\"episode {outcome}\" data-id=\"{}\"><td>{}</td><td>{} &rarr; {}</td><td>{outcome}</td>",
+            "<tr class=\"episode {outcome}\" data-id=\"{}\"{}>",
             e.id,
+            source.map_or(String::new(), |s| format!(" data-source=\"{}\"", s + 1))
+        );
+        if let Some(s) = source {
+            let _ = write!(h, "<td>[{}]</td>", s + 1);
+        }
+        let _ = write!(
+            h,
+            "<td>{}</td><td>{} &rarr; {}</td><td>{outcome}</td>",
             e.id,
             e.old_pid,
             e.new_pid.map_or("-".into(), |p| p.to_string())
@@ -282,9 +325,103 @@ pub fn page(r: &RunResult) -> String {
             escape(&notes.join("; "))
         );
     }
-    h.push_str("</table></section>\n<footer>chaos report &middot; kernel timestamps (CLOCK_MONOTONIC) &middot; from ");
-    h.push_str(&escape(&r.file));
-    h.push_str("</footer></body></html>\n");
+    h.push_str("</table></section>\n");
+}
+
+/// Several sources (or one that is not a run's result) on one page: a row per source (its
+/// host, kernel, start and outcome), the merged counts, the merged phases' quantiles and
+/// histograms, every episode with its source.
+pub fn merged_page(sources: &[Source], m: &Merge) -> String {
+    let s = &m.summary;
+    let c = &s.counts;
+    let hosts: std::collections::BTreeSet<_> =
+        s.sources.iter().filter_map(|r| r.host.as_deref()).collect();
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>chaos report: {n} source(s)</title>\n<style>{CSS}</style></head><body>\n<header><h1>{n} source(s), {hosts} host(s)</h1>\n<p class=\"merged\" data-episodes=\"{}\" data-recovered=\"{}\" data-failed=\"{}\" data-unfinished=\"{}\" data-faults=\"{}\" data-unmeasured=\"{}\">{} episode(s): {} recovered, {} failed, {} unfinished &middot; {} fault(s): {} confirmed, {} in place, {} no effect, {} unmeasured &middot; runs {} held, {} refuted, {} aborted</p></header>\n",
+        c.episodes,
+        c.recovered,
+        c.failed,
+        c.unfinished,
+        c.faults,
+        c.unmeasured,
+        c.episodes,
+        c.recovered,
+        c.failed,
+        c.unfinished,
+        c.faults,
+        c.confirmed,
+        c.in_place,
+        c.no_effect,
+        c.unmeasured,
+        s.verdicts.held,
+        s.verdicts.refuted,
+        s.verdicts.aborted,
+        n = s.sources.len(),
+        hosts = hosts.len(),
+    );
+    h.push_str("<section><h2>Sources</h2><table class=\"sources\"><tr><th>#</th><th>host</th><th>kernel</th><th>what</th><th>start</th><th>duration</th><th>outcome</th><th>file</th></tr>\n");
+    for (i, row) in s.sources.iter().enumerate() {
+        let c = &row.counts;
+        let _ = writeln!(
+            h,
+            "<tr class=\"source\" data-source=\"{}\" data-host=\"{}\" data-kernel=\"{}\" data-kind=\"{}\" data-verdict=\"{}\" data-episodes=\"{}\" data-recovered=\"{}\" data-failed=\"{}\" data-faults=\"{}\"><td>[{}]</td><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td></tr>",
+            i + 1,
+            escape(row.host.as_deref().unwrap_or("")),
+            escape(row.kernel.as_deref().unwrap_or("")),
+            serde_json::to_value(row.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            row.verdict.unwrap_or(""),
+            c.episodes,
+            c.recovered,
+            c.failed,
+            c.faults,
+            i + 1,
+            escape(row.host.as_deref().unwrap_or("-")),
+            escape(row.kernel.as_deref().unwrap_or("-")),
+            escape(&row.experiment),
+            row.kind.describe(),
+            escape(&super::terminal::wall(row.start_unix_ns)),
+            human_duration(row.duration_ns),
+            escape(&row.outcome_text()),
+            row.note
+                .as_ref()
+                .map_or(String::new(), |n| format!(" ({})", escape(n))),
+            escape(&row.path),
+        );
+    }
+    h.push_str("</table></section>\n<section><h2>Merged recovery phases</h2><p class=\"meta\">HdrHistograms of every source added exactly; recovered episodes only.</p><table class=\"phases\"><tr><th>phase</th><th>count</th><th>min</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>\n");
+    for ((name, label), (_, q)) in phase_names().iter().zip(&s.phases_ns) {
+        let _ = writeln!(
+            h,
+            "<tr class=\"phase\" data-phase=\"{name}\" data-count=\"{}\" data-p50=\"{}\" data-p99=\"{}\" data-max=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            q.count,
+            q.p50,
+            q.p99,
+            q.max,
+            escape(label),
+            q.count,
+            human_duration(q.min),
+            human_duration(q.p50),
+            human_duration(q.p90),
+            human_duration(q.p99),
+            human_duration(q.max),
+        );
+    }
+    h.push_str("</table></section>\n");
+    let episodes: Vec<Episode> = sources.iter().flat_map(|s| s.episodes.clone()).collect();
+    write_distributions(&mut h, &episodes);
+    write_episodes(
+        &mut h,
+        sources
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| s.episodes.iter().map(move |e| (Some(i), e))),
+    );
+    h.push_str("<footer>chaos report &middot; each source's times on its own kernel clock; starts on its wall clock</footer></body></html>\n");
     h
 }
 

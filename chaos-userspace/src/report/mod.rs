@@ -1,10 +1,13 @@
-//! A run's result as people read it, in the terminal or as a self-contained HTML page (SVG
-//! plots drawn with plotters); `chaos report` (`commands::report`) picks one.
+//! chaos outputs as people read them, in the terminal or as a self-contained HTML page (SVG
+//! plots drawn with plotters); `chaos report` (`commands::report`) picks one. A single run's
+//! result is shown whole; any other output ([`source`]), or several, are merged ([`merge`]).
 //!
 //! Both renditions show the verdict and its clauses, a histogram per recovery phase, the CDF
 //! of total recovery time, and a timeline of faults and episodes.
 
 pub mod html;
+pub mod merge;
+pub mod source;
 pub mod terminal;
 
 use crate::{

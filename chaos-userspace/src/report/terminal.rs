@@ -3,8 +3,14 @@
 
 use std::io::Write;
 
-use super::{bins, cdf, episode_span, outcome_text, phase_names, samples, verdict_word};
-use crate::{experiment::result::RunResult, output::human_duration};
+use super::{
+    bins, cdf, episode_span,
+    merge::{Comparison, Merge},
+    outcome_text, phase_names, samples,
+    source::Source,
+    verdict_word,
+};
+use crate::{episode::Episode, experiment::result::RunResult, output::human_duration};
 
 /// Width of the longest histogram bar, in characters.
 const BAR: u64 = 40;
@@ -30,8 +36,14 @@ pub fn render(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
         r.episodes.len(),
         human_duration(r.duration_ns)
     )?;
+    write_distributions(out, &r.episodes)?;
+    write_timeline(out, r)
+}
+
+/// A bar histogram per phase, then the CDF of total recovery at a few fractions.
+fn write_distributions(out: &mut impl Write, episodes: &[Episode]) -> std::io::Result<()> {
     for (name, label) in phase_names() {
-        let values = samples(&r.episodes, name);
+        let values = samples(episodes, name);
         if values.is_empty() {
             continue;
         }
@@ -50,7 +62,7 @@ pub fn render(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
             )?;
         }
     }
-    let total = samples(&r.episodes, "total");
+    let total = samples(episodes, "total");
     if !total.is_empty() {
         let c = cdf(&total);
         write!(out, "\ntotal recovery CDF:")?;
@@ -63,6 +75,10 @@ pub fn render(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
         }
         writeln!(out)?;
     }
+    Ok(())
+}
+
+fn write_timeline(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
     writeln!(out, "\ntimeline (from the start of the run):")?;
     let since = |ts: u64| ts.saturating_sub(r.start_ns) as f64 / 1e9;
     let mut lines: Vec<(u64, String)> = r
@@ -128,4 +144,163 @@ pub fn render(out: &mut impl Write, r: &RunResult) -> std::io::Result<()> {
         writeln!(out, "{line}")?;
     }
     Ok(())
+}
+
+/// The wall clock as a report shows it: `2026-12-02 03:10:07 UTC`.
+pub fn wall(unix_ns: Option<u64>) -> String {
+    unix_ns
+        .and_then(|ns| jiff::Timestamp::from_nanosecond(i128::from(ns)).ok())
+        .map_or("-".into(), |t| {
+            t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
+        })
+}
+
+/// Several sources (or one that is not a run's result): a row per source, the merged counts,
+/// the merged phase table and histograms, the episodes that did not recover.
+pub fn render_merge(out: &mut impl Write, sources: &[Source], m: &Merge) -> std::io::Result<()> {
+    let s = &m.summary;
+    let c = &s.counts;
+    writeln!(out, "{} source(s):", s.sources.len())?;
+    for (i, row) in s.sources.iter().enumerate() {
+        writeln!(
+            out,
+            "  [{}] {}  {} on {} ({}), {}, {}: {}{}",
+            i + 1,
+            row.path,
+            row.experiment,
+            row.host.as_deref().unwrap_or("an unnamed host"),
+            row.kernel.as_deref().unwrap_or("kernel unknown"),
+            wall(row.start_unix_ns),
+            human_duration(row.duration_ns),
+            row.outcome_text(),
+            row.note
+                .as_ref()
+                .map_or(String::new(), |n| format!(" ({n})"))
+        )?;
+    }
+    writeln!(
+        out,
+        "\nmerged: {} episode(s): {} recovered, {} failed, {} unfinished; {} failed start(s)",
+        c.episodes, c.recovered, c.failed, c.unfinished, c.failed_starts
+    )?;
+    if c.faults > 0 {
+        writeln!(
+            out,
+            "        {} fault(s), {} confirmed; {} in place, {} no effect, {} unmeasured",
+            c.faults, c.confirmed, c.in_place, c.no_effect, c.unmeasured
+        )?;
+    }
+    let v = &s.verdicts;
+    if v.held + v.refuted + v.aborted > 0 {
+        writeln!(
+            out,
+            "        runs: {} held, {} refuted, {} aborted",
+            v.held, v.refuted, v.aborted
+        )?;
+    }
+    if s.lost > 0 {
+        writeln!(out, "        {} kernel event(s) lost", s.lost)?;
+    }
+    writeln!(
+        out,
+        "\nrecovery phases (merged HdrHistograms, recovered episodes):"
+    )?;
+    crate::measure::sink::header(out)?;
+    for ((_, label), (_, q)) in phase_names().iter().zip(&s.phases_ns) {
+        crate::measure::sink::row(out, label, q, human_duration)?;
+    }
+    let episodes: Vec<Episode> = sources.iter().flat_map(|s| s.episodes.clone()).collect();
+    write_distributions(out, &episodes)?;
+    let mut failed = sources.iter().enumerate().flat_map(|(i, src)| {
+        src.episodes
+            .iter()
+            .filter(|e| e.outcome != crate::episode::Outcome::Recovered)
+            .map(move |e| (i, e))
+    });
+    if let Some(first) = failed.next() {
+        writeln!(out, "\nnot recovered:")?;
+        for (i, e) in std::iter::once(first).chain(failed) {
+            writeln!(
+                out,
+                "  [{}] episode {}: pid {} {} after {}: {}",
+                i + 1,
+                e.id,
+                e.old_pid,
+                e.outcome.as_str(),
+                e.last_milestone,
+                e.reason.as_deref().unwrap_or("")
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `--baseline`: each phase's p50, p99 and max before and after, with the change.
+pub fn render_comparison(out: &mut impl Write, c: &Comparison) -> std::io::Result<()> {
+    let side = |name: &str, s: &super::merge::MergedSummary| {
+        format!(
+            "{name}: {} source(s), {} episode(s), {} recovered, {} failed",
+            s.sources.len(),
+            s.counts.episodes,
+            s.counts.recovered,
+            s.counts.failed
+        )
+    };
+    writeln!(out, "{}", side("baseline ", &c.baseline))?;
+    writeln!(out, "{}", side("candidate", &c.candidate))?;
+    writeln!(
+        out,
+        "\n{:<24} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
+        "phase", "p50 before", "p50 after", "p99 before", "p99 after", "max before", "max after"
+    )?;
+    let labels = phase_names();
+    for d in &c.phases {
+        let label = labels
+            .iter()
+            .find(|(n, _)| *n == d.phase)
+            .map_or(d.phase.as_str(), |(_, l)| l);
+        let pair = |b: u64, a: u64, have: bool| {
+            if have {
+                (human_duration(b), human_duration(a))
+            } else {
+                ("-".into(), "-".into())
+            }
+        };
+        let have = d.baseline.count > 0 && d.candidate.count > 0;
+        let (b50, a50) = pair(d.baseline.p50, d.candidate.p50, have);
+        let (b99, a99) = pair(d.baseline.p99, d.candidate.p99, have);
+        let (bmax, amax) = pair(d.baseline.max, d.candidate.max, have);
+        writeln!(
+            out,
+            "{label:<24} {b50:>11} {a50:>11} {b99:>11} {a99:>11} {bmax:>11} {amax:>11}"
+        )?;
+        if let Some(delta) = d.p50_delta_ns {
+            writeln!(
+                out,
+                "{:<24} p50 {}, p99 {}, max {}",
+                "",
+                signed(delta, d.baseline.p50),
+                signed(d.p99_delta_ns.unwrap_or(0), d.baseline.p99),
+                signed(d.max_delta_ns.unwrap_or(0), d.baseline.max)
+            )?;
+        }
+        if let Some(note) = &d.note {
+            writeln!(out, "{:<24} note: {note}", "")?;
+        }
+    }
+    Ok(())
+}
+
+/// `+1.20ms (+12%)`.
+fn signed(delta_ns: i64, base: u64) -> String {
+    let sign = if delta_ns < 0 { "-" } else { "+" };
+    let pct = if base > 0 {
+        format!(
+            " ({sign}{:.0}%)",
+            (delta_ns.unsigned_abs() as f64 / base as f64) * 100.0
+        )
+    } else {
+        String::new()
+    };
+    format!("{sign}{}{pct}", human_duration(delta_ns.unsigned_abs()))
 }

@@ -2,6 +2,7 @@
 //! signals that end a run.
 
 pub mod clock;
+pub mod host;
 pub mod stops;
 pub mod trust;
 

@@ -152,7 +152,8 @@ pub fn run(command: InjectCommand) -> Result<u8, Failure> {
         ),
         LedgerPrinter::new(Box::new(std::io::stdout()), config.json, start_ns),
         config.max_duration,
-    );
+    )
+    .with_origin(crate::sys::host::Host::current(), clock, start_ns);
     let mut exporters = exporters;
     exporters.clock = Some(clock);
     let _context = runtime.enter();

@@ -85,7 +85,7 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         AcceptRadius::Lab => Accepted::Lab,
     });
     plan::authorize(&experiment, accepted, args.approve.as_deref()).map_err(Failure::refused)?;
-    let outputs = outputs(&args, &experiment);
+    let outputs = outputs(&args, &experiment)?;
     let audit_path = outputs
         .audit
         .clone()
@@ -214,6 +214,7 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         file: experiment.path.clone(),
         source,
         service: service(&experiment, &found, &selector),
+        host: Some(crate::sys::host::Host::current()),
     };
     let recorder = recorder(args.record.as_deref(), &header)?;
     let mut exporters = exporters;
@@ -301,7 +302,7 @@ fn replay(path: &Path, args: &RunArgs) -> Result<u8, Failure> {
     let recording = Recording::<RunHeader>::open(path)?;
     let header = recording.header;
     let experiment = experiment::check(&header.source, &header.file)?;
-    let outputs = outputs(args, &experiment);
+    let outputs = outputs(args, &experiment)?;
     let export = export_config(&args.export)?;
     if export.prometheus.is_some() {
         return Err(Failure::refused(
@@ -358,21 +359,19 @@ fn conclude(
         write_file(path, &xml, outcome.code)?;
     }
     if let Some(path) = &outputs.hdr_log {
-        let mut stats = crate::measure::stats::Stats::default();
+        use crate::measure::stats;
+        let mut all = stats::Stats::default();
         for e in &outcome.result.episodes {
-            stats.add(e);
+            all.add(e);
         }
-        let file = crate::sys::trust::create_output(path).map_err(write)?;
-        let mut file = std::io::BufWriter::new(file);
-        stats
-            .write_hdr_log(
-                &mut file,
-                std::time::UNIX_EPOCH
-                    + std::time::Duration::from_nanos(outcome.result.start_unix_ns),
-                std::time::Duration::from_nanos(outcome.result.duration_ns),
-            )
-            .and_then(|()| file.flush())
-            .map_err(write)?;
+        let r = &outcome.result;
+        let span = stats::LogSpan::new(
+            r.start_unix_ns,
+            r.start_ns,
+            r.duration_ns,
+            outputs.hdr_interval.unwrap_or(stats::LogSpan::SLICE),
+        );
+        stats::write_log_file(path, &all, &span).map_err(write)?;
     }
     debug_assert!(outcome.verdict != Verdict::Aborted || outcome.code == EXIT_ABORTED);
     Ok(outcome.code)

@@ -129,13 +129,18 @@ impl Users {
 }
 
 /// The command line's outputs over the file's.
-pub fn outputs(args: &RunArgs, experiment: &Experiment) -> Outputs {
-    Outputs {
+pub fn outputs(args: &RunArgs, experiment: &Experiment) -> Result<Outputs, Failure> {
+    let hdr_interval = match &args.hdr_interval {
+        Some(text) => Some(crate::commands::measure::hdr_interval(text)?),
+        None => experiment.outputs.hdr_interval,
+    };
+    Ok(Outputs {
         json: args.json.clone().or(experiment.outputs.json.clone()),
         junit: args.junit.clone().or(experiment.outputs.junit.clone()),
         hdr_log: args.hdr_log.clone().or(experiment.outputs.hdr_log.clone()),
+        hdr_interval,
         audit: args.audit.clone().or(experiment.outputs.audit.clone()),
-    }
+    })
 }
 
 pub fn find_service(experiment: &Experiment) -> Result<(Found, Selector), Failure> {

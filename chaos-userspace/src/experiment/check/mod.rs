@@ -145,6 +145,11 @@ pub fn check(text: &str, path: &Path) -> Result<Experiment, FileError> {
     let guards = check_guards(&c, &raw.guards, &target)?;
     let phases = check_phases(&c, &raw.phases, &guards)?;
     let o = raw.outputs;
+    let hdr_interval = o
+        .hdr_interval
+        .as_ref()
+        .map(|d| duration(d.get_ref()).map_err(|m| c.at(d.span().start, "outputs.hdr_interval", m)))
+        .transpose()?;
     Ok(Experiment {
         id,
         description: raw.description,
@@ -159,6 +164,7 @@ pub fn check(text: &str, path: &Path) -> Result<Experiment, FileError> {
             json: o.json,
             junit: o.junit,
             hdr_log: o.hdr_log,
+            hdr_interval,
             audit: o.audit,
         },
     })

@@ -62,6 +62,7 @@ impl Runner {
             abort: self.abort.clone(),
             start_unix_ns: self.header.start_unix_ns,
             start_ns: self.header.start_ns,
+            host: self.header.host.clone(),
             duration_ns,
             baseline: Baseline {
                 duration_ns: e.phases.baseline.as_nanos() as u64,

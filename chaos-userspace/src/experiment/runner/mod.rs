@@ -95,6 +95,7 @@ impl Runner {
             start_ns: header.start_ns,
             start_unix_ns: header.start_unix_ns,
             service: header.service.clone(),
+            host: header.host.clone(),
         });
         let injector = Injector::new(
             experiment.faults.clone(),

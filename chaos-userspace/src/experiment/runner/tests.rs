@@ -47,6 +47,7 @@ fn header(source: &str) -> RunHeader {
         start_unix_ns: EPOCH,
         tz: Some("UTC".into()),
         chaos_pid: CHAOS,
+        host: None,
         file: "t.toml".into(),
         source: source.into(),
         service: Service {

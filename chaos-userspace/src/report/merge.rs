@@ -1,0 +1,316 @@
+//! Several sources as one answer: their HdrHistograms added exactly, their counts summed, a
+//! row per source; and two such sets compared (`--baseline`).
+
+use serde::Serialize;
+
+use super::source::{Counts, Kind, Source};
+use crate::{
+    experiment::verdict::{self, Verdict},
+    measure::stats::{PhaseSummary, Quantiles, Stats},
+    sys::host::Host,
+};
+
+/// A source's row in a merge.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceRow {
+    pub path: String,
+    pub kind: Kind,
+    pub host: Option<String>,
+    pub kernel: Option<String>,
+    /// The experiment's id, or what was measured or injected into.
+    pub experiment: String,
+    pub start_unix_ns: Option<u64>,
+    pub duration_ns: u64,
+    /// A run's verdict (`HELD`, `REFUTED`, `ABORTED`); none for other outputs.
+    pub verdict: Option<&'static str>,
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub lost: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// How many runs ended each way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Verdicts {
+    pub held: u64,
+    pub refuted: u64,
+    pub aborted: u64,
+}
+
+/// The merge of every source: what `chaos report --json` prints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MergedSummary {
+    pub sources: Vec<SourceRow>,
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub lost: u64,
+    /// Of the sources that are runs.
+    pub verdicts: Verdicts,
+    /// Each phase and "total" over every recovered episode of every source.
+    pub phases_ns: Vec<(String, Quantiles)>,
+    pub unsynced_bytes_at_exit: Quantiles,
+}
+
+/// Sources merged: the summary, and the merged histograms (for plots and the log).
+pub struct Merge {
+    pub summary: MergedSummary,
+    pub stats: Stats,
+    /// The earliest start (wall clock, ns), which the merged interval log begins at.
+    pub start_unix_ns: Option<u64>,
+    /// From the earliest start to the latest end, on the wall clock.
+    pub duration_ns: u64,
+}
+
+/// Merges `sources`: each one's histograms, with its timeline moved onto the wall clock (ns
+/// since the earliest start), are added to the others'.
+pub fn merge(sources: &[Source]) -> Merge {
+    let start = sources.iter().filter_map(|s| s.start_unix_ns).min();
+    let mut stats = Stats::default();
+    let mut counts = Counts::default();
+    let mut verdicts = Verdicts::default();
+    let mut lost = 0;
+    let mut end = 0u64;
+    for s in sources {
+        // Kernel time of this source -> ns since the earliest start.
+        let offset = match (start, s.start_unix_ns, s.start_ns) {
+            (Some(first), Some(unix), Some(mono)) => {
+                i128::from(unix) - i128::from(first) - i128::from(mono)
+            }
+            _ => -i128::from(s.start_ns.unwrap_or(0)),
+        };
+        stats.merge(&s.stats(), offset);
+        counts += s.counts();
+        lost += s.lost;
+        match s.verdict {
+            Some(Verdict::Held) => verdicts.held += 1,
+            Some(Verdict::Refuted) => verdicts.refuted += 1,
+            Some(Verdict::Aborted) => verdicts.aborted += 1,
+            None => {}
+        }
+        let began = match (start, s.start_unix_ns) {
+            (Some(first), Some(unix)) => unix.saturating_sub(first),
+            _ => 0,
+        };
+        end = end.max(began + s.duration_ns);
+    }
+    let PhaseSummary {
+        phases_ns,
+        unsynced_bytes_at_exit,
+        ..
+    } = stats.summary();
+    Merge {
+        summary: MergedSummary {
+            sources: sources.iter().map(row).collect(),
+            counts,
+            lost,
+            verdicts,
+            phases_ns,
+            unsynced_bytes_at_exit,
+        },
+        stats,
+        start_unix_ns: start,
+        duration_ns: end,
+    }
+}
+
+fn row(s: &Source) -> SourceRow {
+    let (host, kernel) = match &s.host {
+        Some(Host { name, kernel }) => (Some(name.clone()), Some(kernel.clone())),
+        None => (None, None),
+    };
+    SourceRow {
+        path: s.path.clone(),
+        kind: s.kind,
+        host,
+        kernel,
+        experiment: s.name.clone(),
+        start_unix_ns: s.start_unix_ns,
+        duration_ns: s.duration_ns,
+        verdict: s.verdict.map(verdict::word),
+        counts: s.counts(),
+        lost: s.lost,
+        note: s.note.clone(),
+    }
+}
+
+impl SourceRow {
+    /// What this source concluded, in words: `HELD; 3 recovered, 0 failed; 3 fault(s) ...`.
+    pub fn outcome_text(&self) -> String {
+        let c = &self.counts;
+        let mut parts = Vec::new();
+        if let Some(v) = self.verdict {
+            parts.push(v.to_string());
+        }
+        if self.kind != Kind::Inject {
+            parts.push(format!(
+                "{} recovered, {} failed, {} unfinished",
+                c.recovered, c.failed, c.unfinished
+            ));
+        }
+        if c.faults > 0 {
+            let mut f = format!("{} fault(s), {} confirmed", c.faults, c.confirmed);
+            if self.verdict.is_some() {
+                f.push_str(&format!(
+                    "; {} in place, {} no effect, {} unmeasured",
+                    c.in_place, c.no_effect, c.unmeasured
+                ));
+            }
+            parts.push(f);
+        }
+        parts.join("; ")
+    }
+}
+
+/// Fewer samples than this on a side, and a quantile says little.
+pub const FEW: u64 = 10;
+
+/// One phase before and after.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseDelta {
+    pub phase: String,
+    pub baseline: Quantiles,
+    pub candidate: Quantiles,
+    /// candidate - baseline, ns (none when a side has no value).
+    pub p50_delta_ns: Option<i64>,
+    pub p99_delta_ns: Option<i64>,
+    pub max_delta_ns: Option<i64>,
+    /// Why the deltas may not mean much.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// What `chaos report --baseline A... -- B... --json` prints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub baseline: MergedSummary,
+    pub candidate: MergedSummary,
+    pub phases: Vec<PhaseDelta>,
+}
+
+/// The baseline set against the candidate set, phase by phase.
+pub fn compare(baseline: MergedSummary, candidate: MergedSummary) -> Comparison {
+    let phases = baseline
+        .phases_ns
+        .iter()
+        .map(|(name, b)| {
+            let c = candidate
+                .phases_ns
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or_else(Quantiles::default, |(_, q)| *q);
+            let delta = |f: fn(&Quantiles) -> u64| {
+                (b.count > 0 && c.count > 0).then(|| f(&c) as i64 - f(b) as i64)
+            };
+            let note = if b.count == 0 || c.count == 0 {
+                Some(format!(
+                    "no recovered episode in the {}",
+                    if b.count == 0 { "baseline" } else { "candidate" }
+                ))
+            } else if b.count.min(c.count) < FEW {
+                Some(format!(
+                    "too few to tell: {} against {} episode(s); with fewer than {FEW} a side, p99 is the max and one outlier moves p50",
+                    b.count, c.count
+                ))
+            } else if b.count.min(c.count) < 100 {
+                Some(format!(
+                    "p99 of fewer than 100 episodes ({} against {}) is within a value or two of the max",
+                    b.count, c.count
+                ))
+            } else {
+                None
+            };
+            PhaseDelta {
+                phase: name.clone(),
+                baseline: *b,
+                candidate: c,
+                p50_delta_ns: delta(|q| q.p50),
+                p99_delta_ns: delta(|q| q.p99),
+                max_delta_ns: delta(|q| q.max),
+                note,
+            }
+        })
+        .collect();
+    Comparison {
+        baseline,
+        candidate,
+        phases,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::source::Kind;
+
+    fn measured(host: &str, start_unix_ns: u64, totals_ms: &[u64]) -> Source {
+        let episodes = totals_ms
+            .iter()
+            .enumerate()
+            .map(|(i, ms)| {
+                let mut e = crate::export::tests::episode();
+                e.id = i as u64 + 1;
+                e.total_ns = Some(ms * 1_000_000);
+                e
+            })
+            .collect();
+        let mut s = Source::of_measure(std::path::Path::new(host), Kind::Measure, episodes, None);
+        s.host = Some(Host {
+            name: host.into(),
+            kernel: "6.18.0".into(),
+        });
+        s.start_unix_ns = Some(start_unix_ns);
+        s.start_ns = Some(0);
+        s.duration_ns = 5_000_000_000;
+        s
+    }
+
+    #[test]
+    fn a_merge_sums_the_counts_and_has_the_quantiles_of_every_episode() {
+        let a = measured("a", 10_000_000_000, &[3, 5, 900]);
+        let b = measured("b", 12_000_000_000, &[4, 6]);
+        let m = merge(&[a.clone(), b.clone()]);
+        assert_eq!(m.summary.sources.len(), 2);
+        assert_eq!(m.summary.sources[1].host.as_deref(), Some("b"));
+        assert_eq!(m.summary.counts.recovered, 5);
+        let mut all = a.stats();
+        all.merge(&b.stats(), 0);
+        assert_eq!(m.summary.phases_ns, all.summary().phases_ns);
+        let total = m.summary.phases_ns.last().unwrap().1;
+        assert_eq!(total.count, 5);
+        assert!(
+            (899_000_000..=901_000_000).contains(&total.max),
+            "{total:?}"
+        );
+        // From the first start to the last end, on the wall clock.
+        assert_eq!(m.start_unix_ns, Some(10_000_000_000));
+        assert_eq!(m.duration_ns, 7_000_000_000);
+    }
+
+    #[test]
+    fn a_comparison_says_when_the_counts_are_too_small_to_tell() {
+        let before = merge(&[measured("a", 0, &[10, 11, 12])]).summary;
+        let after = merge(&[measured("b", 0, &[20, 21, 22])]).summary;
+        let c = compare(before, after);
+        let total = c.phases.iter().find(|p| p.phase == "total").unwrap();
+        let p50 = total.p50_delta_ns.unwrap();
+        assert!((9_900_000..=10_100_000).contains(&p50), "{p50}");
+        assert!(
+            total
+                .note
+                .as_ref()
+                .unwrap()
+                .starts_with("too few to tell: 3 against 3")
+        );
+        let none = compare(
+            merge(&[measured("a", 0, &[])]).summary,
+            merge(&[measured("b", 0, &[1])]).summary,
+        );
+        let total = none.phases.iter().find(|p| p.phase == "total").unwrap();
+        assert_eq!(total.p50_delta_ns, None);
+        assert_eq!(
+            total.note.as_deref(),
+            Some("no recovered episode in the baseline")
+        );
+    }
+}
