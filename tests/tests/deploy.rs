@@ -10,14 +10,31 @@ fn deploy() -> PathBuf {
 
 #[test]
 fn the_units_pass_systemd_analyze_verify() {
-    // A unit's binaries must exist for verify: chaos is put where the units expect it, in
-    // a root of the test's own, with the units installed under their instance names.
+    // verify checks that every command a unit runs exists and that the units it names load:
+    // a root of the test's own holds chaos where the units expect it, the programs they run
+    // (this machine's), and systemd's own units (this machine's, for the targets).
     let root = tempfile::tempdir().unwrap();
     let units = root.path().join("etc/systemd/system");
     std::fs::create_dir_all(&units).unwrap();
     let bin = root.path().join("usr/local/bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::copy(chaos_tests::chaos_bin(), bin.join("chaos")).unwrap();
+    std::fs::create_dir_all(root.path().join("bin")).unwrap();
+    for program in ["sh", "mkdir", "date"] {
+        std::fs::copy(
+            PathBuf::from("/bin").join(program),
+            root.path().join("bin").join(program),
+        )
+        .unwrap();
+    }
+    let system = root.path().join("lib/systemd/system");
+    std::fs::create_dir_all(&system).unwrap();
+    for entry in std::fs::read_dir("/lib/systemd/system").unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), system.join(entry.file_name())).unwrap();
+        }
+    }
     for unit in [
         "chaos-measure@.service",
         "chaos-run@.service",
@@ -32,7 +49,7 @@ fn the_units_pass_systemd_analyze_verify() {
     )
     .unwrap();
     let instances = [
-        "chaos-measure@queue.service.service",
+        "chaos-measure@queue.service",
         "chaos-run@sync-helper.service",
         "chaos-run@sync-helper.timer",
     ];

@@ -67,8 +67,8 @@ impl Prometheus {
         let addr = format!("{ip}:{}", free_port());
         let mut command = match netns {
             Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "prometheus"]);
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("prometheus");
                 c
             }
             None => Command::new("prometheus"),
@@ -108,8 +108,9 @@ impl Prometheus {
                     .then(|| response.text().ok())?
             }
             Some(ns) => {
-                let out = Command::new("ip")
-                    .args(["netns", "exec", ns, "curl", "-sf", &url])
+                let out = Command::new("nsenter")
+                    .arg(format!("--net=/run/netns/{ns}"))
+                    .args(["curl", "-sf", &url])
                     .output()
                     .ok()?;
                 out.status
@@ -629,9 +630,16 @@ impl Agent {
             stream,
             errors,
         };
-        wait_until("chaos measure to attach", POLL, || {
-            agent.stderr().contains("chaos: measuring")
-        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !agent.stderr().contains("chaos: measuring") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not attach: {}",
+                command.join(" "),
+                agent.stderr()
+            );
+            std::thread::sleep(POLL);
+        }
         agent
     }
 
@@ -921,6 +929,8 @@ fn three_hosts_export_to_one_collector_and_merge_into_one_report() {
     args.extend(&paths);
     let (code, text, _) = run_chaos(&args);
     assert_eq!(code, 0);
+    // Kept as an artifact: the merged table of three hosts.
+    std::fs::write(artifacts.join("fleet-report.txt"), &text).unwrap();
     for host in &fleet.hosts {
         assert!(
             text.contains(&format!("on {} ({kernel})", host.name)),

@@ -114,14 +114,14 @@ impl Fleet {
 
 impl Host {
     /// The command line that runs `program` on this host: in its network namespace, in a
-    /// UTS namespace of its own named after the host (`unshare` and `ip netns exec` exec,
-    /// so the pid is the program's).
+    /// UTS namespace of its own named after the host (`nsenter` and `unshare` exec, so the
+    /// pid is the program's; unlike `ip netns exec`, nsenter leaves the mounts alone, and
+    /// chaos needs the machine's tracefs).
     pub fn wrap(&self, program: &[&str]) -> Vec<String> {
+        let net = format!("--net=/run/netns/{}", self.netns);
         let mut line: Vec<String> = [
-            "ip",
-            "netns",
-            "exec",
-            &self.netns,
+            "nsenter",
+            &net,
             "unshare",
             "--uts",
             "sh",
