@@ -100,6 +100,23 @@ fn term_escalates_to_kill_when_ignored() {
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(9)
     );
+    // The stream as chaos report reads it: its faults and proofs, on this machine.
+    let dir = scratch_dir();
+    let stream = dir.path().join("inject.jsonl");
+    std::fs::write(&stream, chaos.out.join("\n") + "\n").unwrap();
+    let (code, out, stderr) = run_chaos(&["report", stream.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let source = &report["sources"][0];
+    assert_eq!(source["kind"], "inject");
+    assert_eq!(
+        (source["faults"].as_u64(), source["confirmed"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(source["episodes"], 0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(source["kernel"], kernel.trim());
+    assert_eq!(source["start_unix_ns"], summary(&chaos)["start_unix_ns"]);
 }
 
 #[test]

@@ -190,6 +190,28 @@ fn assert_replays_exactly(files: &Files, live_stdout: &str) {
     );
     let verdict = |text: &str| text[text.find("\nverdict:").unwrap()..].to_string();
     assert_eq!(verdict(&replay.stdout), verdict(live_stdout));
+    // chaos report replays the recording too, and agrees with the live result.
+    let report = ChaosCmd::new()
+        .arg("report")
+        .arg(&recording)
+        .arg("--json")
+        .as_user(65534, 65534)
+        .output();
+    assert_eq!(report.code, 0, "{}", report.stderr);
+    let report: Value = serde_json::from_str(&report.stdout).unwrap();
+    let result = files.result();
+    let source = &report["sources"][0];
+    assert_eq!(source["kind"], "run_recording");
+    assert_eq!(
+        source["verdict"].as_str().map(str::to_lowercase).as_deref(),
+        result["verdict"].as_str()
+    );
+    assert_eq!(source["experiment"], result["experiment"]);
+    assert_eq!(
+        report["episodes"].as_u64(),
+        result["episodes"].as_array().map(|e| e.len() as u64)
+    );
+    assert_eq!(report["faults"].as_u64(), result["injected"].as_u64());
 }
 
 #[test]

@@ -7,6 +7,7 @@ use super::source::{Counts, Kind, Source};
 use crate::{
     experiment::verdict::{self, Verdict},
     measure::stats::{PhaseSummary, Quantiles, Stats},
+    output::human_duration,
     sys::host::Host,
 };
 
@@ -25,6 +26,8 @@ pub struct SourceRow {
     pub verdict: Option<&'static str>,
     #[serde(flatten)]
     pub counts: Counts,
+    /// Its own total recovery time (recovered episodes).
+    pub total_ns: Quantiles,
     pub lost: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -129,6 +132,13 @@ fn row(s: &Source) -> SourceRow {
         duration_ns: s.duration_ns,
         verdict: s.verdict.map(verdict::word),
         counts: s.counts(),
+        total_ns: s
+            .stats()
+            .summary()
+            .phases_ns
+            .into_iter()
+            .find(|(name, _)| name == "total")
+            .map_or_else(Quantiles::default, |(_, q)| q),
         lost: s.lost,
         note: s.note.clone(),
     }
@@ -143,10 +153,20 @@ impl SourceRow {
             parts.push(v.to_string());
         }
         if self.kind != Kind::Inject {
-            parts.push(format!(
+            let mut e = format!(
                 "{} recovered, {} failed, {} unfinished",
                 c.recovered, c.failed, c.unfinished
-            ));
+            );
+            let t = &self.total_ns;
+            if t.count > 0 {
+                e.push_str(&format!(
+                    " (total p50 {}, p99 {}, max {})",
+                    human_duration(t.p50),
+                    human_duration(t.p99),
+                    human_duration(t.max)
+                ));
+            }
+            parts.push(e);
         }
         if c.faults > 0 {
             let mut f = format!("{} fault(s), {} confirmed", c.faults, c.confirmed);
