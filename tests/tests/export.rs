@@ -945,3 +945,64 @@ fn three_hosts_export_to_one_collector_and_merge_into_one_report() {
         "{text}"
     );
 }
+
+/// What chaos report cannot read is refused (exit 2) with the file, the line and why.
+#[test]
+fn bad_report_input_is_refused_with_the_file_and_line() {
+    let dir = scratch_dir();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let observe = file(
+        "observe.jsonl",
+        "{\"type\":\"fork\",\"data\":{\"ts_ns\":1,\"parent_pid\":1,\"child_pid\":2}}\n",
+    );
+    let empty = file("empty.json", "");
+    let broken = file(
+        "broken.jsonl",
+        "{\"type\":\"episode\",\"data\":{\"id\":1}}\n",
+    );
+    let fine = file(
+        "inject.jsonl",
+        "{\"type\":\"summary\",\"data\":{\"injected\":0,\"confirmed\":0,\"unconfirmed\":[],\"dry_run\":false,\"duration_ns\":1,\"lost\":0}}\n",
+    );
+    let missing = dir.path().join("missing.json");
+    let cases = [
+        (
+            format!("report {}", missing.display()),
+            format!(
+                "{}: cannot read: No such file or directory",
+                missing.display()
+            ),
+        ),
+        (
+            format!("report {observe}"),
+            format!("{observe}:1: a `fork` line: this is a chaos observe stream (events)"),
+        ),
+        (
+            format!("report {empty}"),
+            format!("{empty}:1: empty: not a chaos output"),
+        ),
+        (
+            format!("report {fine} {broken}"),
+            format!("{broken}:1: not a measure episode: missing field"),
+        ),
+        (
+            format!("report {fine} --hdr-log x.hlog --hdr-interval 0s"),
+            "--hdr-interval 0s: give a positive duration".to_string(),
+        ),
+        (
+            format!("report --baseline {fine} --html x.html -- {fine}"),
+            "--baseline compares in the terminal or as --json".to_string(),
+        ),
+    ];
+    let cases: Vec<(&str, &str)> = cases
+        .iter()
+        .map(|(line, expected)| (line.as_str(), expected.as_str()))
+        .collect();
+    chaos_tests::assert_refused(&cases);
+    // What was refused wrote nothing.
+    assert!(!Path::new("x.hlog").exists() && !Path::new("x.html").exists());
+}
