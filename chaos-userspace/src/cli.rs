@@ -232,12 +232,8 @@ pub struct MeasureArgs {
     /// JSON Lines: an episode per line, then a summary.
     #[arg(long)]
     pub json: bool,
-    /// Write the HdrHistogram interval log of every phase (values in nanoseconds) to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub hdr_log: Option<PathBuf>,
-    /// The HdrHistogram log's time slices: one interval per slice and phase.
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
-    pub hdr_interval: String,
+    #[command(flatten)]
+    pub hdr: HdrLogArgs,
     /// Save every input of the measurement to FILE, for --replay.
     #[arg(long, value_name = "FILE", conflicts_with = "replay")]
     pub record: Option<PathBuf>,
@@ -441,7 +437,15 @@ pub struct ReportArgs {
     /// Print the (merged) summary as JSON: a `sources` list, the merged counts and phases.
     #[arg(long)]
     pub json: bool,
-    /// Write the merged HdrHistogram interval log (values in nanoseconds) to FILE.
+    #[command(flatten)]
+    pub hdr: HdrLogArgs,
+}
+
+/// `--hdr-log FILE --hdr-interval DURATION` (measure, report).
+#[derive(Debug, Args)]
+pub struct HdrLogArgs {
+    /// Write the HdrHistogram interval log of every phase (values in nanoseconds) to FILE
+    /// (for a report: of the merge).
     #[arg(long, value_name = "FILE")]
     pub hdr_log: Option<PathBuf>,
     /// The HdrHistogram log's time slices: one interval per slice and phase.

@@ -97,7 +97,7 @@ impl MeasureConfig {
                 .map(|secs| positive_secs("--duration", secs))
                 .transpose()?,
             json: args.json,
-            hdr_log: hdr_log(args.hdr_log, &args.hdr_interval)?,
+            hdr_log: hdr_log(&args.hdr)?,
             record: args.record,
             fsync: args.fsync_hook,
             reap: !args.no_reap,
@@ -115,9 +115,9 @@ pub struct HdrLog {
 }
 
 /// `--hdr-log FILE` with `--hdr-interval DURATION`.
-pub fn hdr_log(path: Option<PathBuf>, interval: &str) -> Result<Option<HdrLog>, Failure> {
-    let slice = hdr_interval(interval)?;
-    Ok(path.map(|path| HdrLog { path, slice }))
+pub fn hdr_log(args: &crate::cli::HdrLogArgs) -> Result<Option<HdrLog>, Failure> {
+    let slice = hdr_interval(&args.hdr_interval)?;
+    Ok(args.hdr_log.clone().map(|path| HdrLog { path, slice }))
 }
 
 /// `--hdr-interval DURATION`: positive.
@@ -155,12 +155,7 @@ pub fn run(args: MeasureArgs) -> Result<u8, Failure> {
                     "--prometheus serves while measuring live; a replay ends at once: use --textfile or --otlp",
                 ));
             }
-            replay(
-                &path,
-                args.json,
-                hdr_log(args.hdr_log, &args.hdr_interval)?,
-                &export,
-            )
+            replay(&path, args.json, hdr_log(&args.hdr)?, &export)
         }
         None => live(MeasureConfig::from_args(args)?),
     }

@@ -30,10 +30,10 @@ use crate::{
 };
 
 pub fn run(args: ReportArgs) -> Result<u8, Failure> {
-    let hdr_log = super::measure::hdr_log(args.hdr_log.clone(), &args.hdr_interval)?;
+    let hdr_log = super::measure::hdr_log(&args.hdr)?;
     let io = |e: std::io::Error| Failure::running(EXIT_FAILURE, e);
     if !args.baseline.is_empty() {
-        if args.html.is_some() || args.hdr_log.is_some() {
+        if args.html.is_some() || hdr_log.is_some() {
             return Err(Failure::refused(
                 "--baseline compares in the terminal or as --json; write each set's page or log with its own chaos report",
             ));

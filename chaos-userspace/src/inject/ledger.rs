@@ -29,14 +29,9 @@ pub struct InjectSummary {
     pub dry_run: bool,
     pub duration_ns: u64,
     pub lost: u64,
-    /// Where and when: the machine, and the start on the wall clock (ns since the epoch) and
-    /// in kernel time (CLOCK_MONOTONIC, the clock of every `ts_ns` and `at_ns`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<crate::sys::host::Host>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_unix_ns: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_ns: Option<u64>,
+    /// Where and when ([`crate::sys::host::Origin`]).
+    #[serde(flatten)]
+    pub origin: crate::sys::host::Origin,
 }
 
 /// Faults and their proofs, matched as kernel events arrive.
@@ -101,9 +96,7 @@ impl Ledger {
             dry_run,
             duration_ns,
             lost,
-            host: None,
-            start_unix_ns: None,
-            start_ns: None,
+            origin: Default::default(),
         }
     }
 }

@@ -87,9 +87,11 @@ impl InjectMachine {
                 .ledger()
                 .summary(duration_ns, lost, self.injector.dry_run());
         if let Some((host, clock, start_ns)) = &self.origin {
-            summary.host = Some(host.clone());
-            summary.start_unix_ns = Some(clock.unix_ns(*start_ns));
-            summary.start_ns = Some(*start_ns);
+            summary.origin = crate::sys::host::Origin {
+                host: Some(host.clone()),
+                start_unix_ns: Some(clock.unix_ns(*start_ns)),
+                start_ns: Some(*start_ns),
+            };
         }
         if let Err(e) = self.printer.summary(&summary) {
             self.output_error.get_or_insert(e);

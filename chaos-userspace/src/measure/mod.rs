@@ -118,9 +118,11 @@ impl Measurement {
             lost: end.counters.lost,
             targets_full: end.counters.targets_full,
             read_errors: end.counters.read_errors,
-            host: self.header.host.clone(),
-            start_unix_ns: Some(self.header.start_unix_ns),
-            start_ns: Some(self.header.start_ns),
+            origin: crate::sys::host::Origin {
+                host: self.header.host.clone(),
+                start_unix_ns: Some(self.header.start_unix_ns),
+                start_ns: Some(self.header.start_ns),
+            },
             systemd: self
                 .header
                 .service

@@ -34,14 +34,9 @@ pub struct MeasureSummary {
     pub lost: u64,
     pub targets_full: u64,
     pub read_errors: u64,
-    /// Where and when: the machine, and the start on the wall clock (ns since the epoch) and
-    /// in kernel time (CLOCK_MONOTONIC, the clock of every `ts_ns` and `at_ns`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<crate::sys::host::Host>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_unix_ns: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_ns: Option<u64>,
+    /// Where and when ([`crate::sys::host::Origin`]).
+    #[serde(flatten)]
+    pub origin: crate::sys::host::Origin,
     /// `--unit`: systemd's settings and counts beside chaos's measurements.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd: Option<SystemdSummary>,

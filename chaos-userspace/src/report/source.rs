@@ -185,12 +185,12 @@ impl Source {
         Self {
             path: path.display().to_string(),
             kind,
-            host: summary.as_ref().and_then(|s| s.host.clone()),
+            host: summary.as_ref().and_then(|s| s.origin.host.clone()),
             name: summary
                 .as_ref()
                 .map_or_else(|| "measure".to_string(), |s| format!("measure {}", s.comm)),
-            start_unix_ns: summary.as_ref().and_then(|s| s.start_unix_ns),
-            start_ns: summary.as_ref().and_then(|s| s.start_ns),
+            start_unix_ns: summary.as_ref().and_then(|s| s.origin.start_unix_ns),
+            start_ns: summary.as_ref().and_then(|s| s.origin.start_ns),
             duration_ns,
             verdict: None,
             episodes,
@@ -405,17 +405,17 @@ fn inject_stream(path: &Path, text: &str) -> Result<Source, SourceError> {
     let first_ns = faults.iter().map(|f| f.record.ts_ns).min().unwrap_or(0);
     let start_ns = summary
         .as_ref()
-        .and_then(|s| s.start_ns)
+        .and_then(|s| s.origin.start_ns)
         .or((!faults.is_empty()).then_some(first_ns));
     Ok(Source {
         path: path.display().to_string(),
         kind: Kind::Inject,
-        host: summary.as_ref().and_then(|s| s.host.clone()),
+        host: summary.as_ref().and_then(|s| s.origin.host.clone()),
         name: faults.first().map_or_else(
             || "inject".to_string(),
             |f| format!("inject {}", f.record.comm),
         ),
-        start_unix_ns: summary.as_ref().and_then(|s| s.start_unix_ns),
+        start_unix_ns: summary.as_ref().and_then(|s| s.origin.start_unix_ns),
         start_ns,
         duration_ns: summary
             .as_ref()

@@ -11,6 +11,20 @@ pub struct Host {
     pub kernel: String,
 }
 
+/// Where and when an output was made: the machine, and the start on the wall clock (ns since
+/// the epoch) and in kernel time (CLOCK_MONOTONIC, the clock of every `ts_ns` and `at_ns`).
+/// Summaries carry it flattened (`host`, `start_unix_ns`, `start_ns`); each is absent in
+/// outputs made before chaos kept it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Host>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_unix_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ns: Option<u64>,
+}
+
 impl Host {
     /// This machine; a value the kernel does not give is empty.
     pub fn current() -> Self {
