@@ -64,10 +64,37 @@ impl Launched {
         let pid = self.pid.as_raw() as u32;
         nix::unistd::write(&self.barrier, b"g").map_err(LaunchError::Os)?;
         let listener = take_listener(pid)?;
+        // Where the kernel has it, a notification hands the CPU straight to whoever waits
+        // on the listener (the watchdog) instead of waking it through the scheduler.
+        if let Err(e) = sync_wake_up(&listener) {
+            log::debug!("seccomp listener: no synchronous wake-up ({e})");
+        }
         hand_over(&listener).map_err(|e| LaunchError::Seccomp(e.to_string()))?;
         nix::unistd::write(&filter_barrier, b"g").map_err(LaunchError::Os)?;
         Ok(listener)
     }
+}
+
+/// `SECCOMP_IOCTL_NOTIF_SET_FLAGS` (`_IOW('!', 4, __u64)`) and its one flag,
+/// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` (include/uapi/linux/seccomp.h; Linux 6.7+).
+pub(crate) const SECCOMP_IOCTL_NOTIF_SET_FLAGS: libc::c_ulong = 0x4008_2104;
+pub(crate) const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+
+/// Asks the kernel to wake the listener's waiter synchronously, on the CPU of the process
+/// that made the call (EINVAL before Linux 6.7).
+pub fn sync_wake_up(listener: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: an ioctl on a descriptor we own, with an integer argument.
+    let rc = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+            SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Finds the seccomp listener among `pid`'s fds and duplicates it with pidfd_getfd.

@@ -23,12 +23,15 @@ pub enum Which {
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
     },
-    /// A getppid loop untraced, under `chaos inject errno` (seccomp backend) letting every
-    /// call continue and failing every call, and under `strace -e inject` failing every call.
+    /// Intercepted calls: a getppid loop (every call intercepted) and write4k+fdatasync on
+    /// tmpfs and ext4 with a rule armed at the millionth call (armed, never firing); each
+    /// untraced, under `chaos inject errno` (seccomp backend) letting calls continue and
+    /// failing them, under `strace -e inject` (ptrace) and `strace --seccomp-bpf -e inject`.
+    /// Then the in-kernel cost per call of the kernel trigger, from kernel.bpf_stats_enabled.
     Inject {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
-        /// Multiplies the workload size (1.0 = 20k getppid).
+        /// Multiplies the workload sizes (1.0 = 20k getppid, 20k fdatasync).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
     },
@@ -52,21 +55,26 @@ enum Tool {
     Chaos,
     Bpftrace,
     Strace,
-    /// chaos inject errno, seccomp backend, probability 0: every call goes to chaos and back.
+    /// chaos inject errno, seccomp backend, probability 0: every call goes to chaos and back
+    /// (on an armed row: the rule at the millionth call, which never comes).
     ChaosPass,
-    /// The same, probability 1: every call fails with EPERM, each proven.
+    /// The same, probability 1: every call fails with EPERM, each proven (not on armed rows:
+    /// the workload stops at its first failed call).
     ChaosFail,
-    /// strace -f -e inject=getppid:error=EPERM: ptrace stops on every syscall.
+    /// strace -f -e inject=SYSCALL:error=E: ptrace stops on every syscall.
     StraceInject,
+    /// The same with --seccomp-bpf: only the traced syscall stops.
+    StraceSeccomp,
 }
 
 impl Tool {
     const OBSERVE: [Tool; 4] = [Tool::Untraced, Tool::Chaos, Tool::Bpftrace, Tool::Strace];
-    const INJECT: [Tool; 4] = [
+    const INJECT: [Tool; 5] = [
         Tool::Untraced,
         Tool::ChaosPass,
         Tool::ChaosFail,
         Tool::StraceInject,
+        Tool::StraceSeccomp,
     ];
 
     fn name(self) -> &'static str {
@@ -77,7 +85,8 @@ impl Tool {
             Tool::Strace => "strace -f",
             Tool::ChaosPass => "chaos seccomp, pass",
             Tool::ChaosFail => "chaos seccomp, fail",
-            Tool::StraceInject => "strace inject, fail",
+            Tool::StraceInject => "strace inject (ptrace)",
+            Tool::StraceSeccomp => "strace --seccomp-bpf inj.",
         }
     }
 }
@@ -85,7 +94,27 @@ impl Tool {
 struct Workload {
     name: String,
     args: Vec<String>,
+    /// The syscall an inject rule names, and its errno.
+    syscall: &'static str,
+    errno: &'static str,
+    /// The rule fires only at this call (armed, never firing); None: at every call.
+    nth: Option<u32>,
 }
+
+impl Workload {
+    fn observe(name: String, args: Vec<String>) -> Self {
+        Self {
+            name,
+            args,
+            syscall: "getppid",
+            errno: "EPERM",
+            nth: None,
+        }
+    }
+}
+
+/// The call an armed row's rule waits for: far beyond the workload's last.
+const NEVER: u32 = 1_000_000;
 
 pub fn run(which: Which) -> Result<()> {
     let (rounds, scale, tools): (usize, f64, &[Tool]) = match which {
@@ -120,27 +149,38 @@ fn measure(
     let n = |base: f64| ((base * scale).round() as u64).max(1).to_string();
     let ext4 = scratch.join("ext4");
     std::fs::create_dir_all(&ext4)?;
-    let inject_workloads = [Workload {
-        name: format!("getppid x{}", n(20_000.0)),
-        args: vec!["getppid".into(), n(20_000.0)],
-    }];
+    let armed = |dir: &Path, fs: &str| Workload {
+        name: format!("fdatasync x{} {fs}, armed", n(20_000.0)),
+        args: vec!["fdatasync".into(), n(20_000.0), dir.display().to_string()],
+        syscall: "fdatasync",
+        errno: "EIO",
+        nth: Some(NEVER),
+    };
+    let inject_workloads = [
+        Workload::observe(
+            format!("getppid x{}", n(20_000.0)),
+            vec!["getppid".into(), n(20_000.0)],
+        ),
+        armed(tmpfs, "tmpfs"),
+        armed(&ext4, "ext4"),
+    ];
     let observe_workloads = [
-        Workload {
-            name: format!("W1 getppid x{}", n(200_000.0)),
-            args: vec!["getppid".into(), n(200_000.0)],
-        },
-        Workload {
-            name: format!("W2 write4k+fsync x{} ext4", n(20_000.0)),
-            args: vec!["fsync".into(), n(20_000.0), ext4.display().to_string()],
-        },
-        Workload {
-            name: format!("W2 write4k+fsync x{} tmpfs", n(20_000.0)),
-            args: vec!["fsync".into(), n(20_000.0), tmpfs.display().to_string()],
-        },
-        Workload {
-            name: format!("W3 fork+exec+wait x{}", n(2_000.0)),
-            args: vec!["forkexec".into(), n(2_000.0)],
-        },
+        Workload::observe(
+            format!("W1 getppid x{}", n(200_000.0)),
+            vec!["getppid".into(), n(200_000.0)],
+        ),
+        Workload::observe(
+            format!("W2 write4k+fsync x{} ext4", n(20_000.0)),
+            vec!["fsync".into(), n(20_000.0), ext4.display().to_string()],
+        ),
+        Workload::observe(
+            format!("W2 write4k+fsync x{} tmpfs", n(20_000.0)),
+            vec!["fsync".into(), n(20_000.0), tmpfs.display().to_string()],
+        ),
+        Workload::observe(
+            format!("W3 fork+exec+wait x{}", n(2_000.0)),
+            vec!["forkexec".into(), n(2_000.0)],
+        ),
     ];
     let workloads: &[Workload] = if tools == Tool::INJECT {
         &inject_workloads
@@ -151,6 +191,7 @@ fn measure(
     let mut table = Vec::new();
     for workload in workloads {
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
+        let applies = |tool: Tool| !(tool == Tool::ChaosFail && workload.nth.is_some());
         for round in 0..rounds {
             // Alternate the order each round so drift (page cache, CPU frequency) is shared.
             let order: Vec<usize> = if round % 2 == 0 {
@@ -158,7 +199,7 @@ fn measure(
             } else {
                 (0..tools.len()).rev().collect()
             };
-            for i in order {
+            for i in order.into_iter().filter(|&i| applies(tools[i])) {
                 let ns = run_once(tools[i], bin, workload, &out)
                     .with_context(|| format!("{} under {}", workload.name, tools[i].name()))?;
                 samples[i].push(ns);
@@ -168,6 +209,86 @@ fn measure(
         table.push((workload.name.clone(), samples));
     }
     print_table(&table, rounds, tools);
+    if tools == Tool::INJECT {
+        kernel_cost(bin, scratch, &n(200_000.0))?;
+    }
+    Ok(())
+}
+
+/// The in-kernel cost per call of the kernel trigger (`chaos inject signal --on`, armed at
+/// the millionth getppid, never firing), from kernel.bpf_stats_enabled: each program's
+/// run_time_ns / run_cnt as bpftool shows them, read from inside the launched tree while
+/// chaos still runs. These do not drift with the machine's noise as wall-clock ratios do.
+fn kernel_cost(bin: &Path, scratch: &Path, calls: &str) -> Result<()> {
+    const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let before = std::fs::read_to_string(STATS)?.trim().to_string();
+    std::fs::write(STATS, "1")?;
+    let stats = scratch.join("bpf-stats.json");
+    let out = scratch.join("elapsed");
+    let script = format!(
+        "{} bench getppid {calls} {} && bpftool prog show --json > {}",
+        bin.join("victim").display(),
+        out.display(),
+        stats.display()
+    );
+    let status = Command::new(bin.join("chaos"))
+        .args(["inject", "signal", "--signal", "USR1"])
+        .args([
+            "--on",
+            &format!("getppid:nth={NEVER}"),
+            "--seed",
+            "1",
+            "--json",
+        ])
+        .args(["--", "sh", "-c", &script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    std::fs::write(STATS, &before)?;
+    if !status?.success() {
+        bail!("chaos inject signal --on getppid:nth={NEVER} failed");
+    }
+    let programs: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&stats)?)?;
+    println!(
+        "\nin-kernel cost per call (kernel.bpf_stats_enabled; chaos inject signal --on getppid:nth={NEVER}, {calls} getppid calls, armed, never firing):\n"
+    );
+    println!("| program | runs | ns per run |");
+    println!("|---|---|---|");
+    let mut any = false;
+    for p in &programs {
+        let name = p["name"].as_str().unwrap_or("");
+        let (Some(ns), Some(runs)) = (p["run_time_ns"].as_u64(), p["run_cnt"].as_u64()) else {
+            continue;
+        };
+        if name.starts_with("chaos") && runs > 0 {
+            any = true;
+            println!("| {name} | {runs} | {:.1} |", ns as f64 / runs as f64);
+        }
+    }
+    if !any {
+        bail!("bpftool showed no chaos program with runs (bpf_stats off?)");
+    }
+    // The LSM backend's hooks (file_open, ...) run on other calls than the trigger's; on a
+    // kernel that refuses them (this host), say so rather than print nothing.
+    let doctor = Command::new(bin.join("chaos"))
+        .args(["doctor", "--json"])
+        .output()?;
+    let doctor: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap_or_default();
+    let lsm = doctor["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == "bpf_lsm");
+    match lsm {
+        Some(c) if c["status"] == "ok" => {
+            println!("\nLSM: available here, not measured by this bench (it measures the trigger)")
+        }
+        Some(c) => println!(
+            "\nLSM: not measured: {} (chaos doctor); the 6.1 and 6.12 guests allow it",
+            c["detail"].as_str().unwrap_or("unavailable")
+        ),
+        None => println!("\nLSM: not measured (chaos doctor has no bpf_lsm check)"),
+    }
     Ok(())
 }
 
@@ -204,25 +325,34 @@ fn run_once(tool: Tool, bin: &Path, workload: &Workload, out: &Path) -> Result<f
             c
         }
         Tool::ChaosPass | Tool::ChaosFail => {
-            let p = if tool == Tool::ChaosPass { "0" } else { "1" };
             let mut c = Command::new(bin.join("chaos"));
-            c.args([
-                "inject",
-                "errno",
-                "--syscall",
-                "getppid",
-                "--errno",
-                "EPERM",
-            ])
-            .args(["--probability", p, "--seed", "1", "--json", "--"])
-            .arg(&victim)
-            .args(&args);
+            c.args(["inject", "errno", "--syscall", workload.syscall])
+                .args(["--errno", workload.errno]);
+            match workload.nth {
+                Some(nth) => c.args(["--nth", &nth.to_string()]),
+                None if tool == Tool::ChaosPass => c.args(["--probability", "0"]),
+                None => c.args(["--probability", "1"]),
+            };
+            c.args(["--seed", "1", "--json", "--"])
+                .arg(&victim)
+                .args(&args);
             c
         }
-        Tool::StraceInject => {
+        Tool::StraceInject | Tool::StraceSeccomp => {
             let mut c = Command::new("strace");
-            c.args(["-f", "-o", "/dev/null", "-e", "trace=getppid"])
-                .args(["-e", "inject=getppid:error=EPERM"])
+            c.args(["-f", "-o", "/dev/null"]);
+            if tool == Tool::StraceSeccomp {
+                c.arg("--seccomp-bpf");
+            }
+            // strace's `when=` stops at 65535, still far beyond the workload's last call.
+            let when = workload
+                .nth
+                .map_or(String::new(), |n| format!(":when={}", n.min(65_535)));
+            c.args(["-e", &format!("trace={}", workload.syscall)])
+                .args([
+                    "-e",
+                    &format!("inject={}:error={}{when}", workload.syscall, workload.errno),
+                ])
                 .arg(&victim)
                 .args(&args);
             c
@@ -279,7 +409,11 @@ fn print_table(table: &[(String, Vec<Vec<f64>>)], rounds: usize, tools: &[Tool])
             spread(&samples[0])
         );
         for s in &samples[1..] {
-            print!(" {:>7.2}x ±{:>4.1}%         |", median(s) / base, spread(s));
+            if s.is_empty() {
+                print!(" {:<22} |", "-");
+            } else {
+                print!(" {:>7.2}x ±{:>4.1}%         |", median(s) / base, spread(s));
+            }
         }
         println!();
     }

@@ -419,7 +419,49 @@ fn seccomp_user_notif() -> Outcome {
             std::io::Error::last_os_error()
         ));
     }
-    Ok(format!("available (notification {} bytes)", sizes[0]))
+    Ok(format!(
+        "available (notification {} bytes); synchronous wake-up (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 6.7+): {}",
+        sizes[0],
+        if seccomp_sync_wake_up() { "yes" } else { "no" }
+    ))
+}
+
+/// Whether the kernel takes SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP on a listener: a child
+/// installs a filter that notifies on a call it never makes, sets the flag on its own
+/// listener and exits with the answer (the filter goes with it).
+fn seccomp_sync_wake_up() -> bool {
+    // Built before the fork: the child only makes raw syscalls.
+    let filter = crate::inject::seccomp::filter(libc::SYS_acct as u32);
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: the child calls only async-signal-safe functions (prctl, seccomp, ioctl,
+    // _exit) on memory prepared above.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => unsafe {
+            let ok = libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && {
+                let fd = libc::syscall(
+                    libc::SYS_seccomp,
+                    1, // SECCOMP_SET_MODE_FILTER
+                    8, // SECCOMP_FILTER_FLAG_NEW_LISTENER
+                    &prog as *const libc::sock_fprog,
+                );
+                fd >= 0
+                    && libc::ioctl(
+                        fd as i32,
+                        crate::launch::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+                        crate::launch::SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+                    ) == 0
+            };
+            libc::_exit(if ok { 0 } else { 1 })
+        },
+        Ok(nix::unistd::ForkResult::Parent { child }) => matches!(
+            nix::sys::wait::waitpid(child, None),
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0))
+        ),
+        Err(_) => false,
+    }
 }
 
 /// A function on the kernel's error-injection list whose name contains `needle`.

@@ -24,8 +24,9 @@
 //! - `subreaper CMD [ARGS...]`: become a child subreaper, run CMD, and reap every descendant
 //!   orphaned on the way (so that nothing a script starts is ever left to pid 1); exit when
 //!   none is left, with CMD's status.
-//! - `bench getppid N OUT` / `bench fsync N DIR OUT` / `bench forkexec N OUT`: the benchmark
-//!   workloads; the elapsed CLOCK_MONOTONIC nanoseconds of the loop are written to OUT.
+//! - `bench getppid N OUT` / `bench fsync N DIR OUT` / `bench fdatasync N DIR OUT` /
+//!   `bench forkexec N OUT`: the benchmark workloads; the elapsed CLOCK_MONOTONIC nanoseconds
+//!   of the loop are written to OUT.
 
 use std::{
     ffi::CString, fs::OpenOptions, io::Write, os::unix::fs::OpenOptionsExt as _, path::Path,
@@ -317,6 +318,25 @@ fn bench(args: &[String]) {
             for _ in 0..n {
                 file.write_all(&block).expect("write");
                 file.sync_all().expect("fsync");
+            }
+            let elapsed = start.elapsed();
+            let _ = std::fs::remove_file(&path);
+            (&args[3], elapsed)
+        }
+        Some("fdatasync") => {
+            let path = Path::new(&args[2]).join("bench-fdatasync.dat");
+            let mut file = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .expect("open");
+            let block = [0x5a_u8; 4096];
+            let start = Instant::now();
+            for _ in 0..n {
+                file.write_all(&block).expect("write");
+                file.sync_data().expect("fdatasync");
             }
             let elapsed = start.elapsed();
             let _ = std::fs::remove_file(&path);
