@@ -122,6 +122,13 @@ fn the_daemonset_has_exactly_the_privileges_and_mounts_chaos_needs() {
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    // The one privilege beyond capabilities, named in the manifest's header.
+    assert_eq!(sc["seccompProfile"]["type"], "Unconfined");
+    let text = std::fs::read_to_string(deploy().join("kubernetes/daemonset.yaml")).unwrap();
+    assert!(
+        text.contains("#   seccomp Unconfined"),
+        "the header says why"
+    );
     let mut added: Vec<&str> = sc["capabilities"]["add"]
         .as_array()
         .unwrap()
@@ -157,7 +164,8 @@ fn the_daemonset_has_exactly_the_privileges_and_mounts_chaos_needs() {
         .map(|v| v["hostPath"]["path"].as_str().unwrap())
         .collect();
     assert_eq!(volumes, ["/sys/kernel/tracing", "/sys/fs/cgroup"]);
-    // chaos's own arguments parse: the same command line is refused or accepted by chaos.
+    // chaos takes its arguments: run here, it gets past parsing and is refused only for
+    // what this machine lacks (no kubepods slice), with chaos's own message, not clap's.
     let args: Vec<&str> = c["args"]
         .as_array()
         .unwrap()
@@ -165,12 +173,27 @@ fn the_daemonset_has_exactly_the_privileges_and_mounts_chaos_needs() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(args[0], "measure");
-    let help = Command::new(chaos_tests::chaos_bin())
-        .args(["measure", "--help"])
+    assert!(!std::path::Path::new("/sys/fs/cgroup/kubepods.slice").exists());
+    let run = chaos_tests::ChaosCmd::new().args(&args).output();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with("chaos: error:") && run.stderr.contains("kubepods.slice"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn the_prometheus_configuration_passes_promtool() {
+    let out = Command::new("promtool")
+        .args(["check", "config", "--syntax-only"])
+        .arg(deploy().join("prometheus.yml"))
         .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&help.stdout);
-    for flag in args.iter().filter(|a| a.starts_with("--")) {
-        assert!(help.contains(flag), "chaos measure has no {flag}");
-    }
+        .expect("promtool (cargo xtask setup installs prometheus)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

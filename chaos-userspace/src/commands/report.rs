@@ -107,12 +107,22 @@ fn write_page(out: &Path, page: &str) -> Result<(), Failure> {
 
 /// The merged interval log: slices from the earliest source's start, on the wall clock.
 fn write_log(path: &Path, merged: &Merge, slice: std::time::Duration) -> Result<(), Failure> {
-    let span = LogSpan::new(
-        merged.start_unix_ns.unwrap_or(0),
-        0,
-        merged.duration_ns,
-        slice,
-    );
+    let Some(start) = merged.start_unix_ns else {
+        return Err(Failure::refused(format!(
+            "--hdr-log {}: no source says when it started on the wall clock (a stream cut short, or written before chaos kept it): the log would have no time axis",
+            path.display()
+        )));
+    };
+    let span = LogSpan::new(start, 0, merged.duration_ns, slice);
+    let slices = span.slices();
+    if slices > LogSpan::MAX_SLICES {
+        return Err(Failure::refused(format!(
+            "--hdr-interval {}: the sources span {}, which makes {slices} slices (at most {}): give a longer interval",
+            humantime::format_duration(slice),
+            humantime::format_duration(span.duration),
+            LogSpan::MAX_SLICES
+        )));
+    }
     stats::write_log_file(path, &merged.stats, &span).map_err(|e| {
         Failure::running(
             EXIT_FAILURE,

@@ -199,9 +199,19 @@ impl Stats {
     /// Writes the standard HdrHistogram interval log, in time slices: for each slice of
     /// `slice` from the start (`start_ns` in kernel time, `start` on the wall clock), one
     /// interval per phase and for the total, tagged with its name, holding the episodes that
-    /// began in that slice; then one interval over the whole run for the fsync latency
-    /// (whose calls are not kept one by one). Values in nanoseconds.
+    /// began in that slice; then, when fsync calls were measured, one interval over the whole
+    /// run for their latency (the calls are not kept one by one). Values in nanoseconds.
+    /// More than [`LogSpan::MAX_SLICES`] slices is an error (a longer slice is needed).
     pub fn write_hdr_log(&self, out: &mut impl Write, log: &LogSpan) -> std::io::Result<()> {
+        let slices = log.slices();
+        if slices > LogSpan::MAX_SLICES {
+            return Err(std::io::Error::other(format!(
+                "{} in slices of {} makes {slices} intervals per phase (at most {}): give a longer --hdr-interval",
+                humantime::format_duration(log.duration),
+                humantime::format_duration(log.slice),
+                LogSpan::MAX_SLICES
+            )));
+        }
         let mut serializer = V2DeflateSerializer::new();
         let mut builder = interval_log::IntervalLogWriterBuilder::new();
         builder
@@ -217,7 +227,6 @@ impl Stats {
                 .write_histogram(h, from, length, interval_log::Tag::new(name))
                 .map_err(|e| std::io::Error::other(format!("{e:?}")))
         };
-        let slices = log.slices();
         let mut sliced: Vec<BTreeMap<&str, Histogram<u64>>> = vec![BTreeMap::new(); slices];
         for s in &self.timeline {
             let offset = Duration::from_nanos(s.at_ns.saturating_sub(log.start_ns));
@@ -231,6 +240,9 @@ impl Stats {
             for (name, _) in self.phases() {
                 write(slice.get(name).unwrap_or(&empty), from, length, name)?;
             }
+        }
+        if self.fsync_latency.is_empty() {
+            return Ok(());
         }
         write(
             &self.fsync_latency,
@@ -273,6 +285,9 @@ impl LogSpan {
             slice,
         }
     }
+
+    /// The most slices a log may have: a week in slices of 10 s.
+    pub const MAX_SLICES: usize = 60_480;
 
     /// The default slice (`--hdr-interval`).
     pub const SLICE: Duration = Duration::from_secs(10);

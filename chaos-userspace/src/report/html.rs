@@ -339,7 +339,7 @@ pub fn merged_page(sources: &[Source], m: &Merge) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>chaos report: {n} source(s)</title>\n<style>{CSS}</style></head><body>\n<header><h1>{n} source(s), {hosts} host(s)</h1>\n<p class=\"merged\" data-episodes=\"{}\" data-recovered=\"{}\" data-failed=\"{}\" data-unfinished=\"{}\" data-faults=\"{}\" data-unmeasured=\"{}\">{} episode(s): {} recovered, {} failed, {} unfinished &middot; {} fault(s): {} confirmed, {} in place, {} no effect, {} unmeasured &middot; runs {} held, {} refuted, {} aborted</p></header>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>chaos report: {n} source(s)</title>\n<style>{CSS}</style></head><body>\n<header><h1>{n} source(s), {hosts} host(s)</h1>\n<p class=\"merged\" data-episodes=\"{}\" data-recovered=\"{}\" data-failed=\"{}\" data-unfinished=\"{}\" data-faults=\"{}\" data-unmeasured=\"{}\">{} episode(s): {} recovered, {} failed, {} unfinished &middot; {} fault(s): {} confirmed, {} in place, {} no effect, {} unmeasured &middot; runs {} held, {} refuted, {} aborted{}</p></header>\n",
         c.episodes,
         c.recovered,
         c.failed,
@@ -358,6 +358,13 @@ pub fn merged_page(sources: &[Source], m: &Merge) -> String {
         s.verdicts.held,
         s.verdicts.refuted,
         s.verdicts.aborted,
+        match (c.not_followed, s.incomplete.len()) {
+            (0, 0) => String::new(),
+            (f, i) => format!(
+                " &middot; {f} fault(s) not followed (chaos inject) &middot; <strong class=\"incomplete\">{i} source(s) may be incomplete</strong> ({} event(s) lost)",
+                s.lost
+            ),
+        },
         n = s.sources.len(),
         hosts = hosts.len(),
     );
@@ -387,9 +394,13 @@ pub fn merged_page(sources: &[Source], m: &Merge) -> String {
             escape(&super::terminal::wall(row.start_unix_ns)),
             human_duration(row.duration_ns),
             escape(&row.outcome_text()),
-            row.note
-                .as_ref()
-                .map_or(String::new(), |n| format!(" ({})", escape(n))),
+            match row.missed_text() {
+                m if m.is_empty() => String::new(),
+                m => format!(
+                    " <strong class=\"incomplete\">(may be incomplete: {})</strong>",
+                    escape(&m)
+                ),
+            },
             escape(&row.path),
         );
     }

@@ -28,7 +28,11 @@ pub struct SourceRow {
     pub counts: Counts,
     /// Its own total recovery time (recovered episodes).
     pub total_ns: Quantiles,
+    /// What it may have missed: kernel events lost, processes the target set had no room
+    /// for, events that could not be read.
     pub lost: u64,
+    pub targets_full: u64,
+    pub read_errors: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
@@ -48,6 +52,10 @@ pub struct MergedSummary {
     #[serde(flatten)]
     pub counts: Counts,
     pub lost: u64,
+    pub targets_full: u64,
+    pub read_errors: u64,
+    /// The sources that may not be whole (cut short, events lost), by path.
+    pub incomplete: Vec<String>,
     /// Of the sources that are runs.
     pub verdicts: Verdicts,
     /// Each phase and "total" over every recovered episode of every source.
@@ -72,7 +80,7 @@ pub fn merge(sources: &[Source]) -> Merge {
     let mut stats = Stats::default();
     let mut counts = Counts::default();
     let mut verdicts = Verdicts::default();
-    let mut lost = 0;
+    let (mut lost, mut targets_full, mut read_errors) = (0, 0, 0);
     let mut end = 0u64;
     for s in sources {
         // Kernel time of this source -> ns since the earliest start.
@@ -85,6 +93,8 @@ pub fn merge(sources: &[Source]) -> Merge {
         stats.merge(&s.stats(), offset);
         counts += s.counts();
         lost += s.lost;
+        targets_full += s.targets_full;
+        read_errors += s.read_errors;
         match s.verdict {
             Some(Verdict::Held) => verdicts.held += 1,
             Some(Verdict::Refuted) => verdicts.refuted += 1,
@@ -102,11 +112,19 @@ pub fn merge(sources: &[Source]) -> Merge {
         unsynced_bytes_at_exit,
         ..
     } = stats.summary();
+    let rows: Vec<SourceRow> = sources.iter().map(row).collect();
     Merge {
         summary: MergedSummary {
-            sources: sources.iter().map(row).collect(),
+            incomplete: rows
+                .iter()
+                .filter(|r| r.incomplete())
+                .map(|r| r.path.clone())
+                .collect(),
+            sources: rows,
             counts,
             lost,
+            targets_full,
+            read_errors,
             verdicts,
             phases_ns,
             unsynced_bytes_at_exit,
@@ -140,11 +158,39 @@ fn row(s: &Source) -> SourceRow {
             .find(|(name, _)| name == "total")
             .map_or_else(Quantiles::default, |(_, q)| q),
         lost: s.lost,
+        targets_full: s.targets_full,
+        read_errors: s.read_errors,
         note: s.note.clone(),
     }
 }
 
 impl SourceRow {
+    /// Whether it may have missed something: cut short, or events lost.
+    pub fn incomplete(&self) -> bool {
+        self.note.is_some() || self.lost + self.targets_full + self.read_errors > 0
+    }
+
+    /// What it may have missed, in words (empty when nothing).
+    pub fn missed_text(&self) -> String {
+        let mut parts = Vec::new();
+        if self.lost > 0 {
+            parts.push(format!("{} event(s) lost", self.lost));
+        }
+        if self.targets_full > 0 {
+            parts.push(format!(
+                "{} process(es) the target set had no room for",
+                self.targets_full
+            ));
+        }
+        if self.read_errors > 0 {
+            parts.push(format!("{} unreadable event(s)", self.read_errors));
+        }
+        if let Some(n) = &self.note {
+            parts.push(n.clone());
+        }
+        parts.join("; ")
+    }
+
     /// What this source concluded, in words: `HELD; 3 recovered, 0 failed; 3 fault(s) ...`.
     pub fn outcome_text(&self) -> String {
         let c = &self.counts;
@@ -175,6 +221,8 @@ impl SourceRow {
                     "; {} in place, {} no effect, {} unmeasured",
                     c.in_place, c.no_effect, c.unmeasured
                 ));
+            } else {
+                f.push_str(" (what became of the service is not followed by chaos inject)");
             }
             parts.push(f);
         }
@@ -206,6 +254,41 @@ pub struct Comparison {
     pub baseline: MergedSummary,
     pub candidate: MergedSummary,
     pub phases: Vec<PhaseDelta>,
+    /// What the phases cannot show: the quantiles are of recovered episodes only, so a side
+    /// with more failed or unfinished episodes, refuted runs, or missed events is named.
+    pub notes: Vec<String>,
+}
+
+fn outcome_notes(b: &MergedSummary, c: &MergedSummary) -> Vec<String> {
+    let mut notes = Vec::new();
+    let not_recovered = |s: &MergedSummary| s.counts.failed + s.counts.unfinished;
+    if not_recovered(b) != not_recovered(c) {
+        notes.push(format!(
+            "not recovered: {} of {} episode(s) before, {} of {} after; the phases are of recovered episodes only",
+            not_recovered(b),
+            b.counts.episodes,
+            not_recovered(c),
+            c.counts.episodes
+        ));
+    }
+    if b.verdicts != c.verdicts {
+        let v = |s: &MergedSummary| {
+            format!(
+                "{} held, {} refuted, {} aborted",
+                s.verdicts.held, s.verdicts.refuted, s.verdicts.aborted
+            )
+        };
+        notes.push(format!("runs: {} before, {} after", v(b), v(c)));
+    }
+    for (name, s) in [("baseline", b), ("candidate", c)] {
+        if !s.incomplete.is_empty() {
+            notes.push(format!(
+                "the {name} has source(s) that may have missed something: {}",
+                s.incomplete.join(", ")
+            ));
+        }
+    }
+    notes
 }
 
 /// The baseline set against the candidate set, phase by phase.
@@ -252,6 +335,7 @@ pub fn compare(baseline: MergedSummary, candidate: MergedSummary) -> Comparison 
         })
         .collect();
     Comparison {
+        notes: outcome_notes(&baseline, &candidate),
         baseline,
         candidate,
         phases,
@@ -279,6 +363,8 @@ mod tests {
             name: host.into(),
             kernel: "6.18.0".into(),
         });
+        // As if its summary had been read: whole, and dated.
+        s.note = None;
         s.start_unix_ns = Some(start_unix_ns);
         s.start_ns = Some(0);
         s.duration_ns = 5_000_000_000;
@@ -307,6 +393,59 @@ mod tests {
         assert_eq!(m.duration_ns, 7_000_000_000);
     }
 
+    /// Two hosts' kernel clocks have nothing in common: each source's episodes are placed
+    /// on the wall clock by its own (start_unix_ns, start_ns) pair.
+    #[test]
+    fn sources_on_different_clocks_land_in_the_slices_of_their_wall_time() {
+        use hdrhistogram::serialization::interval_log;
+        let at = |s: &mut Source, began_s: u64, ms: u64| {
+            let e = &mut s.episodes[0];
+            e.at_ns.fault = Some(began_s * 1_000_000_000);
+            e.at_ns.exit = Some(began_s * 1_000_000_000 + 1);
+            e.total_ns = Some(ms * 1_000_000);
+        };
+        // Host a: its kernel clock read 5 s at the run's wall start of 100 s; its episode
+        // at mono 7 s.
+        let mut a = measured("a", 100_000_000_000, &[1]);
+        a.start_ns = Some(5_000_000_000);
+        at(&mut a, 7, 5);
+        // Host b: up for 1000 s, started at wall 130 s; its episode at mono 1003 s.
+        let mut b = measured("b", 130_000_000_000, &[1]);
+        b.start_ns = Some(1_000_000_000_000);
+        at(&mut b, 1003, 9);
+        a.duration_ns = 40_000_000_000;
+        b.duration_ns = 40_000_000_000;
+        let m = merge(&[a, b]);
+        assert_eq!(m.start_unix_ns, Some(100_000_000_000));
+        assert_eq!(m.duration_ns, 70_000_000_000, "from a's start to b's end");
+        let span = crate::measure::stats::LogSpan::new(
+            100_000_000_000,
+            0,
+            m.duration_ns,
+            std::time::Duration::from_secs(10),
+        );
+        let mut out = Vec::new();
+        m.stats.write_hdr_log(&mut out, &span).unwrap();
+        let totals: Vec<(u64, u64)> = interval_log::IntervalLogIterator::new(&out)
+            .filter_map(|entry| match entry {
+                Ok(interval_log::LogEntry::Interval(h))
+                    if h.tag().is_some_and(|t| t.as_str() == "total") =>
+                {
+                    Some((
+                        h.start_timestamp().as_secs(),
+                        (h.max() / 1e6).round() as u64,
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
+        // a's episode 2 s after the start (slice 0), b's 33 s after it (slice 3).
+        assert_eq!(
+            totals,
+            [(0, 5), (10, 0), (20, 0), (30, 9), (40, 0), (50, 0), (60, 0)]
+        );
+    }
+
     #[test]
     fn a_comparison_says_when_the_counts_are_too_small_to_tell() {
         let before = merge(&[measured("a", 0, &[10, 11, 12])]).summary;
@@ -321,6 +460,21 @@ mod tests {
                 .as_ref()
                 .unwrap()
                 .starts_with("too few to tell: 3 against 3")
+        );
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
+        // A candidate with an episode that did not recover is named: its phases would look
+        // as fast as the recovered ones alone.
+        let mut worse = measured("b", 0, &[20, 21]);
+        worse.episodes[1].outcome = crate::episode::Outcome::Failed;
+        let c = compare(
+            merge(&[measured("a", 0, &[10, 11])]).summary,
+            merge(&[worse]).summary,
+        );
+        assert_eq!(
+            c.notes,
+            [
+                "not recovered: 0 of 2 episode(s) before, 1 of 2 after; the phases are of recovered episodes only"
+            ]
         );
         let none = compare(
             merge(&[measured("a", 0, &[])]).summary,

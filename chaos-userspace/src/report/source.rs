@@ -87,8 +87,11 @@ pub struct Source {
     pub episodes: Vec<Episode>,
     pub in_place: Vec<InPlaceRecovery>,
     pub faults: Vec<SourceFault>,
-    /// Events the ring buffer dropped.
+    /// Events the ring buffer dropped, processes the target set had no room for, events
+    /// that could not be read: each means the source may have missed something.
     pub lost: u64,
+    pub targets_full: u64,
+    pub read_errors: u64,
     /// Why the source may not be whole (a stream without its summary line).
     pub note: Option<String>,
     /// The whole result, for a run (the single-run report shows everything it holds).
@@ -108,6 +111,9 @@ pub struct Counts {
     pub in_place: u64,
     pub no_effect: u64,
     pub unmeasured: u64,
+    /// Faults whose outcome the source does not follow (an inject stream: chaos inject
+    /// proves a fault took effect, not what became of the service).
+    pub not_followed: u64,
 }
 
 impl std::ops::AddAssign for Counts {
@@ -122,6 +128,7 @@ impl std::ops::AddAssign for Counts {
         self.in_place += o.in_place;
         self.no_effect += o.no_effect;
         self.unmeasured += o.unmeasured;
+        self.not_followed += o.not_followed;
     }
 }
 
@@ -150,6 +157,8 @@ impl Source {
                 })
                 .collect(),
             lost: result.summary.lost,
+            targets_full: result.summary.targets_full,
+            read_errors: result.summary.read_errors,
             note: None,
             run: Some(Box::new(result)),
         }
@@ -190,13 +199,19 @@ impl Source {
                 .as_ref()
                 .map_or_else(|| "measure".to_string(), |s| format!("measure {}", s.comm)),
             start_unix_ns: summary.as_ref().and_then(|s| s.origin.start_unix_ns),
-            start_ns: summary.as_ref().and_then(|s| s.origin.start_ns),
+            // Without a summary (or from before chaos kept it), its first episode's start.
+            start_ns: summary
+                .as_ref()
+                .and_then(|s| s.origin.start_ns)
+                .or_else(|| episodes.iter().map(crate::measure::stats::began_ns).min()),
             duration_ns,
             verdict: None,
             episodes,
             in_place: Vec::new(),
             faults: Vec::new(),
             lost: summary.as_ref().map_or(0, |s| s.lost),
+            targets_full: summary.as_ref().map_or(0, |s| s.targets_full),
+            read_errors: summary.as_ref().map_or(0, |s| s.read_errors),
             note,
             run: None,
         }
@@ -226,6 +241,11 @@ impl Source {
             in_place: outcomes(|o| matches!(o, FaultOutcome::InPlace { .. })),
             no_effect: outcomes(|o| matches!(o, FaultOutcome::NoEffect)),
             unmeasured: outcomes(|o| matches!(o, FaultOutcome::Unmeasured { .. })),
+            not_followed: self
+                .faults
+                .iter()
+                .filter(|f| !f.record.dry_run && f.outcome.is_none())
+                .count() as u64,
         }
     }
 
@@ -254,8 +274,38 @@ pub struct SourceError(pub String);
 const MEASURE_LINES: [&str; 2] = ["episode", "summary"];
 const INJECT_LINES: [&str; 3] = ["fault", "confirmed", "summary"];
 
-/// Recognises and reads `text`, the content of `path`.
+/// Recognises and reads `text`, the content of `path`. A JSON Lines stream whose last line
+/// was cut off (no newline, not JSON: its writer died mid-line) is read without that line,
+/// and says so.
 pub fn parse(path: &Path, text: &str) -> Result<Loaded, SourceError> {
+    let json_lines = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .is_some_and(|v| v.get("type").is_some());
+    let cut = match text.rfind('\n') {
+        Some(end)
+            if json_lines
+                && end + 1 < text.len()
+                && serde_json::from_str::<serde_json::Value>(&text[end + 1..]).is_err() =>
+        {
+            Some(end + 1)
+        }
+        _ => None,
+    };
+    let mut loaded = parse_whole(path, &text[..cut.unwrap_or(text.len())])?;
+    if let (Some(at), Loaded::Source(s)) = (cut, &mut loaded) {
+        let line = text[..at].lines().count() + 1;
+        let note = format!("line {line} was cut off and is left out");
+        s.note = Some(match s.note.take() {
+            Some(n) => format!("{n}; {note}"),
+            None => note,
+        });
+    }
+    Ok(loaded)
+}
+
+fn parse_whole(path: &Path, text: &str) -> Result<Loaded, SourceError> {
     let at = |line: usize, what: String| SourceError(format!("{}:{line}: {what}", path.display()));
     let first = text.lines().position(|l| !l.trim().is_empty());
     let Some(first) = first else {
@@ -424,6 +474,8 @@ fn inject_stream(path: &Path, text: &str) -> Result<Source, SourceError> {
         episodes: Vec::new(),
         in_place: Vec::new(),
         lost: summary.as_ref().map_or(0, |s| s.lost),
+        targets_full: 0,
+        read_errors: 0,
         note: summary
             .is_none()
             .then(|| "no summary line: the stream was cut short".to_string()),
@@ -505,6 +557,25 @@ mod tests {
             loaded(bad).unwrap_err().0,
             "f:1: a proof of fault #9 before any such fault"
         );
+    }
+
+    #[test]
+    fn a_last_line_cut_off_is_left_out_and_said() {
+        let text = format!(
+            "{}\n{}\n{{\"type\":\"episo",
+            episode_line(1),
+            episode_line(2)
+        );
+        let s = source(&text);
+        assert_eq!(s.counts().episodes, 2);
+        let note = s.note.unwrap();
+        assert!(note.contains("line 3 was cut off"), "{note}");
+        // No summary either: its start is its first episode's (kernel time), and it has no
+        // wall-clock start.
+        assert_eq!(s.start_ns, Some(1_000));
+        assert_eq!(s.start_unix_ns, None);
+        // A run's result is one pretty-printed object: its last line is not a cut line.
+        assert!(loaded("{\n  \"experiment\": 3\n}").is_err());
     }
 
     #[test]

@@ -173,9 +173,10 @@ pub fn render_merge(out: &mut impl Write, sources: &[Source], m: &Merge) -> std:
             wall(row.start_unix_ns),
             human_duration(row.duration_ns),
             row.outcome_text(),
-            row.note
-                .as_ref()
-                .map_or(String::new(), |n| format!(" ({n})"))
+            match row.missed_text() {
+                m if m.is_empty() => String::new(),
+                m => format!(" (MAY BE INCOMPLETE: {m})"),
+            }
         )?;
     }
     writeln!(
@@ -186,8 +187,16 @@ pub fn render_merge(out: &mut impl Write, sources: &[Source], m: &Merge) -> std:
     if c.faults > 0 {
         writeln!(
             out,
-            "        {} fault(s), {} confirmed; {} in place, {} no effect, {} unmeasured",
-            c.faults, c.confirmed, c.in_place, c.no_effect, c.unmeasured
+            "        {} fault(s), {} confirmed; {} in place, {} no effect, {} unmeasured{}",
+            c.faults,
+            c.confirmed,
+            c.in_place,
+            c.no_effect,
+            c.unmeasured,
+            match c.not_followed {
+                0 => String::new(),
+                n => format!("; {n} not followed (chaos inject streams)"),
+            }
         )?;
     }
     let v = &s.verdicts;
@@ -198,8 +207,16 @@ pub fn render_merge(out: &mut impl Write, sources: &[Source], m: &Merge) -> std:
             v.held, v.refuted, v.aborted
         )?;
     }
-    if s.lost > 0 {
-        writeln!(out, "        {} kernel event(s) lost", s.lost)?;
+    if !s.incomplete.is_empty() {
+        writeln!(
+            out,
+            "        {} source(s) may be incomplete ({} event(s) lost, {} target-set overflow(s), {} unreadable event(s) in all): {}",
+            s.incomplete.len(),
+            s.lost,
+            s.targets_full,
+            s.read_errors,
+            s.incomplete.join(", ")
+        )?;
     }
     writeln!(
         out,
@@ -239,11 +256,15 @@ pub fn render_merge(out: &mut impl Write, sources: &[Source], m: &Merge) -> std:
 pub fn render_comparison(out: &mut impl Write, c: &Comparison) -> std::io::Result<()> {
     let side = |name: &str, s: &super::merge::MergedSummary| {
         format!(
-            "{name}: {} source(s), {} episode(s), {} recovered, {} failed",
+            "{name}: {} source(s), {} episode(s): {} recovered, {} failed, {} unfinished; runs {} held, {} refuted, {} aborted",
             s.sources.len(),
             s.counts.episodes,
             s.counts.recovered,
-            s.counts.failed
+            s.counts.failed,
+            s.counts.unfinished,
+            s.verdicts.held,
+            s.verdicts.refuted,
+            s.verdicts.aborted
         )
     };
     writeln!(out, "{}", side("baseline ", &c.baseline))?;
@@ -287,6 +308,9 @@ pub fn render_comparison(out: &mut impl Write, c: &Comparison) -> std::io::Resul
         if let Some(note) = &d.note {
             writeln!(out, "{:<24} note: {note}", "")?;
         }
+    }
+    for note in &c.notes {
+        writeln!(out, "note: {note}")?;
     }
     Ok(())
 }
