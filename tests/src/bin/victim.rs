@@ -304,8 +304,8 @@ fn bench(args: &[String]) {
             }
             (&args[2], start.elapsed())
         }
-        Some("fsync") => {
-            let path = Path::new(&args[2]).join("bench-fsync.dat");
+        Some(kind @ ("fsync" | "fdatasync")) => {
+            let path = Path::new(&args[2]).join(format!("bench-{kind}.dat"));
             let mut file = OpenOptions::new()
                 .create(true)
                 .write(true)
@@ -317,26 +317,11 @@ fn bench(args: &[String]) {
             let start = Instant::now();
             for _ in 0..n {
                 file.write_all(&block).expect("write");
-                file.sync_all().expect("fsync");
-            }
-            let elapsed = start.elapsed();
-            let _ = std::fs::remove_file(&path);
-            (&args[3], elapsed)
-        }
-        Some("fdatasync") => {
-            let path = Path::new(&args[2]).join("bench-fdatasync.dat");
-            let mut file = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&path)
-                .expect("open");
-            let block = [0x5a_u8; 4096];
-            let start = Instant::now();
-            for _ in 0..n {
-                file.write_all(&block).expect("write");
-                file.sync_data().expect("fdatasync");
+                if kind == "fsync" {
+                    file.sync_all().expect("fsync");
+                } else {
+                    file.sync_data().expect("fdatasync");
+                }
             }
             let elapsed = start.elapsed();
             let _ = std::fs::remove_file(&path);
