@@ -1,5 +1,7 @@
 //! Harness for the privileged integration tests: runs the real `chaos` binary against victims
 //! the tests spawn themselves, and waits for expected events or a deadline (never a fixed sleep).
+//! One concern, the harness every suite shares (spawning chaos and victims, waiting, cleanup),
+//! which is why it stays one file past 700 lines.
 
 use std::{
     io::{BufRead, BufReader},

@@ -1,5 +1,7 @@
 //! The kernel matrix: Debian's cloud kernels 6.1 and 6.12 booted under QEMU, the privileged
 //! observer suite run inside, and the verdict read back over the serial console.
+//! One concern, a guest from its packages to its verdict (fetch, stage, pack, boot), which is
+//! why it stays one file past 700 lines; the guests' /init scripts are `guest-*.sh`.
 //!
 //! - Kernels: the newest `linux-image-<series>.*-cloud-amd64-unsigned` in the apt index,
 //!   fetched with `apt-get download` into `target/vm/` once and unpacked with `dpkg-deb -x`.

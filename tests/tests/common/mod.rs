@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod consumers;
 pub mod files;
 pub mod fleet;
 pub mod supervised;
