@@ -227,6 +227,13 @@ fn seccomp_fails_exactly_the_nth_fsync() {
         (s["injected"].as_u64(), s["confirmed"].as_u64()),
         (Some(1), Some(1))
     );
+    // The watchdog passed four of the five calls itself and counted them; chaos answered
+    // the one it hit.
+    assert_eq!(
+        s["intercepted"],
+        serde_json::json!({"calls": 5, "processes": 1}),
+        "{s}"
+    );
     assert_eq!(
         chaos.json("confirmed")[0]["by"]
             .as_str()

@@ -31,9 +31,12 @@ use crate::{
     bpf::{FaultMaps, TargetSet, ring::RingSource},
     event::{Event, KernelCounters},
     export::Exporters,
-    inject::{signal::Pinned, watchdog::Watchdog},
+    inject::{
+        signal::Pinned,
+        watchdog::{FromWatchdog, Watchdog},
+    },
     machine::{
-        Action, Input, KernelFault, Machine, Notification, Readiness, ReadyMark, Response,
+        Action, Input, KernelFault, Machine, Notification, Passed, Readiness, ReadyMark, Response,
         StopCause, Tick, Verified,
         record::{End, Header, Recorder},
     },
@@ -41,7 +44,7 @@ use crate::{
     sys::{clock::monotonic_ns, stops::Stops},
     target::{
         denylist::Denylist,
-        proc::{comm_of, exe_of, tgid_of},
+        proc::{comm_of, exe_of},
     },
 };
 use console::Console;
@@ -75,8 +78,6 @@ pub struct Setup<'a> {
     /// The seccomp listener's copy chaos keeps, to check notifications are still valid.
     pub listener: Option<OwnedFd>,
     pub recorder: Option<Recorder<Box<dyn Write>>>,
-    /// Read the path argument of each notification (the seccomp rule filters on one).
-    pub seccomp_paths: bool,
     /// Read each candidate's title (its command line) for rules that match on it; off
     /// otherwise, so that arguments are not recorded for nothing.
     pub titles: bool,
@@ -97,7 +98,6 @@ pub struct Driver<'a> {
     watchdog: Option<&'a Watchdog>,
     listener: Option<OwnedFd>,
     recorder: Option<Recorder<Box<dyn Write>>>,
-    seccomp_paths: bool,
     titles: bool,
     unit: Option<crate::systemd::UnitInfo>,
     denylist: Denylist,
@@ -141,7 +141,6 @@ impl<'a> Driver<'a> {
             watchdog: setup.watchdog,
             listener: setup.listener,
             recorder: setup.recorder,
-            seccomp_paths: setup.seccomp_paths,
             titles: setup.titles,
             unit: setup.unit,
             denylist: Denylist::new(Path::new("/proc")),
@@ -202,6 +201,10 @@ impl<'a> Driver<'a> {
     /// carries what /proc says of its target).
     fn event(&mut self, machine: &mut impl Machine, event: Event) {
         self.exporters.event(&event);
+        if let (Some(dog), Some(_), Event::Exit(x)) = (self.watchdog, &self.listener, &event) {
+            // Fails only once the watchdog is gone, with nothing left to decide.
+            let _ = dog.exited(x.pid);
+        }
         let input = match event {
             Event::Inject(e) => Input::KernelFault(KernelFault {
                 comm: comm_of(e.pid),
@@ -352,39 +355,52 @@ impl<'a> Driver<'a> {
         for event in batch.drain(..) {
             self.event(machine, event);
         }
+        self.last_batch(machine);
         self.settle();
         Ok(source.counters())
     }
 
-    /// Reads and hands over every notification the watchdog relayed.
-    fn notifications(&mut self, machine: &mut impl Machine) {
-        let Some(dog) = self.watchdog else { return };
+    /// Reads and hands over what the watchdog sent: the hits it decided (with what /proc
+    /// says of their process), the counts of the calls it let pass. Returns whether it said
+    /// it stopped deciding (or is gone).
+    fn notifications(&mut self, machine: &mut impl Machine) -> bool {
+        let Some(dog) = self.watchdog else {
+            return true;
+        };
         let proc = Path::new("/proc");
         loop {
-            let notif = match dog.next_notif() {
-                Ok(Some(n)) => n,
-                Ok(None) => return,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            let message = match dog.next_message() {
+                Ok(Some(m)) => m,
+                Ok(None) => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
                     self.fail(format!("cannot read from the watchdog: {e}"));
-                    return;
+                    return true;
                 }
+            };
+            let (notif, tgid, nth, path) = match message {
+                FromWatchdog::Hit {
+                    notif,
+                    tgid,
+                    nth,
+                    path,
+                } => (notif, tgid, nth, path),
+                FromWatchdog::Passed(calls) => {
+                    let ts_ns = monotonic_ns();
+                    self.feed(machine, Input::Passed(Passed { ts_ns, calls }));
+                    continue;
+                }
+                FromWatchdog::Stopped => return true,
             };
             if let Some(listener) = &self.listener
                 && !crate::inject::watchdog::id_valid(listener.as_raw_fd(), notif.id)
             {
-                // The caller died or was interrupted meanwhile: not a call to count.
+                // The caller died or was interrupted while the watchdog asked: nothing to
+                // fail.
                 let _ = dog.respond(notif.id, Response::Continue);
                 continue;
             }
             let ts_ns = monotonic_ns();
-            let tgid = tgid_of(proc, notif.pid).unwrap_or(notif.pid);
-            let path = self
-                .seccomp_paths
-                .then(|| syscalls::Sysno::new(notif.nr as usize))
-                .flatten()
-                .and_then(crate::inject::names::path_arg)
-                .and_then(|i| crate::inject::seccomp::read_path(proc, notif.pid, notif.args[i]));
             self.feed(
                 machine,
                 Input::Notification(Notification {
@@ -392,6 +408,7 @@ impl<'a> Driver<'a> {
                     ts_ns,
                     tid: notif.pid,
                     tgid,
+                    nth,
                     ppid: crate::target::proc::stat(proc, tgid).map_or(0, |s| s.ppid),
                     comm: comm_of(tgid),
                     exe: exe_of(tgid),
@@ -399,6 +416,33 @@ impl<'a> Driver<'a> {
                 }),
             );
         }
+    }
+
+    /// The engine stopped: the watchdog stops deciding and sends the counts it still
+    /// holds, so that the summary has every intercepted call.
+    fn last_batch(&mut self, machine: &mut impl Machine) {
+        let (Some(dog), Some(_)) = (self.watchdog, &self.listener) else {
+            return;
+        };
+        // It may be gone already (the last filtered process exited): what it sent before
+        // going is still to be read.
+        let _ = dog.stop_deciding();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            let mut fd = libc::pollfd {
+                fd: dog.socket(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut fd, 1, 100) } < 0 {
+                continue;
+            }
+            if self.notifications(machine) {
+                return;
+            }
+        }
+        log::warn!("the watchdog sent no last count of the calls it let pass");
     }
 
     /// An action failed: nothing more may be injected; the engine is told to stop.

@@ -8,7 +8,8 @@
 //! a [`FaultRecord`]. `{"type":"confirmed","data":{...}}` when the kernel shows its effect:
 //! `id`, `ts_ns`, `by` (what was seen: `signal delivered`, `killed by SIGKILL`, `openat
 //! returned EIO`, ...). A last `{"type":"summary","data":{...}}`: `injected`, `confirmed`,
-//! `unconfirmed` (ids), `dry_run`, `duration_ns`, `lost`, `host` (`name`, `kernel`) and
+//! `unconfirmed` (ids), `dry_run`, `duration_ns`, `lost`, `intercepted` (with a seccomp fault:
+//! `calls` the filter handed over, in how many `processes`), `host` (`name`, `kernel`) and
 //! `start_unix_ns` (the wall clock at the start).
 
 use std::io::Write;
@@ -29,9 +30,20 @@ pub struct InjectSummary {
     pub dry_run: bool,
     pub duration_ns: u64,
     pub lost: u64,
+    /// With a seccomp fault: the calls the filter handed over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intercepted: Option<Intercepted>,
     /// Where and when ([`crate::sys::host::Origin`]).
     #[serde(flatten)]
     pub origin: crate::sys::host::Origin,
+}
+
+/// The calls a seccomp filter handed over (each decided by the watchdog: most passed at
+/// once, the hits answered by chaos).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intercepted {
+    pub calls: u64,
+    pub processes: u64,
 }
 
 /// Faults and their proofs, matched as kernel events arrive.
@@ -96,6 +108,7 @@ impl Ledger {
             dry_run,
             duration_ns,
             lost,
+            intercepted: None,
             origin: Default::default(),
         }
     }
@@ -236,6 +249,13 @@ impl LedgerPrinter {
                 } else {
                     String::new()
                 }
+            )?;
+        }
+        if let (false, Some(i)) = (self.json, summary.intercepted) {
+            writeln!(
+                self.out,
+                "-- seccomp: {} call(s) intercepted in {} process(es)",
+                i.calls, i.processes
             )?;
         }
         self.out.flush()

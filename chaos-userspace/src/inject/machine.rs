@@ -86,6 +86,7 @@ impl InjectMachine {
             self.injector
                 .ledger()
                 .summary(duration_ns, lost, self.injector.dry_run());
+        summary.intercepted = self.injector.intercepted();
         if let Some((host, clock, start_ns)) = &self.origin {
             summary.origin = crate::sys::host::Origin {
                 host: Some(host.clone()),
@@ -156,6 +157,7 @@ impl Machine for InjectMachine {
                 let role = self.role_of(n.tgid, n.ppid);
                 self.injector.notification(n, role, out);
             }
+            Input::Passed(p) => self.injector.passed(p),
             Input::KernelFault(k) => {
                 let role = self.role_of(k.event.pid, k.ppid);
                 self.injector.kernel_fault(k, role, out);

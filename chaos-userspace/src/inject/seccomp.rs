@@ -36,8 +36,9 @@ pub fn filter(nr: u32) -> Vec<libc::sock_filter> {
     ]
 }
 
-/// What to do with the calls the filter hands over.
-#[derive(Debug, Clone, PartialEq)]
+/// What to do with the calls the filter hands over. The watchdog decides each call with it
+/// (chaos sends it over, as JSON).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Rule {
     pub action: Action,
     /// Only the Nth candidate call of each process; None: every candidate.
@@ -53,7 +54,7 @@ pub struct Rule {
     pub dry_run: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Action {
     /// Fail the call with this errno.
     Fail(i32),

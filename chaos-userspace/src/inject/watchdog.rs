@@ -1,23 +1,34 @@
 //! The dead-man's switch for faults that would outlive chaos: a small process forked before
 //! chaos starts any thread, which
 //!
-//! - relays seccomp notifications: it holds the listener, hands each notification to chaos
-//!   and answers with chaos's verdict. Once chaos is gone (its end of the socket closes,
-//!   however it died, SIGKILL included) it answers every notification "continue", so an
-//!   intercepted call never fails with ENOSYS because nobody listens any more;
+//! - decides seccomp notifications: it holds the listener and decides each call itself, with
+//!   the rule chaos sent and the same pure [`Decider`] a dry run plays. A call it lets pass
+//!   is answered "continue" at once (one hop: kernel -> watchdog -> kernel), and counted; chaos
+//!   learns the counts per process in batches. Only a call it decided to hit waits for chaos,
+//!   which writes the audit entry durably and answers. Once chaos is gone (its end of the
+//!   socket closes, however it died, SIGKILL included) it answers every notification
+//!   "continue", so an intercepted call never fails with ENOSYS because nobody listens any
+//!   more;
 //! - thaws frozen processes: chaos tells it which process it stopped (`--for`); if chaos dies
 //!   before sending SIGCONT, the watchdog sends it.
 //!
 //! It exits when the last process under the filter is gone (the listener reports POLLHUP) and
 //! no process is frozen, or at once when it has neither.
 //!
-//! Protocol (SOCK_SEQPACKET, one message per record): chaos -> watchdog: `L` with the listener
-//! fd (SCM_RIGHTS), `F` + pid (frozen), `T` + pid (thawed), `V` + verdict; watchdog -> chaos:
-//! the raw `struct seccomp_notif`.
+//! Protocol (SOCK_SEQPACKET, one message per record, native byte order). chaos -> watchdog:
+//! `L` with the listener fd (SCM_RIGHTS), `R` + the rule as JSON ([`Deciding`]), `D` (stop
+//! deciding: flush the counts, answer `S`), `X` + pid (a process exited: its counts start
+//! over), `F` + pid (frozen), `T` + pid (thawed), `V` + id + errno (the verdict on a hit).
+//! watchdog -> chaos: `N` + the raw `struct seccomp_notif` + tgid + nth + the path argument
+//! (a hit), `P` + (tgid, calls) pairs (calls let pass since the last batch), `S` (stopped
+//! deciding; every batch went before it).
 
 use std::{
+    collections::{BTreeMap, HashMap},
     io::{IoSlice, IoSliceMut},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    path::Path,
+    time::{Duration, Instant},
 };
 
 use nix::sys::socket::{
@@ -25,11 +36,47 @@ use nix::sys::socket::{
     sendmsg, socketpair,
 };
 
-use crate::machine::Response;
+use super::seccomp::{Decider, Rule, read_path};
+use crate::{machine::Response, target::proc::tgid_of};
+
+/// How often the watchdog sends chaos the counts of the calls it let pass.
+const BATCH_EVERY: Duration = Duration::from_millis(100);
+/// How long a thread's process id, read from /proc, is trusted before it is read again (a
+/// thread id can come back as another process's only after the pid space wraps).
+const TGID_FRESH: Duration = Duration::from_secs(1);
+/// (tgid, calls) pairs in one batch message.
+const BATCH_PAIRS: usize = 512;
+/// The largest message chaos sends (a rule with a path prefix of up to PATH_MAX).
+const MAX_MESSAGE: usize = 8192;
+
+/// What chaos tells the watchdog to decide with.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Deciding {
+    pub rule: Rule,
+    /// Which argument of the syscall is its path (for a rule with a path prefix).
+    pub path_arg: Option<usize>,
+}
+
+/// What the watchdog tells chaos.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FromWatchdog {
+    /// A call the watchdog decided to hit (the `nth` candidate call of process `tgid`): it
+    /// waits for chaos's verdict.
+    Hit {
+        notif: Notif,
+        tgid: u32,
+        nth: u32,
+        path: Option<String>,
+    },
+    /// Calls let pass since the last batch, per process: (tgid, calls).
+    Passed(Vec<(u32, u32)>),
+    /// It stopped deciding, after sending every batch.
+    Stopped,
+}
 
 /// `struct seccomp_notif` (include/uapi/linux/seccomp.h).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Notif {
     pub id: u64,
     pub pid: u32,
@@ -113,6 +160,29 @@ impl Watchdog {
         Ok(())
     }
 
+    /// From now on the watchdog decides each call with `deciding`. Send before the filtered
+    /// command runs.
+    pub fn decide(&self, deciding: &Deciding) -> std::io::Result<()> {
+        let json = serde_json::to_vec(deciding)?;
+        if json.len() + 1 > MAX_MESSAGE {
+            return Err(std::io::Error::other(
+                "the seccomp rule is too long to send",
+            ));
+        }
+        self.send(b'R', &json)
+    }
+
+    /// No more faults: the watchdog lets every call pass, sends its last batch and
+    /// [`FromWatchdog::Stopped`].
+    pub fn stop_deciding(&self) -> std::io::Result<()> {
+        self.send(b'D', &[])
+    }
+
+    /// Process `pid` exited: its calls are counted afresh if the pid comes back.
+    pub fn exited(&self, pid: u32) -> std::io::Result<()> {
+        self.send(b'X', &pid.to_ne_bytes())
+    }
+
     pub fn frozen(&self, pid: u32) -> std::io::Result<()> {
         self.send(b'F', &pid.to_ne_bytes())
     }
@@ -145,19 +215,72 @@ impl Watchdog {
         self.socket.as_raw_fd()
     }
 
-    /// Reads one notification (call when the socket is readable). None: the watchdog is gone.
-    pub fn next_notif(&self) -> std::io::Result<Option<Notif>> {
-        let mut notif = Notif::default();
-        // SAFETY: Notif is plain data; recv writes at most its size.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut((&raw mut notif).cast::<u8>(), size_of::<Notif>())
-        };
-        match nix::sys::socket::recv(self.socket.as_raw_fd(), bytes, MsgFlags::MSG_DONTWAIT) {
-            Ok(0) => Ok(None),
-            Ok(_) => Ok(Some(notif)),
-            Err(nix::errno::Errno::EAGAIN) => Err(std::io::ErrorKind::WouldBlock.into()),
-            Err(e) => Err(e.into()),
+    /// Reads one message (call when the socket is readable). None: the watchdog is gone.
+    pub fn next_message(&self) -> std::io::Result<Option<FromWatchdog>> {
+        let mut buf = vec![0u8; HIT_HEADER + libc::PATH_MAX as usize + 1];
+        let len =
+            match nix::sys::socket::recv(self.socket.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT)
+            {
+                Ok(0) => return Ok(None),
+                Ok(n) => n,
+                Err(nix::errno::Errno::EAGAIN) => return Err(std::io::ErrorKind::WouldBlock.into()),
+                Err(e) => return Err(e.into()),
+            };
+        parse_from_watchdog(&buf[..len])
+            .map(Some)
+            .ok_or_else(|| std::io::Error::other("a malformed message from the watchdog"))
+    }
+}
+
+/// `N`, the notification, tgid and nth: what precedes a hit's path.
+const HIT_HEADER: usize = 1 + size_of::<Notif>() + 8;
+
+fn encode_hit(notif: &Notif, tgid: u32, nth: u32, path: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HIT_HEADER + path.map_or(0, str::len));
+    out.push(b'N');
+    // SAFETY: Notif is plain data.
+    out.extend_from_slice(unsafe {
+        std::slice::from_raw_parts((&raw const *notif).cast::<u8>(), size_of::<Notif>())
+    });
+    out.extend_from_slice(&tgid.to_ne_bytes());
+    out.extend_from_slice(&nth.to_ne_bytes());
+    if let Some(p) = path {
+        out.extend_from_slice(p.as_bytes());
+    }
+    out
+}
+
+fn parse_from_watchdog(m: &[u8]) -> Option<FromWatchdog> {
+    let u32_at = |i: usize| Some(u32::from_ne_bytes(m.get(i..i + 4)?.try_into().ok()?));
+    match *m.first()? {
+        b'N' if m.len() >= HIT_HEADER => {
+            let mut notif = Notif::default();
+            // SAFETY: Notif is plain data of exactly this many bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    m[1..].as_ptr(),
+                    (&raw mut notif).cast::<u8>(),
+                    size_of::<Notif>(),
+                );
+            }
+            let at = 1 + size_of::<Notif>();
+            let rest = &m[HIT_HEADER..];
+            Some(FromWatchdog::Hit {
+                notif,
+                tgid: u32_at(at)?,
+                nth: u32_at(at + 4)?,
+                // The path only travels for a rule with a path prefix, which it matched.
+                path: (!rest.is_empty()).then(|| String::from_utf8_lossy(rest).into_owned()),
+            })
         }
+        b'P' if (m.len() - 1).is_multiple_of(8) => Some(FromWatchdog::Passed(
+            (1..m.len())
+                .step_by(8)
+                .map(|i| Some((u32_at(i)?, u32_at(i + 4)?)))
+                .collect::<Option<_>>()?,
+        )),
+        b'S' if m.len() == 1 => Some(FromWatchdog::Stopped),
+        _ => None,
     }
 }
 
@@ -173,19 +296,62 @@ fn close_all_but(keep: RawFd) {
     close(keep + 1, RawFd::MAX);
 }
 
+/// The rule the watchdog decides with, and the per-process counts behind it.
+struct Judge {
+    deciding: Deciding,
+    decider: Decider,
+    since: Instant,
+}
+
 /// What the watchdog holds.
-#[derive(Default)]
 struct State {
     listener: Option<OwnedFd>,
     frozen: Vec<(u32, OwnedFd)>,
     chaos_alive: bool,
+    judge: Option<Judge>,
+    /// Thread id -> (process id, when /proc said so).
+    tgids: HashMap<u32, (u32, Instant)>,
+    /// Calls let pass since the last batch, per process.
+    passed: BTreeMap<u32, u32>,
+    batched: Instant,
 }
 
 impl State {
+    fn new() -> Self {
+        Self {
+            listener: None,
+            frozen: Vec::new(),
+            chaos_alive: true,
+            judge: None,
+            tgids: HashMap::new(),
+            passed: BTreeMap::new(),
+            batched: Instant::now(),
+        }
+    }
+
     /// Applies a message from chaos; returns a verdict if it was one.
-    fn apply(&mut self, message: Message) -> Option<(u64, Response)> {
+    fn apply(&mut self, message: Message, socket: &OwnedFd) -> Option<(u64, Response)> {
         match message {
             Message::Listener(fd) => self.listener = Some(fd),
+            Message::Decide(deciding) => {
+                self.judge = Some(Judge {
+                    deciding,
+                    decider: Decider::default(),
+                    since: Instant::now(),
+                });
+            }
+            Message::StopDeciding => {
+                self.judge = None;
+                self.send_batch(socket);
+                self.tell(socket, b"S");
+            }
+            Message::Exited(pid) => {
+                if let Some(j) = &mut self.judge {
+                    j.decider.forget(pid);
+                }
+                self.tgids
+                    .retain(|tid, (tgid, _)| *tid != pid && *tgid != pid);
+            }
             Message::Frozen(pid) => {
                 if let Some(fd) = pidfd_open(pid) {
                     self.frozen.push((pid, fd));
@@ -198,14 +364,93 @@ impl State {
         }
         None
     }
+
+    /// Sends chaos a message; a failure means chaos is gone.
+    fn tell(&mut self, socket: &OwnedFd, message: &[u8]) {
+        if self.chaos_alive
+            && nix::sys::socket::send(socket.as_raw_fd(), message, MsgFlags::MSG_NOSIGNAL).is_err()
+        {
+            self.chaos_alive = false;
+        }
+    }
+
+    /// Sends the counts of the calls let pass since the last batch.
+    fn send_batch(&mut self, socket: &OwnedFd) {
+        self.batched = Instant::now();
+        let passed = std::mem::take(&mut self.passed);
+        let pairs: Vec<(u32, u32)> = passed.into_iter().collect();
+        for chunk in pairs.chunks(BATCH_PAIRS) {
+            let mut message = Vec::with_capacity(1 + chunk.len() * 8);
+            message.push(b'P');
+            for (tgid, calls) in chunk {
+                message.extend_from_slice(&tgid.to_ne_bytes());
+                message.extend_from_slice(&calls.to_ne_bytes());
+            }
+            self.tell(socket, &message);
+        }
+    }
+
+    /// How long poll may wait before the next batch is due.
+    fn batch_due_in(&self) -> i32 {
+        if self.passed.is_empty() {
+            -1
+        } else {
+            BATCH_EVERY
+                .saturating_sub(self.batched.elapsed())
+                .as_millis() as i32
+        }
+    }
+
+    /// The process of thread `tid`, from /proc, trusted for [`TGID_FRESH`].
+    fn tgid(&mut self, tid: u32) -> u32 {
+        let now = Instant::now();
+        match self.tgids.get(&tid) {
+            Some(&(tgid, read)) if now.duration_since(read) < TGID_FRESH => tgid,
+            _ => {
+                let tgid = tgid_of(Path::new("/proc"), tid).unwrap_or(tid);
+                self.tgids.insert(tid, (tgid, now));
+                tgid
+            }
+        }
+    }
+
+    /// Decides a call: None, it passes (and is counted); Some, it is a hit for chaos to
+    /// answer: (tgid, nth, path). `valid`: whether the notification is still pending.
+    fn judge(
+        &mut self,
+        notif: &Notif,
+        valid: impl FnOnce() -> bool,
+    ) -> Option<(u32, u32, Option<String>)> {
+        self.judge.as_ref()?;
+        let tgid = self.tgid(notif.pid);
+        let judge = self.judge.as_mut()?;
+        let path = match (&judge.deciding.rule.path, judge.deciding.path_arg) {
+            (Some(_), Some(i)) => read_path(Path::new("/proc"), notif.pid, notif.args[i]),
+            _ => None,
+        };
+        if !valid() {
+            // The caller died or was interrupted meanwhile: not a call to count.
+            return None;
+        }
+        let decision = judge.decider.decide(
+            &judge.deciding.rule,
+            tgid,
+            path.as_deref(),
+            judge.since.elapsed(),
+        );
+        match decision.nth {
+            Some(nth) if decision.hit => Some((tgid, nth, path)),
+            _ => {
+                *self.passed.entry(tgid).or_insert(0) += 1;
+                None
+            }
+        }
+    }
 }
 
 /// The watchdog's life. Returns its exit code.
 fn run(socket: OwnedFd) -> i32 {
-    let mut state = State {
-        chaos_alive: true,
-        ..State::default()
-    };
+    let mut state = State::new();
     while state.chaos_alive {
         let mut fds = vec![libc::pollfd {
             fd: socket.as_raw_fd(),
@@ -220,45 +465,52 @@ fn run(socket: OwnedFd) -> i32 {
             });
         }
         // SAFETY: valid pollfds.
-        if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, -1) } < 0 {
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, state.batch_due_in()) };
+        if ready < 0 {
             continue;
+        }
+        if ready == 0 || state.batched.elapsed() >= BATCH_EVERY && !state.passed.is_empty() {
+            state.send_batch(&socket);
         }
         if fds[0].revents != 0 {
             let message = read_message(&socket);
-            state.apply(message);
+            state.apply(message, &socket);
             continue;
         }
         if fds.get(1).is_some_and(|f| f.revents & libc::POLLHUP != 0) {
             // The last filtered process is gone.
             state.listener = None;
+            state.send_batch(&socket);
             if state.frozen.is_empty() {
                 return 0;
             }
             continue;
         }
-        let Some(notif) = state.listener.as_ref().and_then(receive) else {
+        let Some(listener) = state.listener.as_ref().map(|l| l.as_raw_fd()) else {
             continue;
         };
-        // SAFETY: Notif is plain data.
-        let bytes = unsafe {
-            std::slice::from_raw_parts((&raw const notif).cast::<u8>(), size_of::<Notif>())
+        let Some(notif) = receive(listener) else {
+            continue;
         };
+        let Some((tgid, nth, path)) = state.judge(&notif, || id_valid(listener, notif.id)) else {
+            respond(listener, notif.id, Response::Continue);
+            continue;
+        };
+        // A hit: chaos records it before the call returns.
+        state.send_batch(&socket);
+        state.tell(&socket, &encode_hit(&notif, tgid, nth, path.as_deref()));
         let mut verdict = Response::Continue;
-        if nix::sys::socket::send(socket.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL).is_ok() {
-            while state.chaos_alive {
-                let message = read_message(&socket);
-                if let Some((id, v)) = state.apply(message)
-                    && id == notif.id
-                {
-                    verdict = v;
-                    break;
-                }
+        while state.chaos_alive {
+            let message = read_message(&socket);
+            if let Some((id, v)) = state.apply(message, &socket)
+                && id == notif.id
+            {
+                verdict = v;
+                break;
             }
-        } else {
-            state.chaos_alive = false;
         }
-        if let Some(l) = &state.listener {
-            respond(l, notif.id, verdict);
+        if state.listener.is_some() {
+            respond(listener, notif.id, verdict);
         }
     }
     // chaos is gone: thaw what it froze, then serve the filter alone.
@@ -273,6 +525,9 @@ fn run(socket: OwnedFd) -> i32 {
 
 enum Message {
     Listener(OwnedFd),
+    Decide(Deciding),
+    StopDeciding,
+    Exited(u32),
     Frozen(u32),
     Thawed(u32),
     Verdict(u64, Response),
@@ -281,7 +536,7 @@ enum Message {
 }
 
 fn read_message(socket: &OwnedFd) -> Message {
-    let mut buf = [0u8; 16];
+    let mut buf = vec![0u8; MAX_MESSAGE];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
     let mut iov = [IoSliceMut::new(&mut buf)];
     let Ok(msg) = recvmsg::<()>(
@@ -308,6 +563,9 @@ fn read_message(socket: &OwnedFd) -> Message {
     let u32_at = |i: usize| u32::from_ne_bytes(buf[i..i + 4].try_into().unwrap());
     match buf[0] {
         b'L' => passed.map_or(Message::Nothing, Message::Listener),
+        b'R' => serde_json::from_slice(&buf[1..len]).map_or(Message::Nothing, Message::Decide),
+        b'D' => Message::StopDeciding,
+        b'X' if len >= 5 => Message::Exited(u32_at(1)),
         b'F' if len >= 5 => Message::Frozen(u32_at(1)),
         b'T' if len >= 5 => Message::Thawed(u32_at(1)),
         b'V' if len >= 13 => {
@@ -339,27 +597,21 @@ fn serve_alone(listener: &OwnedFd) {
         if fd.revents & libc::POLLHUP != 0 {
             return;
         }
-        if let Some(notif) = receive(listener) {
-            respond(listener, notif.id, Response::Continue);
+        if let Some(notif) = receive(listener.as_raw_fd()) {
+            respond(listener.as_raw_fd(), notif.id, Response::Continue);
         }
     }
 }
 
-fn receive(listener: &OwnedFd) -> Option<Notif> {
+fn receive(listener: RawFd) -> Option<Notif> {
     let mut notif = Notif::default();
     // SAFETY: the ioctl fills a zeroed struct seccomp_notif of the kernel's size (80 bytes on
     // every kernel chaos supports; doctor checks SECCOMP_GET_NOTIF_SIZES).
-    let rc = unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            SECCOMP_IOCTL_NOTIF_RECV,
-            &raw mut notif,
-        )
-    };
+    let rc = unsafe { libc::ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &raw mut notif) };
     (rc == 0).then_some(notif)
 }
 
-fn respond(listener: &OwnedFd, id: u64, verdict: Response) {
+fn respond(listener: RawFd, id: u64, verdict: Response) {
     let resp = match verdict {
         Response::Continue => NotifResp {
             id,
@@ -376,13 +628,7 @@ fn respond(listener: &OwnedFd, id: u64, verdict: Response) {
     };
     // SAFETY: a valid response struct; a notification whose task died meanwhile gives ENOENT,
     // which is fine.
-    unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            SECCOMP_IOCTL_NOTIF_SEND,
-            &raw const resp,
-        )
-    };
+    unsafe { libc::ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &raw const resp) };
 }
 
 /// Whether a notification is still pending (its task has not died or been interrupted).
@@ -409,4 +655,123 @@ fn pidfd_signal(fd: &OwnedFd, signal: i32) {
             0,
         )
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inject::seccomp::Action;
+
+    fn deciding(nth: Option<u32>) -> Deciding {
+        Deciding {
+            rule: Rule {
+                action: Action::Fail(libc::EIO),
+                nth,
+                threshold: chaos_common::threshold(1.0),
+                seed: 1,
+                count: None,
+                path: None,
+                max_per_minute: 600,
+                dry_run: false,
+            },
+            path_arg: None,
+        }
+    }
+
+    fn call(id: u64) -> Notif {
+        Notif {
+            id,
+            pid: std::process::id(),
+            nr: libc::SYS_fdatasync as i32,
+            ..Notif::default()
+        }
+    }
+
+    #[test]
+    fn the_watchdog_passes_and_counts_all_but_the_nth_call_which_it_hands_to_chaos() {
+        let (socket, _) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::empty(),
+        )
+        .unwrap();
+        let mut state = State::new();
+        assert_eq!(state.judge(&call(1), || true), None, "no rule yet");
+        assert!(state.passed.is_empty(), "nothing counted without a rule");
+        let rule = serde_json::to_vec(&deciding(Some(3))).unwrap();
+        state.apply(
+            Message::Decide(serde_json::from_slice(&rule).unwrap()),
+            &socket,
+        );
+        let me = std::process::id();
+        let judged: Vec<_> = (1..=4).map(|id| state.judge(&call(id), || true)).collect();
+        assert_eq!(judged, [None, None, Some((me, 3, None)), None]);
+        assert_eq!(state.passed.get(&me), Some(&3));
+        assert_eq!(
+            state.judge(&call(5), || false),
+            None,
+            "a call whose caller is gone is not counted"
+        );
+        assert_eq!(state.passed.get(&me), Some(&3));
+        state.apply(Message::Exited(me), &socket);
+        let again: Vec<_> = (6..=8).map(|id| state.judge(&call(id), || true)).collect();
+        assert_eq!(again[2], Some((me, 3, None)), "an exited pid starts over");
+    }
+
+    #[test]
+    fn hits_and_batches_cross_the_socket_intact() {
+        let notif = Notif {
+            id: 7,
+            pid: 42,
+            nr: 2,
+            arch: 0xc000_003e,
+            args: [1, 2, 3, 4, 5, 6],
+            ..Notif::default()
+        };
+        let hit = encode_hit(&notif, 40, 1000, Some("/data/x"));
+        assert_eq!(
+            parse_from_watchdog(&hit),
+            Some(FromWatchdog::Hit {
+                notif,
+                tgid: 40,
+                nth: 1000,
+                path: Some("/data/x".into())
+            })
+        );
+        let (mine, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::empty(),
+        )
+        .unwrap();
+        let mut state = State::new();
+        state
+            .passed
+            .extend((0..BATCH_PAIRS as u32 + 1).map(|p| (p, p + 1)));
+        state.apply(Message::StopDeciding, &theirs);
+        let dog = Watchdog {
+            pid: nix::unistd::Pid::this(),
+            socket: mine,
+        };
+        let mut pairs = Vec::new();
+        loop {
+            match dog.next_message().unwrap().unwrap() {
+                FromWatchdog::Passed(p) => pairs.extend(p),
+                FromWatchdog::Stopped => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(pairs.len(), BATCH_PAIRS + 1, "two batches, then the stop");
+        assert_eq!(
+            pairs[BATCH_PAIRS],
+            (BATCH_PAIRS as u32, BATCH_PAIRS as u32 + 1)
+        );
+        assert_eq!(
+            parse_from_watchdog(b"P123"),
+            None,
+            "a torn batch is refused"
+        );
+    }
 }

@@ -100,13 +100,16 @@ pub struct Sent {
     pub outcome: SendOutcome,
 }
 
-/// A call the seccomp filter handed over, read by the driver.
+/// A call the seccomp filter handed over that the watchdog decided to hit, read by the
+/// driver.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
     pub id: u64,
     pub ts_ns: u64,
     pub tid: u32,
     pub tgid: u32,
+    /// Which candidate call of its process it is (the watchdog's count, from 1).
+    pub nth: u32,
     /// The process's parent (0 when gone).
     #[serde(default)]
     pub ppid: u32,
@@ -114,6 +117,14 @@ pub struct Notification {
     pub exe: String,
     /// The path argument, when the fault filters on one and it could be read.
     pub path: Option<String>,
+}
+
+/// The calls the seccomp filter handed over that the watchdog let pass since its last
+/// batch, per process: (tgid, calls).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Passed {
+    pub ts_ns: u64,
+    pub calls: Vec<(u32, u32)>,
 }
 
 /// A fault the kernel fired on its own, with what /proc said of its target.
@@ -160,6 +171,7 @@ pub enum Input {
     Candidates(Candidates),
     Sent(Sent),
     Notification(Notification),
+    Passed(Passed),
     KernelFault(KernelFault),
     Verified(Verified),
     Inspected(Inspected),
@@ -179,6 +191,7 @@ impl Input {
             Input::Candidates(c) => Some(c.ts_ns),
             Input::Sent(s) => Some(s.ts_ns),
             Input::Notification(n) => Some(n.ts_ns),
+            Input::Passed(p) => Some(p.ts_ns),
             Input::KernelFault(k) => Some(k.event.ts_ns),
             Input::Readiness(r) => Some(r.ts_ns),
             Input::Unit(u) => Some(u.ts_ns),

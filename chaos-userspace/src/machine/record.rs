@@ -14,7 +14,8 @@
 //! | `tick` | `ts_ns` | time passed with no event |
 //! | `candidates` | `fault`, `ts_ns`, `procs` (`pid`, `ppid`, `comm`, `exe`, `start_ticks`) | what a signal fault could hit |
 //! | `sent` | `id`, `ts_ns`, `outcome` (`sent`, `gone`, `failed` with `detail`) | a signal went out (or not) |
-//! | `notification` | `id`, `ts_ns`, `tid`, `tgid`, `comm`, `exe`, `path` | a call the seccomp filter handed over |
+//! | `notification` | `id`, `ts_ns`, `tid`, `tgid`, `nth`, `comm`, `exe`, `path` | a call the watchdog decided to hit |
+//! | `passed` | `ts_ns`, `calls` ([tgid, calls] pairs) | the calls the watchdog let pass since its last batch |
 //! | `kernel_fault` | `event` (an `inject` event's data), `comm`, `exe` | a fault the kernel fired |
 //! | `verified` | `when`, `episode`, `passed`, `detail` | a verify run ended |
 //! | `readiness` | `fault`, `ts_ns`, `ok` | what a readiness watch after a fault saw (the first result, then each change) |
@@ -33,8 +34,8 @@ use std::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{
-    Candidates, Input, Inspected, KernelFault, Notification, Readiness, ReadyMark, Sent, StopCause,
-    Tick, Verified,
+    Candidates, Input, Inspected, KernelFault, Notification, Passed, Readiness, ReadyMark, Sent,
+    StopCause, Tick, Verified,
 };
 use crate::event::{Event, KernelCounters};
 
@@ -63,6 +64,7 @@ enum Mark {
     Candidates(Candidates),
     Sent(Sent),
     Notification(Notification),
+    Passed(Passed),
     KernelFault(KernelFault),
     Verified(Verified),
     Inspected(Inspected),
@@ -72,12 +74,13 @@ enum Mark {
     End(End),
 }
 
-const MARKS: [&str; 12] = [
+const MARKS: [&str; 13] = [
     "ready",
     "tick",
     "candidates",
     "sent",
     "notification",
+    "passed",
     "kernel_fault",
     "verified",
     "inspected",
@@ -136,6 +139,7 @@ impl<W: Write> Recorder<W> {
             Input::Candidates(c) => write_line(out, &Mark::Candidates(c.clone())),
             Input::Sent(s) => write_line(out, &Mark::Sent(s.clone())),
             Input::Notification(n) => write_line(out, &Mark::Notification(n.clone())),
+            Input::Passed(p) => write_line(out, &Mark::Passed(p.clone())),
             Input::KernelFault(k) => write_line(out, &Mark::KernelFault(k.clone())),
             Input::Verified(v) => write_line(out, &Mark::Verified(v.clone())),
             Input::Inspected(i) => write_line(out, &Mark::Inspected(i.clone())),
@@ -237,6 +241,7 @@ impl<H: Header> Recording<H> {
                 Mark::Candidates(c) => Input::Candidates(c),
                 Mark::Sent(s) => Input::Sent(s),
                 Mark::Notification(n) => Input::Notification(n),
+                Mark::Passed(p) => Input::Passed(p),
                 Mark::KernelFault(k) => Input::KernelFault(k),
                 Mark::Verified(v) => Input::Verified(v),
                 Mark::Inspected(i) => Input::Inspected(i),

@@ -25,7 +25,7 @@ use crate::{
         machine::InjectMachine,
         seccomp,
         spec::{FaultAction, kernel_faults},
-        watchdog::Watchdog,
+        watchdog::{Deciding, Watchdog},
     },
     kernel::layout::{FsyncHook, HookSet},
     launch,
@@ -141,8 +141,14 @@ pub fn run(command: InjectCommand) -> Result<u8, Failure> {
     let start_ns = monotonic_ns();
     let clock = Clock::now();
     let (runtime, stops) = runtime_with_stops()?;
-    let seccomp_paths =
-        matches!(&config.fault.action, FaultAction::Seccomp { rule, .. } if rule.path.is_some());
+    // The watchdog decides each intercepted call with the fault's rule from the first one on.
+    let deciding = match &config.fault.action {
+        FaultAction::Seccomp { nr, rule } => Some(Deciding {
+            rule: rule.clone(),
+            path_arg: crate::inject::names::path_arg(*nr),
+        }),
+        _ => None,
+    };
     let mut machine = InjectMachine::new(
         Injector::new(
             vec![config.fault.clone()],
@@ -170,7 +176,6 @@ pub fn run(command: InjectCommand) -> Result<u8, Failure> {
             audit,
             exporters,
             watchdog: watchdog.as_ref(),
-            seccomp_paths,
             ..Setup::default()
         },
     );
@@ -180,6 +185,10 @@ pub fn run(command: InjectCommand) -> Result<u8, Failure> {
     let tree_gone = match launched {
         Some(child) if filter.is_some() => {
             let dog = watchdog.as_ref().expect("a watchdog for seccomp");
+            if let Some(deciding) = &deciding {
+                dog.decide(deciding)
+                    .map_err(|e| Failure::running(EXIT_FAILURE, e))?;
+            }
             driver.set_listener(child.release_filtered(|fd| dog.give_listener(fd))?);
             Some(launch::watch_tree(Some(dog.pid))?)
         }

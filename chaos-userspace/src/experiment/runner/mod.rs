@@ -511,6 +511,7 @@ impl Machine for Runner {
                 let role = self.measurement.role(n.tgid, n.ppid);
                 self.injector.notification(n, role, out);
             }
+            Input::Passed(p) => self.injector.passed(p),
             Input::Verified(v) => self.verified(v, out),
             Input::Stop(cause) => {
                 let why = match cause {

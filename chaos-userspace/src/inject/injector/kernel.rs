@@ -1,15 +1,13 @@
 //! What the kernel does on its own: the rules it applies (armed inside their windows,
 //! disarmed at their count), the faults it reports, and the calls seccomp hands over.
 
-use std::time::Duration;
-
 use super::{Injector, audit_fault};
 use crate::{
     audit::{Entry, entry::RuleSwitch},
     event::{errno_name, signal_name},
     fault::{Backend, FaultKind, FaultRecord, KernelRule, Role},
-    inject::{seccomp, spec::FaultAction, window},
-    machine::{Action, Answer, Exported, KernelFault, Notification, Response},
+    inject::{ledger::Intercepted, seccomp, spec::FaultAction, window},
+    machine::{Action, Answer, Exported, KernelFault, Notification, Passed, Response},
 };
 
 impl Injector {
@@ -85,8 +83,10 @@ impl Injector {
         }
     }
 
-    /// A call the seccomp filter handed over (by a process of role `role`): decide it.
+    /// A call the watchdog decided to hit (by a process of role `role`): record it and
+    /// answer it, unless the faults stopped meanwhile.
     pub fn notification(&mut self, n: &Notification, role: Option<Role>, out: &mut Vec<Action>) {
+        *self.intercepted.entry(n.tgid).or_insert(0) += 1;
         let rule = self.specs.iter().find_map(|f| match &f.action {
             FaultAction::Seccomp { nr, rule } => Some((*nr, rule.clone())),
             _ => None,
@@ -95,12 +95,6 @@ impl Injector {
             out.push(Action::Answer(Answer::pass(n.id)));
             return;
         };
-        let since = Duration::from_nanos(n.ts_ns.saturating_sub(self.start_ns));
-        let decision = self.decider.decide(&rule, n.tgid, n.path.as_deref(), since);
-        if !decision.hit {
-            out.push(Action::Answer(Answer::pass(n.id)));
-            return;
-        }
         let (kind, value, backend, verdict, signal) = match rule.action {
             seccomp::Action::Fail(errno) => (
                 FaultKind::Errno,
@@ -128,7 +122,7 @@ impl Injector {
             kind,
             value,
             syscall: Some(nr.name().to_string()),
-            nth: decision.nth,
+            nth: Some(n.nth),
             backend,
             dry_run: self.dry_run,
         };
@@ -144,5 +138,24 @@ impl Injector {
         }));
         self.ledger.add(record.clone());
         out.push(Action::Export(Exported::Fault(record)));
+    }
+
+    /// Calls the watchdog let pass: counted per process, for the summary.
+    pub fn passed(&mut self, p: &Passed) {
+        for &(tgid, calls) in &p.calls {
+            *self.intercepted.entry(tgid).or_insert(0) += u64::from(calls);
+        }
+    }
+
+    /// The calls the seccomp filter handed over: how many, in how many processes.
+    pub fn intercepted(&self) -> Option<Intercepted> {
+        let seccomp = self
+            .specs
+            .iter()
+            .any(|f| matches!(f.action, FaultAction::Seccomp { .. }));
+        seccomp.then(|| Intercepted {
+            calls: self.intercepted.values().sum(),
+            processes: self.intercepted.len() as u64,
+        })
     }
 }

@@ -9,14 +9,16 @@
 //! entry of every fault. What may be hit, and when a signal may go at all, is the caller's
 //! say (`allowed`, `gate`): `chaos run` holds a signal while a recovery is open.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use jiff::{Timestamp, ZonedDateTime, tz::TimeZone};
 
 use super::{
     Draws,
     ledger::Ledger,
-    seccomp::Decider,
     spec::{FaultSpec, Timing},
     window,
 };
@@ -87,7 +89,8 @@ pub struct Injector {
     tz: TimeZone,
     schedules: Vec<Schedule>,
     rules: Vec<RuleState>,
-    decider: Decider,
+    /// The calls the seccomp filter handed over, per process (hits and passes).
+    intercepted: BTreeMap<u32, u64>,
     ledger: Ledger,
     pending: HashMap<u64, Pending>,
     /// Follow-ups due: (when, which, the order they follow).
@@ -135,7 +138,7 @@ impl Injector {
             tz,
             schedules,
             rules,
-            decider: Decider::default(),
+            intercepted: BTreeMap::new(),
             ledger: Ledger::default(),
             pending: HashMap::new(),
             steps: Vec::new(),
@@ -246,9 +249,6 @@ impl Injector {
     pub fn event(&mut self, event: &Event, out: &mut Vec<Action>) {
         if let Some((record, proof)) = self.ledger.observe(event) {
             out.push(Action::Export(Exported::Proof(record, proof)));
-        }
-        if let Event::Exit(e) = event {
-            self.decider.forget(e.pid);
         }
     }
 

@@ -11,12 +11,13 @@ use crate::{
     event::Inject,
     fault::{Backend, FaultKind, Hit, KernelRule, Role},
     inject::{
+        ledger::Intercepted,
         seccomp::{self, Rule},
         spec::{FaultAction, SignalSchedule},
         window::Window,
     },
     machine::{
-        Answer, Candidate, Candidates, KernelFault, Notification, Order, Pin, Response,
+        Answer, Candidate, Candidates, KernelFault, Notification, Order, Passed, Pin, Response,
         SendOutcome, Sent, WatchdogNote,
     },
 };
@@ -436,12 +437,13 @@ fn seccomp_spec(nth: Option<u32>) -> FaultSpec {
     }
 }
 
-fn notification(id: u64, tgid: u32) -> Notification {
+fn notification(id: u64, tgid: u32, nth: u32) -> Notification {
     Notification {
         id,
         ts_ns: id * MS,
         tid: tgid + 1,
         tgid,
+        nth,
         comm: "db".into(),
         exe: "/usr/bin/db".into(),
         path: None,
@@ -460,32 +462,44 @@ fn answers(actions: &[Action]) -> Vec<&Answer> {
 }
 
 #[test]
-fn seccomp_fails_the_nth_call_of_each_process_with_its_audit_entry() {
+fn a_hit_the_watchdog_decided_fails_with_its_audit_entry_and_passes_are_counted() {
     let mut inj = injector(vec![seccomp_spec(Some(2))], false);
     let mut out = Vec::new();
     inj.start(0, &mut out);
-    for id in 1..=3 {
-        inj.notification(&notification(id, 40), None, &mut out);
-    }
-    inj.notification(&notification(4, 50), None, &mut out);
-    inj.notification(&notification(5, 50), None, &mut out);
+    inj.passed(&Passed {
+        ts_ns: MS,
+        calls: vec![(40, 1), (50, 1)],
+    });
+    inj.notification(&notification(2, 40, 2), None, &mut out);
+    inj.passed(&Passed {
+        ts_ns: 3 * MS,
+        calls: vec![(40, 1)],
+    });
+    inj.notification(&notification(4, 50, 2), None, &mut out);
     let responses: Vec<Response> = answers(&out).iter().map(|a| a.response).collect();
     assert_eq!(
         responses,
-        [
-            Response::Continue,
-            Response::Fail(libc::EIO),
-            Response::Continue,
-            Response::Continue,
-            Response::Fail(libc::EIO)
-        ]
+        [Response::Fail(libc::EIO), Response::Fail(libc::EIO)]
     );
-    assert!(answers(&out)[1].audit.is_some() && answers(&out)[0].audit.is_none());
+    assert!(answers(&out).iter().all(|a| a.audit.is_some()));
     let hit = inj.ledger().records().next().unwrap();
     assert_eq!(
         (hit.pid, hit.tid, hit.nth, hit.value.as_str(), hit.backend),
         (40, Some(41), Some(2), "EIO", Backend::Seccomp)
     );
+    assert_eq!(
+        inj.intercepted(),
+        Some(Intercepted {
+            calls: 5,
+            processes: 2
+        })
+    );
+    // A hit the watchdog sent as the faults stopped is let through, unrecorded.
+    inj.stop("over", &mut out);
+    out.clear();
+    inj.notification(&notification(5, 40, 3), None, &mut out);
+    assert_eq!(answers(&out)[0], &Answer::pass(5));
+    assert_eq!(inj.ledger().len(), 2);
 }
 
 #[test]
@@ -493,7 +507,7 @@ fn a_dry_run_decides_and_records_but_lets_every_call_run() {
     let mut inj = injector(vec![seccomp_spec(None)], true);
     let mut out = Vec::new();
     inj.start(0, &mut out);
-    inj.notification(&notification(1, 40), None, &mut out);
+    inj.notification(&notification(1, 40, 1), None, &mut out);
     assert_eq!(answers(&out)[0].response, Response::Continue);
     assert!(inj.ledger().records().next().unwrap().dry_run);
 }
