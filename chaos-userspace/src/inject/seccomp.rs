@@ -121,6 +121,13 @@ impl Decider {
         CallDecision { nth: Some(n), hit }
     }
 
+    /// A call of `tgid` that was decided (and passed) never ran: it is not counted.
+    pub fn undo(&mut self, tgid: u32) {
+        if let Some(n) = self.calls.get_mut(&tgid) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
     /// A process exited: its pid may come back as another process.
     pub fn forget(&mut self, tgid: u32) {
         self.calls.remove(&tgid);

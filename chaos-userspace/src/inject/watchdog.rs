@@ -414,24 +414,19 @@ impl State {
         }
     }
 
-    /// Decides a call: None, it passes (and is counted); Some, it is a hit for chaos to
-    /// answer: (tgid, nth, path). `valid`: whether the notification is still pending.
-    fn judge(
-        &mut self,
-        notif: &Notif,
-        valid: impl FnOnce() -> bool,
-    ) -> Option<(u32, u32, Option<String>)> {
-        self.judge.as_ref()?;
+    /// Decides a call.
+    fn judge(&mut self, notif: &Notif) -> Judged {
+        if self.judge.is_none() {
+            return Judged::Pass { counted: None };
+        }
         let tgid = self.tgid(notif.pid);
-        let judge = self.judge.as_mut()?;
+        let Some(judge) = self.judge.as_mut() else {
+            return Judged::Pass { counted: None };
+        };
         let path = match (&judge.deciding.rule.path, judge.deciding.path_arg) {
             (Some(_), Some(i)) => read_path(Path::new("/proc"), notif.pid, notif.args[i]),
             _ => None,
         };
-        if !valid() {
-            // The caller died or was interrupted meanwhile: not a call to count.
-            return None;
-        }
         let decision = judge.decider.decide(
             &judge.deciding.rule,
             tgid,
@@ -439,13 +434,43 @@ impl State {
             judge.since.elapsed(),
         );
         match decision.nth {
-            Some(nth) if decision.hit => Some((tgid, nth, path)),
-            _ => {
+            Some(nth) if decision.hit => Judged::Hit { tgid, nth, path },
+            Some(_) => {
                 *self.passed.entry(tgid).or_insert(0) += 1;
-                None
+                Judged::Pass {
+                    counted: Some(tgid),
+                }
+            }
+            None => Judged::Pass { counted: None },
+        }
+    }
+
+    /// A passed call of `tgid` never ran: the kernel no longer had its notification when
+    /// the answer came (its caller was interrupted, and will make the call again, or died).
+    fn unpass(&mut self, tgid: u32) {
+        if let Some(j) = &mut self.judge {
+            j.decider.undo(tgid);
+        }
+        if let Some(n) = self.passed.get_mut(&tgid) {
+            *n -= 1;
+            if *n == 0 {
+                self.passed.remove(&tgid);
             }
         }
     }
+}
+
+/// What the watchdog decided of a call.
+#[derive(Debug, PartialEq, Eq)]
+enum Judged {
+    /// It continues; `counted`: the process whose candidate calls it was counted among.
+    Pass { counted: Option<u32> },
+    /// chaos answers it: the `nth` candidate call of `tgid`.
+    Hit {
+        tgid: u32,
+        nth: u32,
+        path: Option<String>,
+    },
 }
 
 /// The watchdog's life. Returns its exit code.
@@ -492,9 +517,16 @@ fn run(socket: OwnedFd) -> i32 {
         let Some(notif) = receive(listener) else {
             continue;
         };
-        let Some((tgid, nth, path)) = state.judge(&notif, || id_valid(listener, notif.id)) else {
-            respond(listener, notif.id, Response::Continue);
-            continue;
+        let (tgid, nth, path) = match state.judge(&notif) {
+            Judged::Hit { tgid, nth, path } => (tgid, nth, path),
+            Judged::Pass { counted } => {
+                if !respond(listener, notif.id, Response::Continue)
+                    && let Some(tgid) = counted
+                {
+                    state.unpass(tgid);
+                }
+                continue;
+            }
         };
         // A hit: chaos records it before the call returns.
         state.send_batch(&socket);
@@ -611,7 +643,9 @@ fn receive(listener: RawFd) -> Option<Notif> {
     (rc == 0).then_some(notif)
 }
 
-fn respond(listener: RawFd, id: u64, verdict: Response) {
+/// Answers a notification; false when the kernel no longer has it (ENOENT: its caller was
+/// interrupted or died, so the call did not run).
+fn respond(listener: RawFd, id: u64, verdict: Response) -> bool {
     let resp = match verdict {
         Response::Continue => NotifResp {
             id,
@@ -626,9 +660,8 @@ fn respond(listener: RawFd, id: u64, verdict: Response) {
             flags: 0,
         },
     };
-    // SAFETY: a valid response struct; a notification whose task died meanwhile gives ENOENT,
-    // which is fine.
-    unsafe { libc::ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &raw const resp) };
+    // SAFETY: a valid response struct.
+    unsafe { libc::ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &raw const resp) == 0 }
 }
 
 /// Whether a notification is still pending (its task has not died or been interrupted).
@@ -697,7 +730,13 @@ mod tests {
         )
         .unwrap();
         let mut state = State::new();
-        assert_eq!(state.judge(&call(1), || true), None, "no rule yet");
+        let pass = |counted| Judged::Pass { counted };
+        let hit = |tgid, nth| Judged::Hit {
+            tgid,
+            nth,
+            path: None,
+        };
+        assert_eq!(state.judge(&call(1)), pass(None), "no rule yet");
         assert!(state.passed.is_empty(), "nothing counted without a rule");
         let rule = serde_json::to_vec(&deciding(Some(3))).unwrap();
         state.apply(
@@ -705,18 +744,17 @@ mod tests {
             &socket,
         );
         let me = std::process::id();
-        let judged: Vec<_> = (1..=4).map(|id| state.judge(&call(id), || true)).collect();
-        assert_eq!(judged, [None, None, Some((me, 3, None)), None]);
-        assert_eq!(state.passed.get(&me), Some(&3));
-        assert_eq!(
-            state.judge(&call(5), || false),
-            None,
-            "a call whose caller is gone is not counted"
-        );
+        let first: Vec<_> = (1..=2).map(|id| state.judge(&call(id))).collect();
+        assert_eq!(first, [pass(Some(me)), pass(Some(me))]);
+        // The second call's caller was interrupted before the answer: it will make the
+        // call again, and that one is the second.
+        state.unpass(me);
+        let then: Vec<_> = (3..=5).map(|id| state.judge(&call(id))).collect();
+        assert_eq!(then, [pass(Some(me)), hit(me, 3), pass(Some(me))]);
         assert_eq!(state.passed.get(&me), Some(&3));
         state.apply(Message::Exited(me), &socket);
-        let again: Vec<_> = (6..=8).map(|id| state.judge(&call(id), || true)).collect();
-        assert_eq!(again[2], Some((me, 3, None)), "an exited pid starts over");
+        let again: Vec<_> = (6..=8).map(|id| state.judge(&call(id))).collect();
+        assert_eq!(again[2], hit(me, 3), "an exited pid starts over");
     }
 
     #[test]
