@@ -205,12 +205,11 @@ pub fn launch(argv: &[OsString]) -> Result<Launched, LaunchError> {
     launch_filtered(argv, None)
 }
 
-/// As [`launch`]; with `filter` (a classic BPF seccomp program that may return
-/// `SECCOMP_RET_USER_NOTIF`), the command installs it before exec and waits for
+/// As [`launch`]; with `filter`, the command installs it before exec and waits for
 /// [`Launched::release_filtered`].
 pub fn launch_filtered(
     argv: &[OsString],
-    filter: Option<&[libc::sock_filter]>,
+    filter: Option<&crate::inject::seccomp::Filter>,
 ) -> Result<Launched, LaunchError> {
     let program = resolve(
         argv.first()
@@ -227,12 +226,11 @@ pub fn launch_filtered(
         .map(|_| nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(LaunchError::Os))
         .transpose()?;
     let fprog = filter.map(|f| libc::sock_fprog {
-        len: f.len() as u16,
-        filter: f.as_ptr().cast_mut(),
+        len: f.program().len() as u16,
+        filter: f.program().as_ptr().cast_mut(),
     });
     // The child waits for the listener handover with a call the filter does not name.
-    let filtered_nr = filter.and_then(|f| f.get(3)).map(|op| i64::from(op.k));
-    let wait_with_read = filtered_nr == Some(libc::SYS_ppoll);
+    let wait_with_read = filter.is_some_and(|f| f.nr == syscalls::Sysno::ppoll);
     // SAFETY: chaos has a single thread here (documented precondition); the child only calls
     // async-signal-safe functions on memory prepared above.
     match unsafe { fork() }.map_err(LaunchError::Os)? {

@@ -246,6 +246,44 @@ fn seccomp_fails_exactly_the_nth_fsync() {
 }
 
 #[test]
+fn seccomp_catches_the_call_through_every_x86_abi() {
+    // Untraced first: x86-64 and i386 (int 0x80) fsync run, x32 has no ABI on these kernels.
+    let dir = scratch_dir();
+    let path = dir.path().to_str().unwrap();
+    let plain = std::process::Command::new(VICTIM)
+        .args(["steps", "fsync-abi", path])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write as _;
+            c.stdin.take().unwrap().write_all(b"1\n2\n3\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let plain = String::from_utf8_lossy(&plain.stdout).into_owned();
+    let untraced: Vec<_> = plain.lines().map(outcome).collect();
+    assert_eq!(untraced[0], "ok");
+    assert_eq!(untraced[2], "ok", "the i386 fsync runs: {plain}");
+    // Under the filter every one of them is handed over, and failed.
+    let mut chaos = inject(&format!(
+        "errno --syscall fsync --errno EIO --probability 1 --seed 1 --json -- {VICTIM} steps fsync-abi {path}"
+    ));
+    let got: Vec<_> = steps(&mut chaos, "fsync-abi", 3)
+        .iter()
+        .map(|l| outcome(l).to_string())
+        .collect();
+    assert_eq!(
+        got,
+        ["EIO", "EIO", "EIO"],
+        "x86-64, x32, i386: {:#?}",
+        chaos.out
+    );
+    chaos.finish();
+    assert_eq!(summary(&chaos)["injected"], 3);
+}
+
+#[test]
 fn seccomp_openat_under_a_path_follows_the_seeded_sequence() {
     let dir = scratch_dir();
     let path = dir.path().to_str().unwrap();

@@ -7,7 +7,8 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::util::{self, output};
 
-/// Debian packages: LLVM for bpf-linker; bpftool (tests check nothing stays attached);
+/// Debian packages: LLVM for bpf-linker; libseccomp-dev (chaos builds its seccomp filters
+/// with libseccomp and links it); bpftool (tests check nothing stays attached);
 /// strace and bpftrace (`bench observe` compares against them); the supervisors
 /// `chaos measure` is tested against (runit, s6, daemontools, supervisord); QEMU and a static
 /// busybox for the kernel-matrix guests; a Prometheus server (it scrapes `--prometheus` in the
@@ -15,8 +16,9 @@ use crate::util::{self, output};
 /// rendered headless); two real multi-process servers the service tests start on loopback
 /// (PostgreSQL, nginx); iproute2 and curl (the fleet test's hosts are network namespaces) and
 /// yamllint (it checks `deploy/`'s manifests).
-const PACKAGES: [&str; 17] = [
+const PACKAGES: [&str; 18] = [
     "llvm-22-dev",
+    "libseccomp-dev",
     "bpftool",
     "strace",
     "bpftrace",

@@ -431,10 +431,12 @@ fn seccomp_user_notif() -> Outcome {
 /// listener and exits with the answer (the filter goes with it).
 fn seccomp_sync_wake_up() -> bool {
     // Built before the fork: the child only makes raw syscalls.
-    let filter = crate::inject::seccomp::filter(libc::SYS_acct as u32);
+    let Ok(filter) = crate::inject::seccomp::Filter::notify_on(syscalls::Sysno::acct) else {
+        return false;
+    };
     let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr().cast_mut(),
+        len: filter.program().len() as u16,
+        filter: filter.program().as_ptr().cast_mut(),
     };
     // SAFETY: the child calls only async-signal-safe functions (prctl, seccomp, ioctl,
     // _exit) on memory prepared above.

@@ -10,30 +10,93 @@
 use std::{collections::HashMap, path::Path, time::Duration};
 
 use chaos_common::decide;
+use libseccomp::{ScmpAction, ScmpArch, ScmpFilterContext, ScmpSyscall};
+use syscalls::Sysno;
 
-/// `struct sock_filter` instructions (include/uapi/linux/filter.h, bpf_common.h).
-const BPF_LD_W_ABS: u16 = 0x20;
-const BPF_JEQ_K: u16 = 0x15;
-const BPF_RET_K: u16 = 0x06;
-/// `offsetof(struct seccomp_data, nr)` and `arch`.
-const DATA_NR: u32 = 0;
-const DATA_ARCH: u32 = 4;
-/// include/uapi/linux/audit.h.
-const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
-const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
-const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
+/// A seccomp program that hands every call of one syscall to the listener
+/// (`SECCOMP_RET_USER_NOTIF`) and allows everything else. libseccomp builds it, for every ABI
+/// an x86-64 process can make the call through: x86-64, x32 (`nr | 0x40000000`, same arch
+/// token) and i386 (`int 0x80`, its own numbers), so that no ABI slips past. Built before a
+/// fork: the child only hands the instructions to seccomp(2).
+#[derive(Debug)]
+pub struct Filter {
+    /// The syscall, as x86-64 numbers it.
+    pub nr: Sysno,
+    program: Vec<libc::sock_filter>,
+}
 
-/// The classic BPF program: notify on `nr` (x86-64 ABI), allow everything else.
-pub fn filter(nr: u32) -> Vec<libc::sock_filter> {
-    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
-    vec![
-        op(BPF_LD_W_ABS, 0, 0, DATA_ARCH),
-        op(BPF_JEQ_K, 0, 3, AUDIT_ARCH_X86_64),
-        op(BPF_LD_W_ABS, 0, 0, DATA_NR),
-        op(BPF_JEQ_K, 0, 1, nr),
-        op(BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF),
-        op(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
-    ]
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error("libseccomp cannot build a filter for {syscall}")]
+    Build {
+        syscall: &'static str,
+        #[source]
+        source: libseccomp::error::SeccompError,
+    },
+    #[error("cannot read the filter libseccomp exported")]
+    Export(#[source] std::io::Error),
+}
+
+impl Filter {
+    pub fn notify_on(nr: Sysno) -> Result<Self, FilterError> {
+        let build = |source| FilterError::Build {
+            syscall: nr.name(),
+            source,
+        };
+        let mut ctx = ScmpFilterContext::new(ScmpAction::Allow).map_err(build)?;
+        // The native arch (x86-64) is in every new context.
+        ctx.add_arch(ScmpArch::X32).map_err(build)?;
+        ctx.add_arch(ScmpArch::X86).map_err(build)?;
+        // No other ABI exists on x86-64; were one to appear, chaos leaves it alone.
+        ctx.set_act_badarch(ScmpAction::Allow).map_err(build)?;
+        // A native number, translated by libseccomp for the other ABIs (where the syscall
+        // has another name or is multiplexed, as connect through i386's socketcall, it
+        // writes those checks too).
+        ctx.add_rule(ScmpAction::Notify, ScmpSyscall::from(nr.id()))
+            .map_err(build)?;
+        Ok(Self {
+            nr,
+            program: export(&ctx)?,
+        })
+    }
+
+    pub fn program(&self) -> &[libc::sock_filter] {
+        &self.program
+    }
+}
+
+/// The classic BPF instructions of a libseccomp context (exported into a memfd: the
+/// export-to-memory call needs libseccomp 2.6, Debian 12 has 2.5).
+fn export(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>, FilterError> {
+    use std::io::{Read as _, Seek as _};
+    let fd =
+        nix::sys::memfd::memfd_create(c"chaos-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| FilterError::Export(e.into()))?;
+    ctx.export_bpf(&fd).map_err(|source| FilterError::Build {
+        syscall: "the export",
+        source,
+    })?;
+    let mut file = std::fs::File::from(fd);
+    let mut bytes = Vec::new();
+    file.rewind()
+        .and_then(|()| file.read_to_end(&mut bytes))
+        .map_err(FilterError::Export)?;
+    const INSN: usize = size_of::<libc::sock_filter>();
+    if bytes.is_empty() || bytes.len() % INSN != 0 || bytes.len() / INSN > u16::MAX as usize {
+        return Err(FilterError::Export(std::io::Error::other(format!(
+            "{} bytes is no BPF program",
+            bytes.len()
+        ))));
+    }
+    Ok(bytes
+        .chunks_exact(INSN)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect())
 }
 
 /// What to do with the calls the filter hands over. The watchdog decides each call with it
@@ -255,11 +318,65 @@ mod tests {
         assert!(later.hit, "a new minute");
     }
 
+    /// Runs a classic BPF seccomp program on (arch, nr): what it returns. Only the
+    /// instructions a syscall filter uses: loads of seccomp_data words, jumps, returns.
+    fn run(program: &[libc::sock_filter], arch: u32, nr: u32) -> u32 {
+        let word = |offset: u32| match offset {
+            0 => nr,
+            4 => arch,
+            _ => 0, // instruction pointer and arguments: this filter never reads them
+        };
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let i = program[pc];
+            pc += 1;
+            let (class, op, src) = (i.code & 0x07, i.code & 0xf0, i.code & 0x08);
+            let operand = if src == 0 { i.k } else { 0 };
+            match class {
+                0x00 if i.code == 0x20 => acc = word(i.k), // BPF_LD | BPF_W | BPF_ABS
+                0x04 if op == 0x50 => acc &= operand,      // BPF_ALU | BPF_AND
+                0x05 => {
+                    let taken = match op {
+                        0x00 => {
+                            pc += i.k as usize; // BPF_JA
+                            continue;
+                        }
+                        0x10 => acc == operand,
+                        0x20 => acc > operand,
+                        0x30 => acc >= operand,
+                        0x40 => acc & operand != 0,
+                        _ => panic!("jump {:#x}", i.code),
+                    };
+                    pc += usize::from(if taken { i.jt } else { i.jf });
+                }
+                0x06 => return i.k, // BPF_RET | BPF_K
+                _ => panic!("instruction {:#x}", i.code),
+            }
+        }
+    }
+
+    const NOTIFY: u32 = 0x7fc0_0000;
+    const ALLOW: u32 = 0x7fff_0000;
+    const X86_64: u32 = 0xc000_003e;
+    const I386: u32 = 0x4000_0003;
+    const X32_BIT: u32 = 0x4000_0000;
+
     #[test]
-    fn the_filter_notifies_on_one_syscall_only() {
-        let f = filter(libc::SYS_fsync as u32);
-        assert_eq!(f.len(), 6);
-        assert_eq!(f[3].k, libc::SYS_fsync as u32);
-        assert_eq!(f[4].k, SECCOMP_RET_USER_NOTIF);
+    fn the_filter_notifies_on_one_syscall_in_every_x86_abi() {
+        let f = Filter::notify_on(Sysno::fsync).unwrap();
+        let p = f.program();
+        // fsync: 74 on x86-64 and x32, 118 on i386; getpid: 39 and 20.
+        assert_eq!(run(p, X86_64, 74), NOTIFY);
+        assert_eq!(run(p, X86_64, X32_BIT | 74), NOTIFY, "x32");
+        assert_eq!(run(p, I386, 118), NOTIFY, "i386");
+        assert_eq!(run(p, X86_64, 39), ALLOW);
+        assert_eq!(run(p, X86_64, X32_BIT | 39), ALLOW);
+        assert_eq!(run(p, I386, 20), ALLOW);
+        assert_eq!(run(p, I386, 74), ALLOW, "i386's 74 is another call");
+        assert_eq!(
+            run(p, 0xc000_00b7, 74),
+            ALLOW,
+            "an unknown ABI is left alone"
+        );
     }
 }

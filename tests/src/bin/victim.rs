@@ -15,7 +15,8 @@
 //!   stdin, each reported on stdout as
 //!   `step KIND N ok` or `step KIND N err ENAME`; exits 0 at end of input. KIND: `fsync`
 //!   (append a byte to ARG/steps.dat, then fsync), `openat` (open ARG/fileN), `connect` (TCP to
-//!   127.0.0.1:ARG), `mkdir` (create ARG/dN).
+//!   127.0.0.1:ARG), `mkdir` (create ARG/dN), `fsync-abi` (as `fsync`, through the x86-64,
+//!   x32 and i386 syscall ABIs in turn: step 1 x86-64, 2 x32, 3 i386, 4 x86-64...).
 //! - `after-usr1 KIND DIR`: block SIGUSR1, say `ready`, wait for it, then make one call of
 //!   KIND (`open`, `read`, `write`, `connect`, `fork`, `exec`, `unlink`, `rename`, `mkdir`,
 //!   on files under DIR; `connect` to 127.0.0.1:1) and report it as `steps` does.
@@ -184,6 +185,44 @@ fn report(what: &str, kind: &str, n: usize, result: std::io::Result<()>) {
 
 extern "C" fn on_usr1(_: libc::c_int) {}
 
+/// fsync(fd) through ABI `abi`: 1 x86-64, 2 x32 (its number with bit 30 set; a kernel
+/// without the x32 ABI answers ENOSYS), 0 i386 (`int 0x80`, number 118).
+fn fsync_through(abi: usize, fd: i32) -> std::io::Result<()> {
+    let ret: i64 = match abi {
+        1 => {
+            // SAFETY: fsync on an fd this process owns.
+            unsafe { libc::syscall(libc::SYS_fsync, fd) }
+        }
+        2 => {
+            // SAFETY: as above, by the x32 number.
+            unsafe { libc::syscall(libc::SYS_fsync | 0x4000_0000, fd) }
+        }
+        _ => {
+            let mut rax: u64 = 118;
+            // SAFETY: the i386 fsync through int 0x80 (ebx: the fd). rbx is LLVM's, so it is
+            // swapped in and back out; nothing else is touched but rax (the result).
+            unsafe {
+                std::arch::asm!(
+                    "xchg {fd}, rbx",
+                    "int 0x80",
+                    "xchg {fd}, rbx",
+                    fd = inout(reg) u64::from(fd as u32) => _,
+                    inout("rax") rax,
+                );
+            }
+            let ret = rax as u32 as i32;
+            if ret < 0 {
+                return Err(std::io::Error::from_raw_os_error(-ret));
+            }
+            0
+        }
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn steps(kind: &str, arg: &str) -> ! {
     use std::io::BufRead as _;
     // A handler, so that a SIGUSR1 is taken and survived (the signal_deliver proof).
@@ -206,6 +245,18 @@ fn steps(kind: &str, arg: &str) -> ! {
                         .expect("open steps.dat")
                 });
                 file.write_all(b"s").and_then(|()| file.sync_all())
+            }
+            "fsync-abi" => {
+                use std::os::fd::AsRawFd as _;
+                let file = log.get_or_insert_with(|| {
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(dir.join("steps.dat"))
+                        .expect("open steps.dat")
+                });
+                file.write_all(b"s")
+                    .and_then(|()| fsync_through(n % 3, file.as_raw_fd()))
             }
             "openat" => std::fs::File::open(dir.join(format!("file{n}"))).map(drop),
             "connect" => {

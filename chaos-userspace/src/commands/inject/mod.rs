@@ -115,7 +115,9 @@ pub fn run(command: InjectCommand) -> Result<u8, Failure> {
         }))?;
     }
     let filter = match &config.fault.action {
-        FaultAction::Seccomp { nr, .. } => Some(seccomp::filter(nr.id() as u32)),
+        FaultAction::Seccomp { nr, .. } => {
+            Some(seccomp::Filter::notify_on(*nr).map_err(|e| Failure::running(EXIT_FAILURE, e))?)
+        }
         _ => None,
     };
     let launched = if config.targets.command.is_empty() {
@@ -124,7 +126,7 @@ pub fn run(command: InjectCommand) -> Result<u8, Failure> {
         launch::become_subreaper()?;
         Some(launch::launch_filtered(
             &config.targets.command,
-            filter.as_deref(),
+            filter.as_ref(),
         )?)
     };
     let mut targets: Targets = targets;
