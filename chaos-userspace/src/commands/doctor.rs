@@ -419,9 +419,14 @@ fn seccomp_user_notif() -> Outcome {
             std::io::Error::last_os_error()
         ));
     }
+    let libseccomp = libseccomp::ScmpVersion::current()
+        .map_err(|e| format!("libseccomp, which builds chaos's filters, is unusable: {e}"))?;
     Ok(format!(
-        "available (notification {} bytes); synchronous wake-up (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 6.7+): {}",
+        "available (notification {} bytes; filters built by libseccomp {}.{}.{} for x86-64, x32 and i386); synchronous wake-up (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 6.7+): {}",
         sizes[0],
+        libseccomp.major,
+        libseccomp.minor,
+        libseccomp.micro,
         if seccomp_sync_wake_up() { "yes" } else { "no" }
     ))
 }
