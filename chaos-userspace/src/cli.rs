@@ -380,6 +380,11 @@ pub struct InjectErrnoArgs {
     /// Only calls whose path starts with PREFIX are candidates (seccomp backend).
     #[arg(long, value_name = "PREFIX")]
     pub path: Option<String>,
+    /// Only calls whose argument N matches are candidates: N=VALUE, N&MASK=VALUE or N&MASK
+    /// (every bit of MASK set); numbers or O_ flags (2&O_CREAT). Repeat for more (all must
+    /// match). Checked in the kernel by the seccomp filter: no other call leaves it.
+    #[arg(long, value_name = "COND")]
+    pub arg: Vec<String>,
     /// seccomp or lsm (default: seccomp with -- CMD, else lsm).
     #[arg(long, value_enum)]
     pub backend: Option<ErrnoBackend>,

@@ -284,6 +284,32 @@ fn seccomp_catches_the_call_through_every_x86_abi() {
 }
 
 #[test]
+fn an_argument_condition_is_checked_in_the_kernel_and_no_other_call_is_handed_over() {
+    let dir = scratch_dir();
+    let path = dir.path().to_str().unwrap();
+    for i in [1, 3] {
+        std::fs::write(dir.path().join(format!("file{i}")), b"x").unwrap();
+    }
+    let mut chaos = inject(&format!(
+        "errno --syscall openat --errno EACCES --arg 2&O_CREAT --seed 1 --json -- {VICTIM} steps open-or-create {path}"
+    ));
+    let got: Vec<_> = steps(&mut chaos, "open-or-create", 4)
+        .iter()
+        .map(|l| outcome(l).to_string())
+        .collect();
+    assert_eq!(got, ["ok", "EACCES", "ok", "EACCES"]);
+    assert_eq!(chaos.finish(), 0, "{:#?}", chaos.out);
+    // The dynamic loader's opens, the victim's two plain opens: none reached the watchdog.
+    let s = summary(&chaos);
+    assert_eq!(
+        s["intercepted"],
+        serde_json::json!({"calls": 2, "processes": 1}),
+        "{s}"
+    );
+    assert_eq!(s["confirmed"], 2);
+}
+
+#[test]
 fn seccomp_openat_under_a_path_follows_the_seeded_sequence() {
     let dir = scratch_dir();
     let path = dir.path().to_str().unwrap();

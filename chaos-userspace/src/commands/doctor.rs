@@ -436,7 +436,7 @@ fn seccomp_user_notif() -> Outcome {
 /// listener and exits with the answer (the filter goes with it).
 fn seccomp_sync_wake_up() -> bool {
     // Built before the fork: the child only makes raw syscalls.
-    let Ok(filter) = crate::inject::seccomp::Filter::notify_on(syscalls::Sysno::acct) else {
+    let Ok(filter) = crate::inject::seccomp::Filter::notify_on(syscalls::Sysno::acct, &[]) else {
         return false;
     };
     let prog = libc::sock_fprog {

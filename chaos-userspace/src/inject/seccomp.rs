@@ -38,7 +38,8 @@ pub enum FilterError {
 }
 
 impl Filter {
-    pub fn notify_on(nr: Sysno) -> Result<Self, FilterError> {
+    /// Notifies on the calls of `nr` whose arguments match all of `args`.
+    pub fn notify_on(nr: Sysno, args: &[ArgMatch]) -> Result<Self, FilterError> {
         let build = |source| FilterError::Build {
             syscall: nr.name(),
             source,
@@ -52,7 +53,8 @@ impl Filter {
         // A native number, translated by libseccomp for the other ABIs (where the syscall
         // has another name or is multiplexed, as connect through i386's socketcall, it
         // writes those checks too).
-        ctx.add_rule(ScmpAction::Notify, ScmpSyscall::from(nr.id()))
+        let compares: Vec<_> = args.iter().map(ArgMatch::compare).collect();
+        ctx.add_rule_conditional(ScmpAction::Notify, ScmpSyscall::from(nr.id()), &compares)
             .map_err(build)?;
         Ok(Self {
             nr,
@@ -113,8 +115,109 @@ pub struct Rule {
     pub count: Option<u32>,
     /// Only calls whose path argument starts with this are candidates.
     pub path: Option<String>,
+    /// Only calls whose arguments match all of these are candidates; the filter checks them
+    /// in the kernel, so that no other call is handed over at all.
+    #[serde(default)]
+    pub args: Vec<ArgMatch>,
     pub max_per_minute: u32,
     pub dry_run: bool,
+}
+
+/// A condition on one argument: `(arg & mask) == value` (mask: every bit when None).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ArgMatch {
+    /// 0 to 5.
+    pub index: u8,
+    pub mask: Option<u64>,
+    pub value: u64,
+}
+
+impl ArgMatch {
+    /// `N=VALUE`, `N&MASK=VALUE` or `N&MASK` (all of MASK's bits set). Numbers are decimal,
+    /// 0x hex or 0o octal, or open(2) flag names joined by `|` (O_CREAT|O_TRUNC).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("--arg {text}: {why}; give N=VALUE, N&MASK=VALUE or N&MASK");
+        let (lhs, value) = match text.split_once('=') {
+            Some((l, v)) => (l, Some(v)),
+            None => (text, None),
+        };
+        let (index, mask) = match lhs.split_once('&') {
+            Some((i, m)) => (i, Some(number(m).map_err(|e| bad(&e))?)),
+            None => (lhs, None),
+        };
+        let index: u8 = index
+            .trim()
+            .parse()
+            .ok()
+            .filter(|i| *i < 6)
+            .ok_or_else(|| bad("the argument number is 0 to 5"))?;
+        let value = match (value, mask) {
+            (Some(v), _) => number(v).map_err(|e| bad(&e))?,
+            (None, Some(m)) => m,
+            (None, None) => return Err(bad("no value")),
+        };
+        if mask.is_some_and(|m| value & !m != 0) {
+            return Err(bad(
+                "the value has bits outside the mask, so no call could match",
+            ));
+        }
+        Ok(Self { index, mask, value })
+    }
+
+    fn compare(&self) -> libseccomp::ScmpArgCompare {
+        let op = match self.mask {
+            Some(m) => libseccomp::ScmpCompareOp::MaskedEqual(m),
+            None => libseccomp::ScmpCompareOp::Equal,
+        };
+        libseccomp::ScmpArgCompare::new(u32::from(self.index), op, self.value)
+    }
+}
+
+impl std::fmt::Display for ArgMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.mask {
+            Some(m) => write!(f, "arg{} & {m:#x} == {:#x}", self.index, self.value),
+            None => write!(f, "arg{} == {}", self.index, self.value),
+        }
+    }
+}
+
+/// A number, or open(2) flags by name joined by `|`.
+fn number(text: &str) -> Result<u64, String> {
+    const FLAGS: [(&str, i32); 14] = [
+        ("O_WRONLY", libc::O_WRONLY),
+        ("O_RDWR", libc::O_RDWR),
+        ("O_CREAT", libc::O_CREAT),
+        ("O_EXCL", libc::O_EXCL),
+        ("O_NOCTTY", libc::O_NOCTTY),
+        ("O_TRUNC", libc::O_TRUNC),
+        ("O_APPEND", libc::O_APPEND),
+        ("O_NONBLOCK", libc::O_NONBLOCK),
+        ("O_DSYNC", libc::O_DSYNC),
+        ("O_SYNC", libc::O_SYNC),
+        ("O_DIRECT", libc::O_DIRECT),
+        ("O_DIRECTORY", libc::O_DIRECTORY),
+        ("O_CLOEXEC", libc::O_CLOEXEC),
+        ("O_TMPFILE", libc::O_TMPFILE),
+    ];
+    text.split('|')
+        .map(|part| {
+            let part = part.trim();
+            let parsed = if let Some(hex) = part.strip_prefix("0x") {
+                u64::from_str_radix(hex, 16).ok()
+            } else if let Some(oct) = part.strip_prefix("0o") {
+                u64::from_str_radix(oct, 8).ok()
+            } else if part.starts_with(|c: char| c.is_ascii_digit()) {
+                part.parse().ok()
+            } else {
+                FLAGS
+                    .iter()
+                    .find(|(name, _)| *name == part)
+                    .map(|(_, v)| *v as u64)
+            };
+            parsed.ok_or_else(|| format!("{part:?} is neither a number nor an O_ flag"))
+        })
+        .try_fold(0u64, |acc, v| v.map(|v| acc | v))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -233,6 +336,7 @@ mod tests {
             seed: 1,
             count: None,
             path: None,
+            args: Vec::new(),
             max_per_minute: 600,
             dry_run: false,
         }
@@ -321,10 +425,23 @@ mod tests {
     /// Runs a classic BPF seccomp program on (arch, nr): what it returns. Only the
     /// instructions a syscall filter uses: loads of seccomp_data words, jumps, returns.
     fn run(program: &[libc::sock_filter], arch: u32, nr: u32) -> u32 {
+        run_with(program, arch, nr, [0; 6])
+    }
+
+    fn run_with(program: &[libc::sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+        // struct seccomp_data: nr, arch, instruction_pointer, args (little-endian words).
         let word = |offset: u32| match offset {
             0 => nr,
             4 => arch,
-            _ => 0, // instruction pointer and arguments: this filter never reads them
+            16.. if offset < 64 => {
+                let arg = args[(offset as usize - 16) / 8];
+                if offset % 8 == 0 {
+                    arg as u32
+                } else {
+                    (arg >> 32) as u32
+                }
+            }
+            _ => 0,
         };
         let (mut pc, mut acc) = (0usize, 0u32);
         loop {
@@ -363,7 +480,7 @@ mod tests {
 
     #[test]
     fn the_filter_notifies_on_one_syscall_in_every_x86_abi() {
-        let f = Filter::notify_on(Sysno::fsync).unwrap();
+        let f = Filter::notify_on(Sysno::fsync, &[]).unwrap();
         let p = f.program();
         // fsync: 74 on x86-64 and x32, 118 on i386; getpid: 39 and 20.
         assert_eq!(run(p, X86_64, 74), NOTIFY);
@@ -378,5 +495,46 @@ mod tests {
             ALLOW,
             "an unknown ABI is left alone"
         );
+    }
+
+    #[test]
+    fn argument_conditions_parse_and_the_filter_checks_them() {
+        let creat = ArgMatch::parse("2&O_CREAT").unwrap();
+        assert_eq!(
+            creat,
+            ArgMatch {
+                index: 2,
+                mask: Some(libc::O_CREAT as u64),
+                value: libc::O_CREAT as u64
+            }
+        );
+        let fd = ArgMatch::parse("0=7").unwrap();
+        assert_eq!((fd.index, fd.mask, fd.value), (0, None, 7));
+        let both = ArgMatch::parse("1&0x3=0o1").unwrap();
+        assert_eq!((both.mask, both.value), (Some(3), 1));
+        assert_eq!(
+            ArgMatch::parse("2&O_CREAT|O_TRUNC").unwrap().value,
+            (libc::O_CREAT | libc::O_TRUNC) as u64
+        );
+        for (bad, why) in [
+            ("6=1", "0 to 5"),
+            ("x=1", "0 to 5"),
+            ("1", "no value"),
+            ("1&0x1=0x2", "outside the mask"),
+            ("2&O_BOGUS", "neither a number nor an O_ flag"),
+        ] {
+            let err = ArgMatch::parse(bad).unwrap_err();
+            assert!(err.contains(why) && err.contains(bad), "{bad}: {err}");
+        }
+
+        let f = Filter::notify_on(Sysno::openat, &[creat]).unwrap();
+        let p = f.program();
+        // openat: 257 on x86-64, 295 on i386; its flags are argument 2.
+        let flags = |f: i32| [0, 0, f as u64, 0, 0, 0];
+        let creating = libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC;
+        assert_eq!(run_with(p, X86_64, 257, flags(creating)), NOTIFY);
+        assert_eq!(run_with(p, X86_64, 257, flags(libc::O_RDONLY)), ALLOW);
+        assert_eq!(run_with(p, I386, 295, flags(creating)), NOTIFY);
+        assert_eq!(run_with(p, I386, 295, flags(libc::O_RDONLY)), ALLOW);
     }
 }

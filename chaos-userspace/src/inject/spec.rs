@@ -161,8 +161,9 @@ impl FaultSpec {
                         nr.name()
                     ),
                 };
+                let args: String = rule.args.iter().map(|a| format!(", {a}")).collect();
                 format!(
-                    "{what} ({}{}; seccomp, {})",
+                    "{what} ({}{}{args}; seccomp, {})",
                     choice(rule.nth, rule.threshold),
                     rule.path
                         .as_ref()

@@ -704,6 +704,7 @@ mod tests {
                 seed: 1,
                 count: None,
                 path: None,
+                args: Vec::new(),
                 max_per_minute: 600,
                 dry_run: false,
             },

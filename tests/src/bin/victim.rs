@@ -16,7 +16,8 @@
 //!   `step KIND N ok` or `step KIND N err ENAME`; exits 0 at end of input. KIND: `fsync`
 //!   (append a byte to ARG/steps.dat, then fsync), `openat` (open ARG/fileN), `connect` (TCP to
 //!   127.0.0.1:ARG), `mkdir` (create ARG/dN), `fsync-abi` (as `fsync`, through the x86-64,
-//!   x32 and i386 syscall ABIs in turn: step 1 x86-64, 2 x32, 3 i386, 4 x86-64...).
+//!   x32 and i386 syscall ABIs in turn: step 1 x86-64, 2 x32, 3 i386, 4 x86-64...),
+//!   `open-or-create` (odd steps open ARG/fileN, even steps create ARG/newN: O_CREAT).
 //! - `after-usr1 KIND DIR`: block SIGUSR1, say `ready`, wait for it, then make one call of
 //!   KIND (`open`, `read`, `write`, `connect`, `fork`, `exec`, `unlink`, `rename`, `mkdir`,
 //!   on files under DIR; `connect` to 127.0.0.1:1) and report it as `steps` does.
@@ -259,6 +260,10 @@ fn steps(kind: &str, arg: &str) -> ! {
                     .and_then(|()| fsync_through(n % 3, file.as_raw_fd()))
             }
             "openat" => std::fs::File::open(dir.join(format!("file{n}"))).map(drop),
+            "open-or-create" if n % 2 == 1 => {
+                std::fs::File::open(dir.join(format!("file{n}"))).map(drop)
+            }
+            "open-or-create" => std::fs::File::create(dir.join(format!("new{n}"))).map(drop),
             "connect" => {
                 std::net::TcpStream::connect(("127.0.0.1", arg.parse::<u16>().expect("PORT")))
                     .map(drop)

@@ -15,7 +15,7 @@ use crate::{
     fault::Hit,
     inject::{
         ERRNO_CEILING_PER_MINUTE, SIGNAL_CEILING_PER_MINUTE, fresh_seed, names,
-        seccomp::{Action, Rule},
+        seccomp::{Action, ArgMatch, Rule},
         spec::{Calls, FaultAction, FaultSpec, LSM_SYSCALLS, SignalSchedule, Timing, lsm_errno},
     },
     target::TargetSpec,
@@ -155,6 +155,7 @@ impl InjectConfig {
                 seed,
                 count: None,
                 path: None,
+                args: Vec::new(),
                 max_per_minute,
                 dry_run: args.common.dry_run,
             };
@@ -210,6 +211,12 @@ impl InjectConfig {
         if args.count == Some(0) {
             return Err(refused("--count 0: give at least 1".into()));
         }
+        let arg_matches = args
+            .arg
+            .iter()
+            .map(|a| ArgMatch::parse(a))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(refused)?;
         let backend = args.backend.unwrap_or(if launched {
             ErrnoBackend::Seccomp
         } else {
@@ -237,12 +244,18 @@ impl InjectConfig {
                         seed,
                         count: args.count,
                         path: args.path.clone(),
+                        args: arg_matches.clone(),
                         max_per_minute,
                         dry_run: args.common.dry_run,
                     },
                 }
             }
             ErrnoBackend::Lsm => {
+                if !arg_matches.is_empty() {
+                    return Err(refused(
+                        "--arg needs the seccomp backend (-- CMD): the lsm backend sees hooks, not syscall arguments".into(),
+                    ));
+                }
                 if args.path.is_some() {
                     return Err(refused(
                         "--path needs the seccomp backend (-- CMD): the lsm backend does not read paths".into(),
@@ -389,6 +402,14 @@ mod tests {
             (
                 "errno --syscall fsync --errno EIO --count 0 -- true",
                 "--count 0: give at least 1",
+            ),
+            (
+                "errno --syscall fsync --errno EIO --arg 9=1 -- true",
+                "--arg 9=1: the argument number is 0 to 5",
+            ),
+            (
+                "errno --syscall openat --errno EIO --arg 2&O_CREAT --pid 5",
+                "--arg needs the seccomp backend",
             ),
         ];
         for (line, expected) in cases {

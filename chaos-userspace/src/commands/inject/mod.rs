@@ -115,9 +115,10 @@ pub fn run(command: InjectCommand) -> Result<u8, Failure> {
         }))?;
     }
     let filter = match &config.fault.action {
-        FaultAction::Seccomp { nr, .. } => {
-            Some(seccomp::Filter::notify_on(*nr).map_err(|e| Failure::running(EXIT_FAILURE, e))?)
-        }
+        FaultAction::Seccomp { nr, rule } => Some(
+            seccomp::Filter::notify_on(*nr, &rule.args)
+                .map_err(|e| Failure::running(EXIT_FAILURE, e))?,
+        ),
         _ => None,
     };
     let launched = if config.targets.command.is_empty() {

@@ -425,6 +425,7 @@ fn seccomp_spec(nth: Option<u32>) -> FaultSpec {
                 seed: 1,
                 count: None,
                 path: None,
+                args: Vec::new(),
                 max_per_minute: 600,
                 dry_run: false,
             },
