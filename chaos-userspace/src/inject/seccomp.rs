@@ -435,7 +435,7 @@ mod tests {
             4 => arch,
             16.. if offset < 64 => {
                 let arg = args[(offset as usize - 16) / 8];
-                if offset % 8 == 0 {
+                if offset.is_multiple_of(8) {
                     arg as u32
                 } else {
                     (arg >> 32) as u32
