@@ -221,7 +221,9 @@ impl Watchdog {
         let len =
             match nix::sys::socket::recv(self.socket.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT)
             {
-                Ok(0) => return Ok(None),
+                // ECONNRESET: it exited (its last filtered process gone) before reading what
+                // chaos sent last (an exit, the stop); what it sent before is read first.
+                Ok(0) | Err(nix::errno::Errno::ECONNRESET) => return Ok(None),
                 Ok(n) => n,
                 Err(nix::errno::Errno::EAGAIN) => return Err(std::io::ErrorKind::WouldBlock.into()),
                 Err(e) => return Err(e.into()),
