@@ -238,6 +238,24 @@ pub struct CallDecision {
     pub hit: bool,
 }
 
+#[cfg(test)]
+impl Rule {
+    /// Fails every candidate (or only the `nth`) with `errno`, seed 1, no other limit.
+    pub(crate) fn failing_with(errno: i32, nth: Option<u32>) -> Self {
+        Self {
+            action: Action::Fail(errno),
+            nth,
+            threshold: chaos_common::threshold(1.0),
+            seed: 1,
+            count: None,
+            path: None,
+            args: Vec::new(),
+            max_per_minute: 600,
+            dry_run: false,
+        }
+    }
+}
+
 /// The per-process counts and limits behind [`Rule`]; pure, so a dry run and the tests can
 /// play it without a kernel.
 #[derive(Debug, Default)]
@@ -329,17 +347,7 @@ mod tests {
     use super::*;
 
     fn plan() -> Rule {
-        Rule {
-            action: Action::Fail(libc::EIO),
-            nth: None,
-            threshold: chaos_common::threshold(1.0),
-            seed: 1,
-            count: None,
-            path: None,
-            args: Vec::new(),
-            max_per_minute: 600,
-            dry_run: false,
-        }
+        Rule::failing_with(libc::EIO, None)
     }
 
     fn hits(decider: &mut Decider, plan: &Rule, tgid: u32, calls: u32) -> Vec<bool> {

@@ -695,23 +695,22 @@ fn pidfd_signal(fd: &OwnedFd, signal: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inject::seccomp::Action;
 
     fn deciding(nth: Option<u32>) -> Deciding {
         Deciding {
-            rule: Rule {
-                action: Action::Fail(libc::EIO),
-                nth,
-                threshold: chaos_common::threshold(1.0),
-                seed: 1,
-                count: None,
-                path: None,
-                args: Vec::new(),
-                max_per_minute: 600,
-                dry_run: false,
-            },
+            rule: Rule::failing_with(libc::EIO, nth),
             path_arg: None,
         }
+    }
+
+    fn pair() -> (OwnedFd, OwnedFd) {
+        socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::empty(),
+        )
+        .unwrap()
     }
 
     fn call(id: u64) -> Notif {
@@ -725,13 +724,7 @@ mod tests {
 
     #[test]
     fn the_watchdog_passes_and_counts_all_but_the_nth_call_which_it_hands_to_chaos() {
-        let (socket, _) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::empty(),
-        )
-        .unwrap();
+        let (socket, _) = pair();
         let mut state = State::new();
         let pass = |counted| Judged::Pass { counted };
         let hit = |tgid, nth| Judged::Hit {
@@ -780,13 +773,7 @@ mod tests {
                 path: Some("/data/x".into())
             })
         );
-        let (mine, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::empty(),
-        )
-        .unwrap();
+        let (mine, theirs) = pair();
         let mut state = State::new();
         state
             .passed

@@ -237,17 +237,7 @@ fn steps(kind: &str, arg: &str) -> ! {
         }
         let n = i + 1;
         let result: std::io::Result<()> = match kind {
-            "fsync" => {
-                let file = log.get_or_insert_with(|| {
-                    OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(dir.join("steps.dat"))
-                        .expect("open steps.dat")
-                });
-                file.write_all(b"s").and_then(|()| file.sync_all())
-            }
-            "fsync-abi" => {
+            "fsync" | "fsync-abi" => {
                 use std::os::fd::AsRawFd as _;
                 let file = log.get_or_insert_with(|| {
                     OpenOptions::new()
@@ -256,8 +246,13 @@ fn steps(kind: &str, arg: &str) -> ! {
                         .open(dir.join("steps.dat"))
                         .expect("open steps.dat")
                 });
-                file.write_all(b"s")
-                    .and_then(|()| fsync_through(n % 3, file.as_raw_fd()))
+                file.write_all(b"s").and_then(|()| {
+                    if kind == "fsync" {
+                        file.sync_all()
+                    } else {
+                        fsync_through(n % 3, file.as_raw_fd())
+                    }
+                })
             }
             "openat" => std::fs::File::open(dir.join(format!("file{n}"))).map(drop),
             "open-or-create" if n % 2 == 1 => {

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use chaos_common::threshold;
 use nix::sys::signal::Signal;
 use syscalls::Sysno;
 
@@ -12,7 +11,7 @@ use crate::{
     fault::{Backend, FaultKind, Hit, KernelRule, Role},
     inject::{
         ledger::Intercepted,
-        seccomp::{self, Rule},
+        seccomp::Rule,
         spec::{FaultAction, SignalSchedule},
         window::Window,
     },
@@ -418,17 +417,7 @@ fn seccomp_spec(nth: Option<u32>) -> FaultSpec {
         index: 0,
         action: FaultAction::Seccomp {
             nr: Sysno::fsync,
-            rule: Rule {
-                action: seccomp::Action::Fail(libc::EIO),
-                nth,
-                threshold: threshold(1.0),
-                seed: 1,
-                count: None,
-                path: None,
-                args: Vec::new(),
-                max_per_minute: 600,
-                dry_run: false,
-            },
+            rule: Rule::failing_with(libc::EIO, nth),
         },
         count: None,
         seed: 1,
