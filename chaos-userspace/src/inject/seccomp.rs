@@ -312,6 +312,13 @@ impl Decider {
         }
     }
 
+    /// A hit on `tgid` never ran: its call is not counted, nor its share of the limits.
+    pub fn undo_hit(&mut self, tgid: u32) {
+        self.undo(tgid);
+        self.total = self.total.saturating_sub(1);
+        self.window.1 = self.window.1.saturating_sub(1);
+    }
+
     /// A process exited: its pid may come back as another process.
     pub fn forget(&mut self, tgid: u32) {
         self.calls.remove(&tgid);

@@ -221,9 +221,10 @@ impl Watchdog {
         let len =
             match nix::sys::socket::recv(self.socket.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT)
             {
-                // ECONNRESET: it exited (its last filtered process gone) before reading what
-                // chaos sent last (an exit, the stop); what it sent before is read first.
-                Ok(0) | Err(nix::errno::Errno::ECONNRESET) => return Ok(None),
+                Ok(0) => return Ok(None),
+                // It exited (its last filtered process gone) before reading what chaos sent
+                // last: the kernel reports that once, before what it sent is read.
+                Err(nix::errno::Errno::ECONNRESET) => return self.next_message(),
                 Ok(n) => n,
                 Err(nix::errno::Errno::EAGAIN) => return Err(std::io::ErrorKind::WouldBlock.into()),
                 Err(e) => return Err(e.into()),
@@ -334,7 +335,8 @@ impl State {
     /// Applies a message from chaos; returns a verdict if it was one.
     fn apply(&mut self, message: Message, socket: &OwnedFd) -> Option<(u64, Response)> {
         match message {
-            Message::Listener(fd) => self.listener = Some(fd),
+            Message::Listener(fd) if self.listener.is_none() => self.listener = Some(fd),
+            Message::Listener(_) => {}
             Message::Decide(deciding) => {
                 self.judge = Some(Judge {
                     deciding,
@@ -447,6 +449,13 @@ impl State {
         }
     }
 
+    /// A hit on `tgid` never ran: its call, and the limits it used, are given back.
+    fn unhit(&mut self, tgid: u32) {
+        if let Some(j) = &mut self.judge {
+            j.decider.undo_hit(tgid);
+        }
+    }
+
     /// A passed call of `tgid` never ran: the kernel no longer had its notification when
     /// the answer came (its caller was interrupted, and will make the call again, or died).
     fn unpass(&mut self, tgid: u32) {
@@ -513,9 +522,15 @@ fn run(socket: OwnedFd) -> i32 {
             }
             continue;
         }
+        // Only a listener poll said readable: RECV blocks until a call comes, and the
+        // watchdog must keep reading chaos's socket (a batch timeout, a freeze, chaos's end).
+        let readable = fds.get(1).is_some_and(|f| f.revents & libc::POLLIN != 0);
         let Some(listener) = state.listener.as_ref().map(|l| l.as_raw_fd()) else {
             continue;
         };
+        if !readable {
+            continue;
+        }
         let Some(notif) = receive(listener) else {
             continue;
         };
@@ -543,8 +558,10 @@ fn run(socket: OwnedFd) -> i32 {
                 break;
             }
         }
-        if state.listener.is_some() {
-            respond(listener, notif.id, verdict);
+        if state.listener.is_some() && !respond(listener, notif.id, verdict) {
+            // The caller was interrupted (it will make the call again) or died: the hit
+            // never happened.
+            state.unhit(tgid);
         }
     }
     // chaos is gone: thaw what it froze, then serve the filter alone.
