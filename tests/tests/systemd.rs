@@ -261,12 +261,22 @@ fn restart_sec_is_measured_in_reaped_to_forked_and_systemd_agrees(#[case] restar
             e["supervisor"], 1,
             "systemd, pid 1, is the supervisor: {e:#}"
         );
-        let waited = phase(e, "reaped_to_forked");
-        assert!(
-            (restart_ns..restart_ns + TIMER_SLACK).contains(&waited),
-            "RestartSec={restart_ms}ms: reaped -> forked {waited} ns: {e:#}"
-        );
+        // systemd arms its RestartSec timer when it handles the exit (ExecMainExit), which
+        // can come before the kernel's reap: systemd 257 reaps after it has dispatched the
+        // exit, 8-13 ms later under TCG. So reaped -> forked may fall short of RestartSec by
+        // that lag, and no more; ExecMainExit -> forked never falls short.
         assert_agrees(e);
+        let waited = phase(e, "reaped_to_forked");
+        let lag = at(e, "reaped") - systemd_ns(e, "exec_main_exit_ns");
+        assert!(
+            (restart_ns.saturating_sub(lag)..restart_ns + TIMER_SLACK).contains(&waited),
+            "RestartSec={restart_ms}ms: reaped -> forked {waited} ns, systemd saw the exit {lag} ns before the reap: {e:#}"
+        );
+        let since_exit = at(e, "forked") - systemd_ns(e, "exec_main_exit_ns");
+        assert!(
+            since_exit >= restart_ns,
+            "RestartSec={restart_ms}ms: ExecMainExit -> forked {since_exit} ns: {e:#}"
+        );
     }
     let systemd = &m.summary.as_ref().unwrap()["data"]["systemd"];
     assert_eq!(
