@@ -236,6 +236,55 @@ pub struct Episode {
     /// What systemd recorded of it (`--unit`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd: Option<SystemdTimes>,
+    /// The power cut that began the episode (`kind = "power_loss"`): the episode's fault
+    /// milestone is the cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<PowerLoss>,
+    /// The data check run after this recovery (`chaos run`'s `hypothesis.verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<EpisodeVerify>,
+}
+
+/// What the verify command said after a recovery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpisodeVerify {
+    pub passed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A power cut, as an episode reports it (CLOCK_MONOTONIC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerLoss {
+    /// The fault that cut the power.
+    pub fault_id: u64,
+    /// From then on the device dropped every write.
+    pub cut_ns: u64,
+    /// The filesystem mounted again, its journal recovered.
+    pub remounted_ns: Option<u64>,
+    /// The remount phase: cut -> remounted (the kill, the unmount, the table restored and
+    /// journal recovery); the service and its supervisor stay frozen through it.
+    pub remount_ns: Option<u64>,
+    /// Each process the cut killed, with what it had written and not synced then: what
+    /// the cut could lose.
+    pub unsynced: Vec<Unsynced>,
+}
+
+impl PowerLoss {
+    /// The bytes written and not synced at the cut, over every process it killed (None
+    /// without the fsync hook).
+    pub fn unsynced_bytes(&self) -> Option<u64> {
+        self.unsynced.iter().map(|u| u.bytes).sum()
+    }
+}
+
+/// A process a power cut killed, and its bytes written since its last successful
+/// fsync-family call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsynced {
+    pub pid: u32,
+    pub comm: String,
+    pub bytes: Option<u64>,
 }
 
 /// A descendant of a dead instance that outlived it.

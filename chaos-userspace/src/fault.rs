@@ -16,6 +16,9 @@ pub enum FaultKind {
     Signal,
     /// A syscall fails with an errno.
     Errno,
+    /// A power cut: every write after it is lost, the service killed, its filesystem
+    /// remounted.
+    PowerLoss,
 }
 
 impl FaultKind {
@@ -23,6 +26,7 @@ impl FaultKind {
         match self {
             FaultKind::Signal => "signal",
             FaultKind::Errno => "errno",
+            FaultKind::PowerLoss => "power_loss",
         }
     }
 }
@@ -51,6 +55,10 @@ pub enum Backend {
     /// A BPF LSM program returns the errno.
     #[serde(rename = "lsm")]
     Lsm,
+    /// dm-flakey drops every write from the cut on; the frozen service is SIGKILLed
+    /// through pidfds.
+    #[serde(rename = "dm-flakey")]
+    PowerCut,
 }
 
 impl Backend {
@@ -63,6 +71,7 @@ impl Backend {
             Backend::Seccomp => "seccomp",
             Backend::SeccompBefore => "seccomp (before the call)",
             Backend::Lsm => "lsm",
+            Backend::PowerCut => "dm-flakey",
         }
     }
 
@@ -225,6 +234,7 @@ mod tests {
             Backend::Seccomp,
             Backend::SeccompBefore,
             Backend::Lsm,
+            Backend::PowerCut,
         ] {
             let json = serde_json::to_string(&backend).unwrap();
             assert_eq!(json, format!("\"{}\"", backend.as_str()));

@@ -31,6 +31,7 @@ pub mod launch;
 pub mod machine;
 pub mod measure;
 pub mod output;
+pub mod power;
 pub mod report;
 pub mod session;
 pub mod source;

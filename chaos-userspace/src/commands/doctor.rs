@@ -128,6 +128,23 @@ pub fn diagnose() -> Diagnosis {
         seccomp_user_notif(),
         "the seccomp errno backend for launched process trees (5.5+)",
     );
+    let power = crate::power::preflight();
+    add(
+        "dm_flakey",
+        power.dm_flakey.clone().map(|()| {
+            "device-mapper's flakey target (dmsetup targets lists flakey)".to_string()
+        }),
+        "kind = \"power_loss\": a cut drops every write to the data directory's device",
+    );
+    add(
+        "loop",
+        power
+            .loop_devices
+            .clone()
+            .and(power.tools.clone())
+            .map(|()| "/dev/loop-control; losetup, mkfs.ext4".to_string()),
+        "kind = \"power_loss\": the data directory's filesystem lives on a loop file",
+    );
     add(
         "fsync_fs_hook",
         match &tracefs {

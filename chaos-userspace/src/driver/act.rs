@@ -11,8 +11,8 @@ use crate::{
     episode::Orphan,
     inject::signal::Pinned,
     machine::{
-        Action, Answer, Candidate, Candidates, Input, Inspected, Order, Pin, Response, SendOutcome,
-        Sent, Verified, WatchdogNote,
+        Action, Answer, Candidate, Candidates, Input, Inspected, Order, Pin, PowerCut, Response,
+        SendOutcome, Sent, Verified, WatchdogNote,
     },
     sys::clock::monotonic_ns,
     target::{proc, sockets},
@@ -53,8 +53,15 @@ impl Driver<'_> {
                 self.queue.push_back(Input::Candidates(candidates));
             }
             Action::Signal(order) => {
-                let sent = self.signal(order);
+                let (sent, cut) = self.signal(order);
                 self.queue.push_back(Input::Sent(sent));
+                if let Some(cut) = cut {
+                    let failed = cut.cut.error.clone();
+                    self.queue.push_back(Input::PowerCut(cut));
+                    if let Some(why) = failed {
+                        self.fail(format!("power cut: {why}"));
+                    }
+                }
             }
             Action::Answer(answer) => self.answer(answer),
             Action::Audit(entry) => {
@@ -173,13 +180,19 @@ impl Driver<'_> {
         }
     }
 
-    /// Pins the process, writes the audit entry, sends the signal.
-    fn signal(&mut self, order: Order) -> Sent {
+    /// Pins the process, writes the audit entry, sends the signal (or cuts the power: what
+    /// the cut did comes back too).
+    fn signal(&mut self, order: Order) -> (Sent, Option<PowerCut>) {
         let id = order.id;
-        let done = |outcome| Sent {
-            id,
-            ts_ns: monotonic_ns(),
-            outcome,
+        let done = |outcome| {
+            (
+                Sent {
+                    id,
+                    ts_ns: monotonic_ns(),
+                    outcome,
+                },
+                None,
+            )
         };
         let key = match order.pin {
             Pin::Fresh { pid, start_ticks } => {
@@ -193,7 +206,12 @@ impl Driver<'_> {
             Pin::Kept { of } => of,
         };
         let fresh = matches!(order.pin, Pin::Fresh { .. });
-        let result = self.send(&order, key);
+        let mut cut = None;
+        let result = if order.power && !order.dry_run {
+            self.cut(&order, key, &mut cut)
+        } else {
+            self.send(&order, key)
+        };
         if fresh && !order.keep {
             self.pinned.remove(&id);
         }
@@ -206,14 +224,52 @@ impl Driver<'_> {
                     }
                     _ => {}
                 }
-                Sent {
-                    id,
-                    ts_ns,
-                    outcome: SendOutcome::Sent,
-                }
+                (
+                    Sent {
+                        id,
+                        ts_ns,
+                        outcome: SendOutcome::Sent,
+                    },
+                    cut,
+                )
             }
             Ok(None) => done(SendOutcome::Gone),
-            Err(why) => done(SendOutcome::Failed(why)),
+            Err(why) => (done(SendOutcome::Failed(why)).0, cut),
+        }
+    }
+
+    /// A power cut on the disk (`crate::power::Disk::cut`), once the audit entry is on
+    /// disk: the time of the cut, None when the process was gone, or why no cut happened.
+    fn cut(&mut self, order: &Order, key: u64, cut: &mut Option<PowerCut>) -> Result<Option<u64>, String> {
+        let disk = self
+            .power
+            .ok_or("a power cut, and no power-loss disk was set up")?;
+        let target = self
+            .pinned
+            .get(&key)
+            .ok_or("the process it follows was not pinned")?;
+        if target.exited() {
+            return Ok(None);
+        }
+        if !self.write_audit(&order.audit) {
+            return Err("the audit log cannot be written".into());
+        }
+        let done = disk.cut();
+        // The chosen process is in the frozen cgroup, so the cut killed it; were it not,
+        // it dies now all the same.
+        let target = &self.pinned[&key];
+        if done.cut_ns.is_some() && !target.exited() {
+            let _ = target.send(Signal::SIGKILL);
+        }
+        let at = done.cut_ns;
+        let why = done.error.clone();
+        *cut = Some(PowerCut {
+            id: order.id,
+            cut: done,
+        });
+        match at {
+            Some(ts) => Ok(Some(ts)),
+            None => Err(why.unwrap_or_else(|| "the power cut did not happen".into())),
         }
     }
 

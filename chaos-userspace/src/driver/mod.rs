@@ -83,6 +83,8 @@ pub struct Setup<'a> {
     pub titles: bool,
     /// Watch this systemd unit's state over D-Bus (`--unit`).
     pub unit: Option<crate::systemd::UnitInfo>,
+    /// The disk power cuts cut (`kind = "power_loss"`).
+    pub power: Option<&'a crate::power::Disk>,
 }
 
 pub struct Driver<'a> {
@@ -100,6 +102,7 @@ pub struct Driver<'a> {
     recorder: Option<Recorder<Box<dyn Write>>>,
     titles: bool,
     unit: Option<crate::systemd::UnitInfo>,
+    power: Option<&'a crate::power::Disk>,
     denylist: Denylist,
     /// pidfds kept for a later order (escalation, thaw), by the order that pinned them.
     pinned: HashMap<u64, Pinned>,
@@ -143,6 +146,7 @@ impl<'a> Driver<'a> {
             recorder: setup.recorder,
             titles: setup.titles,
             unit: setup.unit,
+            power: setup.power,
             denylist: Denylist::new(Path::new("/proc")),
             pinned: HashMap::new(),
             frozen: Vec::new(),

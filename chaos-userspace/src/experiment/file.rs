@@ -141,9 +141,14 @@ pub struct TargetFile {
     #[serde(default)]
     pub effect_window: Option<String>,
     /// Where the service keeps its data: what a dead instance's orphans still hold open there
-    /// is named in the report.
+    /// is named in the report. A `power_loss` fault puts it on a filesystem of its own
+    /// (`data_size`).
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// The size of the filesystem a `power_loss` fault makes for `data_dir` (`64MiB`,
+    /// `1GiB`; at least 16MiB), preallocated under /var/tmp.
+    #[serde(default)]
+    pub data_size: Option<String>,
     /// Run a `cmd:` readiness probe as this account rather than as root.
     #[serde(default)]
     pub ready_user: Option<String>,
@@ -186,6 +191,10 @@ pub struct MatchFile {
 /// completes; the process dies after it), at most `count` times (a restarted service meets
 /// its Nth call again). `kind = "errno"`: `syscall` fails with `errno` (BPF LSM, where the
 /// kernel allows it), at the `nth` call or with `probability`, at most `count` times.
+/// `kind = "power_loss"`: `count` power cuts, `interval` apart (optional `jitter`): the
+/// service frozen, every write to `target.data_dir` dropped from then on (dm-flakey), the
+/// service SIGKILLed, the filesystem remounted (journal recovery), the service released to
+/// its supervisor; needs `target.data_dir` and `target.data_size`, and dm-flakey.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultFile {
@@ -226,11 +235,12 @@ pub struct FaultFile {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum FaultKind {
     Signal,
     Trigger,
     Errno,
+    PowerLoss,
 }
 
 /// Automatic aborts: stop injecting, disarm, finish the report, exit 3.

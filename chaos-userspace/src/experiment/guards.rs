@@ -182,6 +182,8 @@ mod tests {
             orphans: Vec::new(),
             answered_by: Vec::new(),
             systemd: None,
+            power: None,
+            verify: None,
         }
     }
 

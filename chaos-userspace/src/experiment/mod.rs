@@ -220,6 +220,8 @@ pub struct Target {
     pub hit: crate::fault::Hit,
     /// The service's data directory.
     pub data_dir: Option<PathBuf>,
+    /// The size of the filesystem a power_loss fault puts it on, in bytes.
+    pub data_size: Option<u64>,
     /// How long after a fault (or the death it caused) its effect is looked for.
     pub effect_window: Duration,
     pub recovery_timeout: Duration,

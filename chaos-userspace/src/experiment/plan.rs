@@ -134,6 +134,13 @@ pub fn describe(
             f.seed
         ));
     }
+    if let (Some(dir), Some(size)) = (&experiment.target.data_dir, experiment.target.data_size) {
+        line(format!(
+            "power loss: {} moves onto a {} MiB ext4 on dm-flakey over a loop file (instances holding it restart onto it before the baseline); at each cut the service and its supervisor are frozen, every later write dropped, the service SIGKILLed, the filesystem remounted (journal recovery), then both released; at the end the data is copied back",
+            dir.display(),
+            size >> 20
+        ));
+    }
     let g = &experiment.guards;
     let mut guards = Vec::new();
     if let Some(t) = g.episode_timeout {

@@ -326,6 +326,8 @@ pub(crate) mod tests {
             orphans: Vec::new(),
             answered_by: Vec::new(),
             systemd: None,
+            power: None,
+            verify: None,
         }
     }
 

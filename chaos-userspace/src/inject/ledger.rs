@@ -117,7 +117,7 @@ impl Ledger {
 /// What in `event` proves `fault`, if anything.
 fn proof(fault: &FaultRecord, event: &Event) -> Option<String> {
     match (fault.kind, event) {
-        (FaultKind::Signal, Event::Signal(s))
+        (FaultKind::Signal | FaultKind::PowerLoss, Event::Signal(s))
             if s.target_pid == fault.pid && s.signal_name == fault.value =>
         {
             Some(format!("{} {}", s.signal_name, s.result))
@@ -130,7 +130,7 @@ fn proof(fault: &FaultRecord, event: &Event) -> Option<String> {
                 d.signal_name, d.disposition
             ))
         }
-        (FaultKind::Signal, Event::Exit(e))
+        (FaultKind::Signal | FaultKind::PowerLoss, Event::Exit(e))
             if e.pid == fault.pid && crate::event::signal_name(e.signal) == fault.value =>
         {
             Some(format!("exited, killed by {}", fault.value))

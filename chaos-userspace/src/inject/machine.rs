@@ -178,7 +178,8 @@ impl Machine for InjectMachine {
             | Input::Verified(_)
             | Input::Inspected(_)
             | Input::Readiness(_)
-            | Input::Unit(_) => {}
+            | Input::Unit(_)
+            | Input::PowerCut(_) => {}
             Input::Stop(cause) => {
                 if let StopCause::Failure(why) = cause {
                     self.failure.get_or_insert(why.clone());
@@ -241,6 +242,7 @@ mod tests {
                 escalate_after: None,
                 freeze_for: None,
                 timing: Timing::Grid,
+                power: false,
             }),
             count: Some(count),
             seed: 1,

@@ -73,11 +73,14 @@ pub struct SignalSchedule {
     /// With SIGSTOP: SIGCONT this long after.
     pub freeze_for: Option<Duration>,
     pub timing: Timing,
+    /// A power cut around the SIGKILL (`kind = "power_loss"`, `crate::power`).
+    pub power: bool,
 }
 
 impl FaultSpec {
     pub fn kind(&self) -> FaultKind {
         match &self.action {
+            FaultAction::Signal(s) if s.power => FaultKind::PowerLoss,
             FaultAction::Signal(_) | FaultAction::Trigger { .. } => FaultKind::Signal,
             FaultAction::Seccomp { rule, .. } => match rule.action {
                 seccomp::Action::Fail(_) => FaultKind::Errno,
@@ -89,6 +92,7 @@ impl FaultSpec {
 
     pub fn backend(&self) -> Backend {
         match &self.action {
+            FaultAction::Signal(s) if s.power => Backend::PowerCut,
             FaultAction::Signal(_) => Backend::Pidfd,
             FaultAction::Trigger { .. } => Backend::BpfSendSignal,
             FaultAction::Seccomp { rule, .. } => match rule.action {
@@ -122,7 +126,11 @@ impl FaultSpec {
             FaultAction::Signal(s) => {
                 let mut text = format!(
                     "{} x{}, every {}",
-                    s.signal.as_str(),
+                    if s.power {
+                        "power cut (freeze, drop every write, SIGKILL, remount, release)"
+                    } else {
+                        s.signal.as_str()
+                    },
                     self.count.unwrap_or(1),
                     humantime::format_duration(s.interval)
                 );
@@ -200,7 +208,8 @@ pub fn kernel_faults(faults: &[FaultSpec], dry_run: bool) -> KernelFaults {
     for f in faults {
         match &f.action {
             FaultAction::Signal(s) => {
-                kernel.watchdog |= s.freeze_for.is_some();
+                // The watchdog thaws what chaos froze, and tears a power-loss disk down.
+                kernel.watchdog |= s.freeze_for.is_some() || s.power;
             }
             FaultAction::Trigger { nr, nth, signal } => {
                 kernel.trigger = Trigger {
@@ -382,6 +391,7 @@ mod tests {
                 escalate_after: None,
                 freeze_for: Some(Duration::from_secs(3)),
                 timing: Timing::Grid,
+                power: false,
             }),
             Some(1),
         );

@@ -10,7 +10,9 @@
 //!   "continue", so an intercepted call never fails with ENOSYS because nobody listens any
 //!   more;
 //! - thaws frozen processes: chaos tells it which process it stopped (`--for`); if chaos dies
-//!   before sending SIGCONT, the watchdog sends it.
+//!   before sending SIGCONT, the watchdog sends it;
+//! - tears a power-loss disk down (`crate::power::Disk::teardown`): chaos tells it the disk
+//!   once it is set up; if chaos dies before its own teardown, the watchdog runs it.
 //!
 //! It exits when the last process under the filter is gone (the listener reports POLLHUP) and
 //! no process is frozen, or at once when it has neither.
@@ -18,7 +20,8 @@
 //! Protocol (SOCK_SEQPACKET, one message per record, native byte order). chaos -> watchdog:
 //! `L` with the listener fd (SCM_RIGHTS), `R` + the rule as JSON ([`Deciding`]), `D` (stop
 //! deciding: flush the counts, answer `S`), `X` + pid (a process exited: its counts start
-//! over), `F` + pid (frozen), `T` + pid (thawed), `V` + id + errno (the verdict on a hit).
+//! over), `F` + pid (frozen), `T` + pid (thawed), `V` + id + errno (the verdict on a hit),
+//! `M` + the disk as JSON (a power-loss disk is set up), `U` (it is torn down).
 //! watchdog -> chaos: `N` + the raw `struct seccomp_notif` + tgid + nth + the path argument
 //! (a hit), `P` + (tgid, calls) pairs (calls let pass since the last batch), `S` (stopped
 //! deciding; every batch went before it).
@@ -195,6 +198,16 @@ impl Watchdog {
         self.send(b'T', &pid.to_ne_bytes())
     }
 
+    /// A power-loss disk is set up: the watchdog tears it down if chaos dies first.
+    pub fn disk(&self, disk: &crate::power::Disk) -> std::io::Result<()> {
+        self.send(b'M', &serde_json::to_vec(disk)?)
+    }
+
+    /// chaos tore the disk down itself.
+    pub fn disk_gone(&self) -> std::io::Result<()> {
+        self.send(b'U', &[])
+    }
+
     pub fn respond(&self, id: u64, verdict: Response) -> std::io::Result<()> {
         let mut body = [0u8; 12];
         body[..8].copy_from_slice(&id.to_ne_bytes());
@@ -314,6 +327,7 @@ struct Judge {
 struct State {
     listener: Option<OwnedFd>,
     frozen: Vec<(u32, OwnedFd)>,
+    disk: Option<crate::power::Disk>,
     chaos_alive: bool,
     judge: Option<Judge>,
     /// Thread id -> (process id, when /proc said so).
@@ -328,6 +342,7 @@ impl State {
         Self {
             listener: None,
             frozen: Vec::new(),
+            disk: None,
             chaos_alive: true,
             judge: None,
             tgids: HashMap::new(),
@@ -366,6 +381,8 @@ impl State {
                 }
             }
             Message::Thawed(pid) => self.frozen.retain(|(p, _)| *p != pid),
+            Message::Disk(disk) => self.disk = Some(*disk),
+            Message::DiskGone => self.disk = None,
             Message::Verdict(id, verdict) => return Some((id, verdict)),
             Message::Nothing => {}
             Message::Closed => self.chaos_alive = false,
@@ -521,7 +538,7 @@ fn run(socket: OwnedFd) -> i32 {
             // The last filtered process is gone.
             state.listener = None;
             state.send_batch(&socket);
-            if state.frozen.is_empty() {
+            if state.frozen.is_empty() && state.disk.is_none() {
                 return 0;
             }
             continue;
@@ -568,9 +585,14 @@ fn run(socket: OwnedFd) -> i32 {
             state.unhit(tgid);
         }
     }
-    // chaos is gone: thaw what it froze, then serve the filter alone.
+    // chaos is gone: thaw what it froze, tear its disk down, then serve the filter alone.
     for (_, pidfd) in state.frozen.drain(..) {
         pidfd_signal(&pidfd, libc::SIGCONT);
+    }
+    if let Some(disk) = state.disk.take() {
+        for problem in disk.teardown() {
+            eprintln!("chaos-watchdog: power-loss teardown: {problem}");
+        }
     }
     if let Some(listener) = state.listener.take() {
         serve_alone(&listener);
@@ -585,6 +607,8 @@ enum Message {
     Exited(u32),
     Frozen(u32),
     Thawed(u32),
+    Disk(Box<crate::power::Disk>),
+    DiskGone,
     Verdict(u64, Response),
     Nothing,
     Closed,
@@ -623,6 +647,9 @@ fn read_message(socket: &OwnedFd) -> Message {
         b'X' if len >= 5 => Message::Exited(u32_at(1)),
         b'F' if len >= 5 => Message::Frozen(u32_at(1)),
         b'T' if len >= 5 => Message::Thawed(u32_at(1)),
+        b'M' => serde_json::from_slice(&buf[1..len])
+            .map_or(Message::Nothing, |d| Message::Disk(Box::new(d))),
+        b'U' => Message::DiskGone,
         b'V' if len >= 13 => {
             let id = u64::from_ne_bytes(buf[1..9].try_into().unwrap());
             let error = i32::from_ne_bytes(buf[9..13].try_into().unwrap());

@@ -139,6 +139,22 @@ pub struct KernelFault {
 }
 
 /// A verify run ended.
+/// A power cut, as the driver carried it out for fault `id` (`crate::power::Cut`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerCut {
+    pub id: u64,
+    #[serde(flatten)]
+    pub cut: crate::power::Cut,
+}
+
+impl PowerCut {
+    /// Its last step's time.
+    pub fn ts_ns(&self) -> u64 {
+        let c = &self.cut;
+        c.thawed_ns.or(c.remounted_ns).or(c.cut_ns).unwrap_or(c.freeze_ns)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verified {
     pub when: VerifyWhen,
@@ -174,6 +190,8 @@ pub enum Input {
     Passed(Passed),
     KernelFault(KernelFault),
     Verified(Verified),
+    /// What a power cut did (after its fault's [`Input::Sent`]).
+    PowerCut(PowerCut),
     Inspected(Inspected),
     Readiness(Readiness),
     /// The systemd unit's state changed (`--unit`).
@@ -195,6 +213,7 @@ impl Input {
             Input::KernelFault(k) => Some(k.event.ts_ns),
             Input::Readiness(r) => Some(r.ts_ns),
             Input::Unit(u) => Some(u.ts_ns),
+            Input::PowerCut(p) => Some(p.ts_ns()),
             Input::Verified(_) | Input::Inspected(_) | Input::Stop(_) => None,
         }
     }
@@ -230,6 +249,9 @@ pub struct Order {
     /// Keep the pidfd: a later order refers to it by this id.
     pub keep: bool,
     pub watchdog: Option<WatchdogNote>,
+    /// A power cut around the SIGKILL (`crate::power`): the driver follows its
+    /// [`Input::Sent`] with an [`Input::PowerCut`].
+    pub power: bool,
     /// Written (and fsynced) before the signal is sent.
     pub audit: Entry,
 }

@@ -34,8 +34,8 @@ use std::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{
-    Candidates, Input, Inspected, KernelFault, Notification, Passed, Readiness, ReadyMark, Sent,
-    StopCause, Tick, Verified,
+    Candidates, Input, Inspected, KernelFault, Notification, Passed, PowerCut, Readiness,
+    ReadyMark, Sent, StopCause, Tick, Verified,
 };
 use crate::event::{Event, KernelCounters};
 
@@ -67,6 +67,7 @@ enum Mark {
     Passed(Passed),
     KernelFault(KernelFault),
     Verified(Verified),
+    PowerCut(PowerCut),
     Inspected(Inspected),
     Readiness(Readiness),
     Unit(crate::systemd::UnitState),
@@ -74,7 +75,7 @@ enum Mark {
     End(End),
 }
 
-const MARKS: [&str; 13] = [
+const MARKS: [&str; 14] = [
     "ready",
     "tick",
     "candidates",
@@ -83,6 +84,7 @@ const MARKS: [&str; 13] = [
     "passed",
     "kernel_fault",
     "verified",
+    "power_cut",
     "inspected",
     "readiness",
     "unit",
@@ -142,6 +144,7 @@ impl<W: Write> Recorder<W> {
             Input::Passed(p) => write_line(out, &Mark::Passed(p.clone())),
             Input::KernelFault(k) => write_line(out, &Mark::KernelFault(k.clone())),
             Input::Verified(v) => write_line(out, &Mark::Verified(v.clone())),
+            Input::PowerCut(p) => write_line(out, &Mark::PowerCut(p.clone())),
             Input::Inspected(i) => write_line(out, &Mark::Inspected(i.clone())),
             Input::Readiness(r) => write_line(out, &Mark::Readiness(*r)),
             Input::Unit(u) => write_line(out, &Mark::Unit(u.clone())),
@@ -244,6 +247,7 @@ impl<H: Header> Recording<H> {
                 Mark::Passed(p) => Input::Passed(p),
                 Mark::KernelFault(k) => Input::KernelFault(k),
                 Mark::Verified(v) => Input::Verified(v),
+                Mark::PowerCut(p) => Input::PowerCut(p),
                 Mark::Inspected(i) => Input::Inspected(i),
                 Mark::Readiness(r) => Input::Readiness(r),
                 Mark::Unit(u) => Input::Unit(u),

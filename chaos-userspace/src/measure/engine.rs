@@ -33,10 +33,11 @@ use super::{
 };
 use crate::{
     episode::{
-        Cause, Episode, ExitInfo, Holder, Milestones, Orphan, Outcome, RecoveryPhases, SystemdTimes,
+        Cause, Episode, ExitInfo, Holder, Milestones, Orphan, Outcome, PowerLoss, RecoveryPhases,
+        SystemdTimes, Unsynced,
     },
     event::{Event, Exec, Exit, Signal, signal_name},
-    machine::ReadyMark,
+    machine::{PowerCut, ReadyMark},
     systemd::UnitState,
 };
 
@@ -99,6 +100,8 @@ struct Open {
     orphans: Vec<Orphan>,
     answered_by: Vec<Holder>,
     systemd: Option<SystemdTimes>,
+    /// The power cut (its fault id) that killed the instance.
+    power: Option<u64>,
 }
 
 pub struct Engine {
@@ -115,6 +118,11 @@ pub struct Engine {
     /// Every ExecMainStart timestamp the unit's states named (`--unit`).
     unit_starts: Vec<u64>,
     offsets: Offsets,
+    /// Processes a power cut killed, not yet seen exit: the cut's fault id.
+    cuts: HashMap<u32, u64>,
+    /// Each power cut, by fault id, with the unsynced bytes of those of its processes seen
+    /// exit so far.
+    cut_info: HashMap<u64, PowerLoss>,
 }
 
 impl Engine {
@@ -159,6 +167,8 @@ impl Engine {
             unit: None,
             unit_starts: Vec::new(),
             offsets: Offsets::default(),
+            cuts: HashMap::new(),
+            cut_info: HashMap::new(),
         }
     }
 
@@ -360,10 +370,39 @@ impl Engine {
         }
     }
 
+    /// A power cut: its processes' exits report what they had not synced, and the episode
+    /// of each instance it killed starts at the cut.
+    pub fn power_cut(&mut self, p: &PowerCut) {
+        let (Some(cut_ns), c) = (p.cut.cut_ns, &p.cut) else {
+            return;
+        };
+        self.cut_info.insert(
+            p.id,
+            PowerLoss {
+                fault_id: p.id,
+                cut_ns,
+                remounted_ns: c.remounted_ns,
+                remount_ns: c.remounted_ns.map(|r| r.saturating_sub(cut_ns)),
+                unsynced: Vec::new(),
+            },
+        );
+        for (pid, _) in &c.killed {
+            self.cuts.insert(*pid, p.id);
+        }
+    }
+
     fn exit(&mut self, e: &Exit, out: &mut Vec<Output>) {
         // Only live processes are traced up to their supervisor; the dead one's entry goes
         // (else a long run without reap events would keep every fork).
-        self.procs.remove(&e.pid);
+        let comm = self.procs.remove(&e.pid).map(|p| p.comm);
+        let cut = self.cuts.remove(&e.pid);
+        if let Some(info) = cut.and_then(|id| self.cut_info.get_mut(&id)) {
+            info.unsynced.push(Unsynced {
+                pid: e.pid,
+                comm: comm.unwrap_or_else(|| e.comm.clone()),
+                bytes: e.unsynced_bytes,
+            });
+        }
         for open in &mut self.open {
             if let Some(orphan) = open.orphans.iter_mut().find(|o| o.pid == e.pid) {
                 orphan.exited_ns.get_or_insert(e.ts_ns);
@@ -392,7 +431,12 @@ impl Engine {
             open.at.exec = None;
             return;
         }
-        let fault = fault_of(e, &signals);
+        let mut fault = fault_of(e, &signals);
+        // A power cut's episode starts at the cut, before the SIGKILL that followed it.
+        let cut_at = cut.and_then(|id| self.cut_info.get(&id)).map(|i| i.cut_ns);
+        if let (Some(at), Some((ts, _))) = (cut_at, fault.as_mut()) {
+            *ts = at;
+        }
         let start = fault.as_ref().map_or(e.ts_ns, |(ts, _)| *ts);
         // What it forked and left alive: reparented now, and holding what they held.
         let mut orphans: Vec<(u32, String)> = self
@@ -441,6 +485,7 @@ impl Engine {
                 .collect(),
             answered_by: Vec::new(),
             systemd: None,
+            power: cut,
         };
         self.next_id += 1;
         self.open.push(open);
@@ -478,6 +523,10 @@ impl Engine {
             orphans: open.orphans,
             answered_by: open.answered_by,
             systemd: open.systemd,
+            power: open
+                .power
+                .and_then(|id| self.cut_info.get(&id).cloned()),
+            verify: None,
         };
         if let Some(times) = &episode.systemd {
             self.offsets.add(times.offsets(&episode.at_ns));

@@ -51,6 +51,7 @@ impl Measurement {
             Input::Inspected(i) => self.engine.inspected(i.episode, &i.orphans),
             Input::Unit(state) => self.engine.unit(state, &mut self.outputs),
             Input::Tick(tick) => self.engine.advance(tick.ts_ns, &mut self.outputs),
+            Input::PowerCut(cut) => self.engine.power_cut(cut),
             _ => {}
         }
         self.drain(out)

@@ -1,15 +1,23 @@
 //! The sample service for recovery measurement: a tiny durable queue.
 //!
-//! `chaos-queue serve --dir DIR --port PORT [--interval-ms N] [--notify-fd FD]`
+//! `chaos-queue serve --dir DIR --port PORT [--interval-ms N] [--notify-fd FD] [--acked FILE]
+//!  [--ack-before-sync]`
 //!   On start it recovers: reads `DIR/queue.log`, keeps the complete, valid records and cuts a
 //!   torn tail. Then it listens on 127.0.0.1:PORT (that is "ready"; under systemd's Type=notify
 //!   it sends READY=1 to $NOTIFY_SOCKET; with --notify-fd it also
 //!   writes a newline to FD, s6's readiness notification). Every N ms (default 10) it appends a
 //!   record, fdatasyncs the log, and only then acknowledges it by writing its sequence number
 //!   to `DIR/acked` (fdatasync'd too). A connection gets `records N` and is closed.
-//! `chaos-queue verify --dir DIR`
-//!   Exits 0 when every acknowledged record is in the log, intact and in order; else prints
-//!   what is missing and exits 1.
+//!   `--acked FILE` keeps the acknowledgements elsewhere: what the clients were told, off the
+//!   disk under test. `--ack-before-sync` is the bug a power cut finds and a kill does not:
+//!   each record is acknowledged as soon as it is written (the acknowledgement not synced),
+//!   and the log is fdatasync'd only every 50 records.
+//!   On start, a log holding fewer records than were acknowledged is a loss: it is appended
+//!   to `ACKED.lost` before the queue goes on (the acknowledgement never goes back), so a
+//!   record written again later does not hide it.
+//! `chaos-queue verify --dir DIR [--acked FILE]`
+//!   Exits 0 when every acknowledged record is in the log, intact and in order, and no loss
+//!   was recorded; else prints what is missing and exits 1.
 //!
 //! Records are 32 bytes: `seq` (u64 LE), `seq ^ SALT` (u64 LE) and 16 bytes of padding ending in
 //! a newline, so a torn or stray write is detected.
@@ -39,6 +47,7 @@ fn main() {
             .map(String::as_str)
     };
     let dir = PathBuf::from(flag("--dir").unwrap_or_else(|| usage()));
+    let acked = flag("--acked").map_or_else(|| dir.join("acked"), PathBuf::from);
     match args.first().map(String::as_str) {
         Some("serve") => {
             let port: u16 = flag("--port")
@@ -47,16 +56,19 @@ fn main() {
             let interval: i32 =
                 flag("--interval-ms").map_or(10, |n| n.parse().unwrap_or_else(|_| usage()));
             let notify = flag("--notify-fd").map(|n| n.parse::<i32>().unwrap_or_else(|_| usage()));
-            serve(&dir, port, interval, notify);
+            let ack_first = args.iter().any(|a| a == "--ack-before-sync");
+            serve(&dir, &acked, port, interval, notify, ack_first);
         }
-        Some("verify") => std::process::exit(verify(&dir)),
+        Some("verify") => std::process::exit(verify(&dir, &acked)),
         _ => usage(),
     }
 }
 
 fn usage() -> ! {
-    eprintln!("usage: chaos-queue serve --dir DIR --port PORT [--interval-ms N] [--notify-fd FD]");
-    eprintln!("       chaos-queue verify --dir DIR");
+    eprintln!(
+        "usage: chaos-queue serve --dir DIR --port PORT [--interval-ms N] [--notify-fd FD] [--acked FILE] [--ack-before-sync]"
+    );
+    eprintln!("       chaos-queue verify --dir DIR [--acked FILE]");
     std::process::exit(2);
 }
 
@@ -80,8 +92,17 @@ fn valid_records(bytes: &[u8]) -> u64 {
     count
 }
 
-fn read_acked(dir: &Path) -> u64 {
-    std::fs::read(dir.join("acked"))
+/// How many records the log holds between two fdatasyncs with `--ack-before-sync`.
+const SYNC_EVERY: u64 = 50;
+
+fn lost_file(acked: &Path) -> PathBuf {
+    let mut name = acked.as_os_str().to_owned();
+    name.push(".lost");
+    PathBuf::from(name)
+}
+
+fn read_acked(acked: &Path) -> u64 {
+    std::fs::read(acked)
         .ok()
         .and_then(|b| {
             b.get(..8)
@@ -108,7 +129,14 @@ fn notify_systemd() {
     }
 }
 
-fn serve(dir: &Path, port: u16, interval_ms: i32, notify: Option<i32>) {
+fn serve(
+    dir: &Path,
+    acked_path: &Path,
+    port: u16,
+    interval_ms: i32,
+    notify: Option<i32>,
+    ack_first: bool,
+) {
     std::fs::create_dir_all(dir).expect("create the queue directory");
     let mut log = OpenOptions::new()
         .create(true)
@@ -123,11 +151,26 @@ fn serve(dir: &Path, port: u16, interval_ms: i32, notify: Option<i32>) {
     log.set_len(next * RECORD as u64)
         .expect("truncate the torn tail");
     log.seek(SeekFrom::End(0)).expect("seek");
+    let told = read_acked(acked_path);
+    if next < told {
+        let mut lost = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(lost_file(acked_path))
+            .expect("open the loss record");
+        writeln!(
+            lost,
+            "lost {} acknowledged records: {told} acknowledged, {next} recovered",
+            told - next
+        )
+        .expect("record the loss");
+        lost.sync_data().expect("fdatasync the loss record");
+    }
     let acked = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(dir.join("acked"))
+        .open(acked_path)
         .expect("open acked");
 
     let listener = TcpListener::bind(("127.0.0.1", port)).expect("listen");
@@ -151,19 +194,35 @@ fn serve(dir: &Path, port: u16, interval_ms: i32, notify: Option<i32>) {
             continue;
         }
         log.write_all(&record(next)).expect("append");
-        log.sync_data().expect("fdatasync the log");
+        if !ack_first {
+            log.sync_data().expect("fdatasync the log");
+        }
         next += 1;
-        acked
-            .write_all_at(&next.to_le_bytes(), 0)
-            .expect("acknowledge");
-        acked.sync_data().expect("fdatasync acked");
+        // An acknowledgement never goes back: after a loss the queue refills the log up
+        // to what it had told before acknowledging further.
+        if next > told {
+            acked
+                .write_all_at(&next.to_le_bytes(), 0)
+                .expect("acknowledge");
+            if !ack_first {
+                acked.sync_data().expect("fdatasync acked");
+            }
+        }
+        if ack_first && next.is_multiple_of(SYNC_EVERY) {
+            log.sync_data().expect("fdatasync the log");
+        }
     }
 }
 
-fn verify(dir: &Path) -> i32 {
+fn verify(dir: &Path, acked_path: &Path) -> i32 {
+    let lost = std::fs::read_to_string(lost_file(acked_path)).unwrap_or_default();
+    if !lost.is_empty() {
+        print!("LOST (recorded at restarts):\n{lost}");
+        return 1;
+    }
     // The acknowledgement first: whatever it names was synced to the log before it was
     // written, so a queue still running while this reads cannot make it report a loss.
-    let acked = read_acked(dir);
+    let acked = read_acked(acked_path);
     let bytes = std::fs::read(dir.join("queue.log")).unwrap_or_default();
     let valid = valid_records(&bytes);
     if valid >= acked {

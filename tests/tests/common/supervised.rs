@@ -63,6 +63,11 @@ impl Supervised {
         self.supervisor.pid()
     }
 
+    /// The cgroup the test made for it.
+    pub fn cgroup_path(&self) -> PathBuf {
+        self._cgroup.path.clone()
+    }
+
     /// The supervisor's child running the queue, once it accepts connections.
     pub fn ready_instance(&self) -> u32 {
         self.ready_child(QUEUE_COMM)

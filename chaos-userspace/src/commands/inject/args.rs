@@ -186,6 +186,7 @@ impl InjectConfig {
             escalate_after: duration("--escalate-after", &args.escalate_after)?,
             freeze_for,
             timing: Timing::Grid,
+            power: false,
         };
         Ok(base.with(FaultAction::Signal(schedule), Some(args.count), hit))
     }

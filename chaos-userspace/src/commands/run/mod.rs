@@ -36,7 +36,7 @@ use crate::{
         verdict::{self, Verdict},
     },
     export,
-    inject::spec::kernel_faults,
+    inject::{spec::kernel_faults, watchdog::Watchdog},
     kernel::layout::{FsyncHook, HookSet},
     machine::{
         Input, Tick,
@@ -54,6 +54,7 @@ use crate::{
     },
 };
 
+mod power;
 mod prepare;
 
 use prepare::{
@@ -77,6 +78,7 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         Failure::refused(format!("{}:0:0: (file): cannot read: {e}", file.display()))
     })?;
     let experiment = experiment::check(&source, &file)?;
+    power::preflight(&experiment)?;
     trust.check_commands(&experiment)?;
     let users = Users::lookup(&experiment)?;
     let commands = users.commands(&experiment);
@@ -91,6 +93,23 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_AUDIT));
     let (found, selector) = find_service(&experiment)?;
+    let freeze = power::fault_of(&experiment)
+        .map(|_| power::freeze_cgroup(&experiment, &found, &selector))
+        .transpose()?;
+    // Forked while chaos is single-threaded: it tears the power-loss disk down if chaos
+    // is killed.
+    let watchdog = (freeze.is_some() && !args.dry_run)
+        .then(Watchdog::spawn)
+        .transpose()
+        .map_err(|e| Failure::refused(format!("cannot start the watchdog: {e}")))?;
+    let (disk, found, selector) = match freeze {
+        Some(cgroup) if !args.dry_run => {
+            let (disk, found, selector) =
+                power::set_up(&experiment, &found, cgroup, watchdog.as_ref())?;
+            (Some(disk), found, selector)
+        }
+        _ => (None, found, selector),
+    };
     let rules = HitRules::new(&experiment, &found.comm, &found.supervisors);
     let may_hit = hittable(&experiment, &found, &rules)?;
     print!(
@@ -247,6 +266,8 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
             recorder,
             titles: rules.needs_titles(),
             unit: selector.unit_info().cloned(),
+            watchdog: watchdog.as_ref(),
+            power: disk.as_ref().map(|d| &d.disk),
             ..Setup::default()
         },
     );

@@ -36,7 +36,7 @@ pub(super) fn check_faults(
     for (i, entry) in raw.get_ref().iter().enumerate() {
         faults.push(check_fault(c, i, entry, id, caps, radius, hit)?);
     }
-    for kind in [FaultKind::Trigger, FaultKind::Errno] {
+    for kind in [FaultKind::Trigger, FaultKind::Errno, FaultKind::PowerLoss] {
         let same: Vec<_> = raw
             .get_ref()
             .iter()
@@ -46,14 +46,15 @@ pub(super) fn check_faults(
             return Err(c.at(
                 second.span().start,
                 "faults.kind",
-                format!(
-                    "one {} fault per experiment: the kernel holds one rule of each kind",
-                    if kind == FaultKind::Trigger {
-                        "trigger"
-                    } else {
-                        "errno"
+                match kind {
+                    FaultKind::Trigger => {
+                        "one trigger fault per experiment: the kernel holds one rule of each kind"
                     }
-                ),
+                    FaultKind::Errno => {
+                        "one errno fault per experiment: the kernel holds one rule of each kind"
+                    }
+                    _ => "one power_loss fault per experiment: the service has one data disk",
+                },
             ));
         }
     }
@@ -90,12 +91,14 @@ fn check_fault(
         FaultKind::Signal => "signal",
         FaultKind::Trigger => "trigger",
         FaultKind::Errno => "errno",
+        FaultKind::PowerLoss => "power_loss",
     };
     // Keys that belong to other kinds are mistakes, not options to ignore.
     let allowed: &[&str] = match kind {
         FaultKind::Signal => &["signal", "interval", "jitter"],
         FaultKind::Trigger => &["signal", "syscall", "nth"],
         FaultKind::Errno => &["syscall", "errno", "nth", "probability"],
+        FaultKind::PowerLoss => &["interval", "jitter"],
     };
     let given = [
         ("signal", f.signal.is_some()),
@@ -146,8 +149,11 @@ fn check_fault(
         other => Ok(other),
     };
     let action = match kind {
-        FaultKind::Signal => {
-            let signal = signal(need("signal", &f.signal)?)?;
+        FaultKind::Signal | FaultKind::PowerLoss => {
+            let (signal, power) = match kind {
+                FaultKind::PowerLoss => (nix::sys::signal::Signal::SIGKILL, true),
+                _ => (signal(need("signal", &f.signal)?)?, false),
+            };
             let interval =
                 duration(&need("interval", &f.interval)?).map_err(|m| err("interval", m))?;
             let jitter = f
@@ -177,6 +183,7 @@ fn check_fault(
                 escalate_after: None,
                 freeze_for: None,
                 timing: Timing::AfterPrevious,
+                power,
             })
         }
         FaultKind::Trigger => FaultAction::Trigger {

@@ -134,7 +134,12 @@ pub fn check(text: &str, path: &Path) -> Result<Experiment, FileError> {
             .faults
             .get_ref()
             .iter()
-            .position(|f| *f.get_ref().kind.get_ref() != file::FaultKind::Signal)
+            .position(|f| {
+                !matches!(
+                    *f.get_ref().kind.get_ref(),
+                    file::FaultKind::Signal | file::FaultKind::PowerLoss
+                )
+            })
     {
         return Err(c.at(
             raw.faults.get_ref()[kernel].get_ref().kind.span().start,
@@ -142,6 +147,7 @@ pub fn check(text: &str, path: &Path) -> Result<Experiment, FileError> {
             "the target's allow or deny list picks processes by title, which only a signal fault can (the kernel sees no titles): use comms or exes",
         ));
     }
+    check_power(&c, &raw, &target)?;
     let guards = check_guards(&c, &raw.guards, &target)?;
     let phases = check_phases(&c, &raw.phases, &guards)?;
     let o = raw.outputs;
@@ -383,6 +389,21 @@ fn check_target(c: &Checker, raw: &toml::Spanned<file::TargetFile>) -> Result<Ta
         ready_user: t.ready_user.clone(),
         hit: t.hit.unwrap_or_default(),
         data_dir: t.data_dir.clone(),
+        data_size: t
+            .data_size
+            .as_deref()
+            .map(|s| {
+                let size = crate::power::parse_size(s)?;
+                if size < crate::power::MIN_SIZE {
+                    return Err(format!(
+                        "{s}: at least {}MiB (ext4 with its journal)",
+                        crate::power::MIN_SIZE >> 20
+                    ));
+                }
+                Ok(size)
+            })
+            .transpose()
+            .map_err(|m| c.key(&tspan, "target.data_size", m))?,
         effect_window: match &t.effect_window {
             Some(d) => duration(d).map_err(|m| c.key(&tspan, "target.effect_window", m))?,
             None => Duration::from_secs(2),
@@ -391,6 +412,68 @@ fn check_target(c: &Checker, raw: &toml::Spanned<file::TargetFile>) -> Result<Ta
         allow: t.allow.clone(),
         deny: t.deny.clone().unwrap_or_default(),
     })
+}
+
+/// A power_loss fault needs the data directory and its size, and a supervisor chaos can
+/// freeze: not systemd.
+fn check_power(
+    c: &Checker,
+    raw: &file::ExperimentFile,
+    target: &Target,
+) -> Result<(), FileError> {
+    let Some(fault) = raw
+        .faults
+        .get_ref()
+        .iter()
+        .position(|f| *f.get_ref().kind.get_ref() == file::FaultKind::PowerLoss)
+    else {
+        if target.data_size.is_some() {
+            return Err(c.key(
+                &raw.target.span(),
+                "target.data_size",
+                "only a power_loss fault makes a filesystem for data_dir",
+            ));
+        }
+        return Ok(());
+    };
+    let tspan = raw.target.span();
+    let key = format!("faults[{fault}].kind");
+    let at = raw.faults.get_ref()[fault].get_ref().kind.span().start;
+    match &target.data_dir {
+        None => {
+            return Err(c.at(
+                at,
+                &key,
+                "a power_loss fault needs target.data_dir (the directory whose unsynced writes a cut loses) and target.data_size",
+            ));
+        }
+        Some(dir) if !dir.is_absolute() || dir == Path::new("/") => {
+            return Err(c.key(
+                &tspan,
+                "target.data_dir",
+                format!(
+                    "{}: a power_loss fault mounts a filesystem there: give an absolute path below /",
+                    dir.display()
+                ),
+            ));
+        }
+        Some(_) => {}
+    }
+    if target.data_size.is_none() {
+        return Err(c.key(
+            &tspan,
+            "target.data_size",
+            "a power_loss fault needs the size of the filesystem it makes for data_dir (for example \"64MiB\")",
+        ));
+    }
+    if matches!(target.named, Named::Unit { .. }) {
+        return Err(c.at(
+            at,
+            &key,
+            "a power_loss fault keeps the supervisor frozen until the filesystem is back, and systemd (pid 1) is never frozen: run the service under a supervisor in a cgroup of its own",
+        ));
+    }
+    Ok(())
 }
 
 /// `[guards]`: when the run aborts on its own.

@@ -217,10 +217,23 @@ impl Runner {
                 .is_some_and(|f| f.sender_pid == self.header.chaos_pid);
         // A crash: a death chaos did not cause, other than a clean exit.
         let crash = !ours && (episode.exit.signal != 0 || episode.exit.exit_code != 0);
+        let power = episode.power.as_ref().map_or(String::new(), |p| {
+            format!(
+                " after a power cut ({} unsynced at the cut{}; remounted in {})",
+                p.unsynced_bytes()
+                    .map_or("bytes not counted".into(), |b| format!("{b} bytes")),
+                if p.unsynced.len() > 1 {
+                    format!(" over {} processes", p.unsynced.len())
+                } else {
+                    String::new()
+                },
+                p.remount_ns.map_or("-".into(), human_duration)
+            )
+        });
         let what = match episode.outcome {
             Outcome::Recovered => {
                 format!(
-                    "recovered in {}",
+                    "recovered in {}{power}",
                     human_duration(episode.total_ns.unwrap_or(0))
                 )
             }
@@ -280,6 +293,37 @@ impl Runner {
         }
     }
 
+    /// A power cut was carried out: a line for the operator (the episode it began reports
+    /// the rest).
+    fn power_cut(&mut self, p: &crate::machine::PowerCut, out: &mut Vec<Action>) {
+        let c = &p.cut;
+        let ms = |a: Option<u64>, b: Option<u64>| {
+            a.zip(b)
+                .map_or("-".into(), |(a, b)| human_duration(b.saturating_sub(a)))
+        };
+        let killed: Vec<String> = c
+            .killed
+            .iter()
+            .map(|(pid, comm)| format!("{pid} ({comm})"))
+            .collect();
+        for (pid, _) in &c.killed {
+            self.signalled.insert(*pid, c.cut_ns.unwrap_or(c.freeze_ns));
+        }
+        Self::say(
+            out,
+            match &c.error {
+                None => format!(
+                    "chaos: power cut {}: frozen, cut after {}, killed {}, remounted {} after the cut, released",
+                    p.id,
+                    ms(Some(c.freeze_ns), c.cut_ns),
+                    killed.join(", "),
+                    ms(c.cut_ns, c.remounted_ns),
+                ),
+                Some(why) => format!("chaos: power cut {} failed: {why}", p.id),
+            },
+        );
+    }
+
     /// The orphans of a dead instance were looked at: the orphan guard may abort.
     fn inspected(&mut self, i: &crate::machine::Inspected, out: &mut Vec<Action>) {
         if self.phase == RunPhase::Baseline {
@@ -314,6 +358,12 @@ impl Runner {
             VerifyWhen::After => {
                 self.verifies_running = self.verifies_running.saturating_sub(1);
                 let episode = v.episode.unwrap_or(0);
+                if let Some(e) = self.episodes.iter_mut().find(|e| e.id == episode) {
+                    e.verify = Some(crate::episode::EpisodeVerify {
+                        passed: v.passed,
+                        detail: v.detail.clone(),
+                    });
+                }
                 match result {
                     Ok(()) => self.verify_after.0 += 1,
                     Err(why) => {
@@ -482,6 +532,10 @@ impl Machine for Runner {
             }
             Input::Readiness(r) => self.accounting.readiness(r.fault, r.ts_ns, r.ok),
             Input::Ready(_) | Input::Unit(_) => ended = self.measurement.feed(input, out),
+            Input::PowerCut(p) => {
+                self.power_cut(p, out);
+                ended = self.measurement.feed(input, out);
+            }
             Input::Inspected(i) => {
                 ended = self.measurement.feed(input, out);
                 self.inspected(i, out);

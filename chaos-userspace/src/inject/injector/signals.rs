@@ -60,6 +60,7 @@ impl Injector {
                 only_if_alive: matches!(step, Step::Escalate),
                 keep: false,
                 watchdog: note,
+                power: false,
                 audit: audit_fault(&record, &exe, false),
             };
             self.order(order, record, exe, None, out);
@@ -137,8 +138,16 @@ impl Injector {
         }
         let draw = self.schedules[i].draws.below(live.len() as u64) as usize;
         let (target, role) = (live[draw].0.clone(), live[draw].1);
-        let mut record = self.signal_record(c.ts_ns, &target, plan.signal, Backend::Pidfd);
+        let backend = if plan.power {
+            Backend::PowerCut
+        } else {
+            Backend::Pidfd
+        };
+        let mut record = self.signal_record(c.ts_ns, &target, plan.signal, backend);
         record.role = Some(role);
+        if plan.power {
+            record.kind = FaultKind::PowerLoss;
+        }
         let exe = target.exe.clone().unwrap_or_default();
         let order = Order {
             id: record.id,
@@ -151,6 +160,7 @@ impl Injector {
             only_if_alive: false,
             keep: plan.escalate_after.is_some() || plan.freeze_for.is_some(),
             watchdog: (plan.freeze_for.is_some() && !self.dry_run).then_some(WatchdogNote::Frozen),
+            power: plan.power,
             audit: audit_fault(&record, &exe, false),
         };
         self.order(order, record, exe, Some(i), out);

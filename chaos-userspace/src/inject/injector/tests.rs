@@ -34,6 +34,7 @@ fn signal_spec(count: u32, interval: Duration, timing: Timing) -> FaultSpec {
             escalate_after: None,
             freeze_for: None,
             timing,
+            power: false,
         }),
         count: Some(count),
         seed: 7,

@@ -1,0 +1,531 @@
+//! The power-loss fault's disk: the service's data directory on an ext4 filesystem that
+//! chaos makes on a dm-flakey device over a loop file, and the cut itself.
+//!
+//! - [`preflight`]: device-mapper's flakey target, loop devices and the tools (`dmsetup`,
+//!   `losetup`, `mkfs.ext4`); what `chaos doctor` reports and what a power_loss experiment
+//!   is refused without (exit 2), before its target is looked up.
+//! - [`Disk::create`], before the baseline: a preallocated image under /var/tmp, a loop
+//!   device, a flakey device that passes everything, ext4 on it. The data directory's
+//!   contents move onto it with the service frozen; the instances that held files there are
+//!   killed so that their supervisor starts them again on the new filesystem (the original
+//!   directory stays reachable through a bind mount).
+//! - [`Disk::cut`], the fault, in the order that keeps every synced write and nothing else:
+//!   freeze the service's cgroup (until `cgroup.events` says frozen, it can acknowledge
+//!   nothing after the cut); suspend the device without freezing the filesystem (a lockfs
+//!   would write back the dirty pages the cut is about) and load a table that drops every
+//!   write; SIGKILL the frozen service; unmount (ext4's last writes are dropped too), drop
+//!   the device's buffers, restore the table, mount again (journal recovery); thaw, which
+//!   releases the supervisor, held frozen with the service so that no replacement starts on
+//!   the bare mount point.
+//! - [`Disk::teardown`], on every end (the watchdog runs it when chaos is SIGKILLed): the
+//!   service is frozen and killed once more (it holds the mount), the data copied back into
+//!   the original directory, everything unmounted, unmapped, detached and removed, and the
+//!   service thawed, to be restarted on its own directory.
+//!
+//! The device-mapper and loop steps run `dmsetup` and `losetup` (with udev out of the loop:
+//! chaos makes its own device node), the filesystem `mkfs.ext4`: the tools xfstests' power
+//! failure tests drive, rather than their ioctls written again.
+
+pub mod cgroup;
+
+use std::{
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::sys::clock::monotonic_ns;
+
+/// The smallest filesystem a power_loss experiment may ask for (ext4 with a journal).
+pub const MIN_SIZE: u64 = 16 << 20;
+
+/// What the machine offers the power-loss fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preflight {
+    /// device-mapper with its flakey target, or why not.
+    pub dm_flakey: Result<(), String>,
+    /// loop devices, or why not.
+    pub loop_devices: Result<(), String>,
+    /// dmsetup, losetup and mkfs.ext4, or the first one missing.
+    pub tools: Result<(), String>,
+}
+
+impl Preflight {
+    /// Everything a power cut needs, or what is missing (dm-flakey named first).
+    pub fn ready(&self) -> Result<(), String> {
+        self.dm_flakey.clone()?;
+        self.loop_devices.clone()?;
+        self.tools.clone()
+    }
+}
+
+fn in_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+/// Loads the modules where the kernel has them as modules (modprobe, if there is one), then
+/// looks: `dmsetup targets` must list flakey, /dev/loop-control must exist.
+pub fn preflight() -> Preflight {
+    if in_path("modprobe") {
+        for module in ["dm-flakey", "loop"] {
+            let _ = Command::new("modprobe")
+                .args(["-q", module])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+    let tools = ["dmsetup", "losetup", "mkfs.ext4"]
+        .into_iter()
+        .find(|t| !in_path(t))
+        .map_or(Ok(()), |t| Err(format!("{t} is not installed")));
+    let dm_flakey = if !Path::new("/dev/mapper/control").exists()
+        && !std::fs::read_to_string("/proc/misc").is_ok_and(|m| m.contains("device-mapper"))
+    {
+        Err("this kernel has no device-mapper (no /dev/mapper/control; dm-mod and dm-flakey are neither built in nor loadable)".to_string())
+    } else if !in_path("dmsetup") {
+        Err("dmsetup is not installed (Debian: dmsetup), so the flakey target cannot be set up".to_string())
+    } else {
+        match dmsetup(&["targets"]) {
+            Ok(list) if list.lines().any(|l| l.starts_with("flakey")) => Ok(()),
+            Ok(_) => Err("device-mapper has no flakey target (dm-flakey is neither built in nor loadable)".to_string()),
+            Err(e) => Err(format!("dmsetup targets: {e}")),
+        }
+    };
+    let loop_devices = if Path::new("/dev/loop-control").exists() {
+        Ok(())
+    } else {
+        Err("this kernel has no loop devices (no /dev/loop-control)".to_string())
+    };
+    Preflight {
+        dm_flakey,
+        loop_devices,
+        tools,
+    }
+}
+
+/// Runs a tool; its stdout, or its stderr as the error.
+fn tool(command: &mut Command) -> Result<String, String> {
+    let shown = format!("{command:?}").replace('"', "");
+    let out = command
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{shown}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// dmsetup without udev: no udev rule runs for chaos's device, and dmsetup makes the node
+/// under /dev/mapper itself (a guest or a container has no udev at all).
+fn dmsetup(args: &[&str]) -> Result<String, String> {
+    tool(Command::new("dmsetup").env("DM_DISABLE_UDEV", "1").args(args))
+}
+
+/// A mount point's source, from /proc/self/mountinfo (the last mount over `path` wins).
+fn mounted_source(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = path.to_str()?;
+    info.lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let point = fields.get(4)?.replace("\\040", " ");
+            let dash = fields.iter().position(|f| *f == "-")?;
+            (point == want).then(|| fields.get(dash + 2).map(|s| s.to_string()))?
+        })
+        .last()
+}
+
+/// When each step of a power cut happened (CLOCK_MONOTONIC), whom it killed, and the
+/// step that failed, if one did (the device and the mount were put back, the service
+/// thawed). A step not reached has no time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cut {
+    /// The freeze was asked for.
+    pub freeze_ns: u64,
+    /// The device stopped taking writes: the cut.
+    pub cut_ns: Option<u64>,
+    /// The filesystem is mounted again, its journal recovered.
+    pub remounted_ns: Option<u64>,
+    /// The service (and its supervisor) thawed.
+    pub thawed_ns: Option<u64>,
+    /// The processes killed at the cut.
+    pub killed: Vec<(u32, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The disk of a power-loss experiment: everything [`Disk::teardown`] needs, also sent to
+/// the watchdog as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    pub data_dir: PathBuf,
+    /// /var/tmp/chaos-power-PID: the image and the original directory's bind mount.
+    pub work: PathBuf,
+    pub image: PathBuf,
+    pub loop_dev: Option<PathBuf>,
+    pub dm_name: String,
+    pub sectors: u64,
+    /// The cgroup frozen at a cut.
+    pub cgroup: PathBuf,
+    /// The supervisors, which a cut freezes and never kills.
+    pub keep: Vec<u32>,
+    /// chaos made the data directory (it did not exist).
+    pub made_dir: bool,
+}
+
+impl Disk {
+    fn device(&self) -> PathBuf {
+        Path::new("/dev/mapper").join(&self.dm_name)
+    }
+
+    fn original(&self) -> PathBuf {
+        self.work.join("original")
+    }
+
+    fn table(&self, drop_writes: bool) -> String {
+        let dev = self
+            .loop_dev
+            .as_deref()
+            .map_or(String::new(), |d| d.display().to_string());
+        // flakey: up for 180 s and never down (every I/O passes), or never up with
+        // drop_writes (writes complete without reaching the device, reads pass).
+        if drop_writes {
+            format!("0 {} flakey {dev} 0 0 180 1 drop_writes", self.sectors)
+        } else {
+            format!("0 {} flakey {dev} 0 180 0", self.sectors)
+        }
+    }
+
+    fn load(&self, drop_writes: bool) -> Result<(), String> {
+        // --nolockfs: no filesystem freeze, which would write the dirty pages back first.
+        dmsetup(&["suspend", "--nolockfs", &self.dm_name])?;
+        let loaded = dmsetup(&["load", &self.dm_name, "--table", &self.table(drop_writes)]);
+        // Resumed whatever the load did: a suspended device blocks every I/O.
+        let resumed = dmsetup(&["resume", &self.dm_name]);
+        loaded.and(resumed).map(|_| ())
+    }
+
+    fn mount(&self) -> Result<(), String> {
+        nix::mount::mount(
+            Some(&self.device()),
+            &self.data_dir,
+            Some("ext4"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| format!("mount {} on {}: {e}", self.device().display(), self.data_dir.display()))
+    }
+
+    /// Unmounts the data directory; a process still holding it gets a moment to finish
+    /// dying. Never lazily: a detached filesystem lives on in memory, and mounting the
+    /// device again would find it instead of what the device holds.
+    fn unmount(&self) -> Result<(), String> {
+        let deadline = Instant::now() + cgroup::SETTLE;
+        loop {
+            match nix::mount::umount(&self.data_dir) {
+                Ok(()) => return Ok(()),
+                Err(nix::errno::Errno::EBUSY) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    let holders = holders(&self.data_dir);
+                    return Err(format!(
+                        "umount {}: {e}{}",
+                        self.data_dir.display(),
+                        if holders.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (held by {holders})")
+                        }
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Drops the device's cached blocks: what was "written" after the cut must not be read
+    /// back from memory.
+    fn flush_buffers(&self) -> Result<(), String> {
+        let file = std::fs::File::open(self.device()).map_err(|e| format!("open {}: {e}", self.device().display()))?;
+        const BLKFLSBUF: libc::c_ulong = 0x1261;
+        // SAFETY: an ioctl without argument on our fd.
+        if unsafe { libc::ioctl(file.as_raw_fd(), BLKFLSBUF, 0) } != 0 {
+            return Err(format!("BLKFLSBUF: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Sets the disk up and moves the data directory onto it (see the module's comment).
+    /// Whatever it made is removed again when a step fails.
+    pub fn create(data_dir: &Path, size: u64, cgroup: PathBuf, keep: Vec<u32>) -> Result<(Disk, Vec<(u32, String)>), String> {
+        let work = PathBuf::from(format!("/var/tmp/chaos-power-{}", std::process::id()));
+        let mut disk = Disk {
+            data_dir: data_dir.to_path_buf(),
+            image: work.join("disk.img"),
+            work,
+            loop_dev: None,
+            dm_name: format!("chaos-power-{}", std::process::id()),
+            sectors: size / 512,
+            cgroup,
+            keep,
+            made_dir: false,
+        };
+        match disk.build() {
+            Ok(moved) => Ok((disk, moved)),
+            Err(e) => {
+                let problems = disk.teardown();
+                Err(if problems.is_empty() {
+                    e
+                } else {
+                    format!("{e}; and while undoing: {}", problems.join("; "))
+                })
+            }
+        }
+    }
+
+    fn build(&mut self) -> Result<Vec<(u32, String)>, String> {
+        if !self.data_dir.exists() {
+            std::fs::create_dir_all(&self.data_dir).map_err(|e| format!("mkdir {}: {e}", self.data_dir.display()))?;
+            self.made_dir = true;
+        }
+        std::fs::create_dir_all(self.original()).map_err(|e| format!("mkdir {}: {e}", self.original().display()))?;
+        let image = std::fs::File::create(&self.image).map_err(|e| format!("create {}: {e}", self.image.display()))?;
+        // Preallocated: a sparse image could run out of room under the filesystem, and the
+        // tool would report the I/O errors as the service's data loss.
+        nix::fcntl::fallocate(&image, nix::fcntl::FallocateFlags::empty(), 0, (self.sectors * 512) as i64)
+            .map_err(|e| format!("allocate {} bytes for {}: {e}", self.sectors * 512, self.image.display()))?;
+        drop(image);
+        let dev = tool(Command::new("losetup").args(["--find", "--show"]).arg(&self.image))?;
+        self.loop_dev = Some(PathBuf::from(dev.trim()));
+        dmsetup(&["create", &self.dm_name, "--table", &self.table(false)])?;
+        tool(Command::new("mkfs.ext4").args(["-q", "-F", "-E", "nodiscard"]).arg(self.device()))?;
+        nix::mount::mount(
+            Some(&self.data_dir),
+            &self.original(),
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("bind {} on {}: {e}", self.data_dir.display(), self.original().display()))?;
+        // The move, with the service frozen: a consistent copy, page cache included, and no
+        // instance writes to the old files after it.
+        cgroup::freeze(&self.cgroup).map_err(|e| format!("freeze {}: {e}", self.cgroup.display()))?;
+        let moved = self.move_in();
+        let thawed = cgroup::thaw(&self.cgroup).map_err(|e| format!("thaw {}: {e}", self.cgroup.display()));
+        let moved = moved?;
+        thawed?;
+        Ok(moved)
+    }
+
+    fn move_in(&self) -> Result<Vec<(u32, String)>, String> {
+        let service = cgroup::service(&self.cgroup, &self.keep);
+        let holding: Vec<u32> = service
+            .iter()
+            .copied()
+            .filter(|&pid| holds(pid, &self.data_dir))
+            .collect();
+        let meta = std::fs::metadata(&self.data_dir).map_err(|e| e.to_string())?;
+        self.mount()?;
+        use std::os::unix::fs::MetadataExt as _;
+        let _ = nix::unistd::chown(&self.data_dir, Some(meta.uid().into()), Some(meta.gid().into()));
+        let _ = std::fs::set_permissions(&self.data_dir, std::os::unix::fs::PermissionsExt::from_mode(meta.mode()));
+        let lost_found = self.data_dir.join("lost+found");
+        if !self.original().join("lost+found").exists() {
+            let _ = std::fs::remove_dir(&lost_found);
+        }
+        copy_contents(&self.original(), &self.data_dir)?;
+        // The instances with files open on the old directory start again on the new one.
+        if holding.is_empty() {
+            return Ok(Vec::new());
+        }
+        cgroup::kill_all(&service).map_err(|e| e.to_string())
+    }
+
+    /// The power cut (see the module's comment). On a failure past the freeze it puts the
+    /// device and the mount back and thaws before it returns.
+    pub fn cut(&self) -> Cut {
+        let mut cut = Cut {
+            freeze_ns: monotonic_ns(),
+            cut_ns: None,
+            remounted_ns: None,
+            thawed_ns: None,
+            killed: Vec::new(),
+            error: None,
+        };
+        match cgroup::freeze(&self.cgroup) {
+            Ok(()) => {
+                if let Err(e) = self.cut_frozen(&mut cut) {
+                    let _ = self.load(false);
+                    if mounted_source(&self.data_dir).is_none() {
+                        let _ = self.mount();
+                    }
+                    cut.error = Some(e);
+                }
+            }
+            Err(e) => cut.error = Some(format!("freeze {}: {e}", self.cgroup.display())),
+        }
+        match cgroup::thaw(&self.cgroup) {
+            Ok(()) => cut.thawed_ns = Some(monotonic_ns()),
+            Err(e) => {
+                cut.error
+                    .get_or_insert(format!("thaw {}: {e}", self.cgroup.display()));
+            }
+        }
+        cut
+    }
+
+    fn cut_frozen(&self, cut: &mut Cut) -> Result<(), String> {
+        self.load(true)?;
+        cut.cut_ns = Some(monotonic_ns());
+        cut.killed = cgroup::kill_all(&cgroup::service(&self.cgroup, &self.keep))
+            .map_err(|e| e.to_string())?;
+        self.unmount()?;
+        self.flush_buffers()?;
+        self.load(false)?;
+        self.mount()?;
+        cut.remounted_ns = Some(monotonic_ns());
+        Ok(())
+    }
+
+    /// Undoes everything [`Disk::create`] did, as far as it got; each step is tried whatever
+    /// the others did. Returns what could not be undone.
+    pub fn teardown(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut note = |r: Result<(), String>| {
+            if let Err(e) = r {
+                problems.push(e);
+            }
+        };
+        let ours = mounted_source(&self.data_dir).is_some_and(|s| s == self.device().display().to_string());
+        if ours {
+            // The service holds the mount: frozen, killed, its data copied home.
+            let frozen = cgroup::freeze(&self.cgroup).map_err(|e| format!("freeze {}: {e}", self.cgroup.display()));
+            note(frozen);
+            note(
+                cgroup::kill_all(&cgroup::service(&self.cgroup, &self.keep))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            );
+            if mounted_source(&self.original()).is_some() {
+                note(copy_contents(&self.data_dir, &self.original()));
+            }
+            note(self.unmount());
+        }
+        if mounted_source(&self.original()).is_some() {
+            note(
+                nix::mount::umount(&self.original())
+                    .map_err(|e| format!("umount {}: {e}", self.original().display())),
+            );
+        }
+        if self.device().exists() || dmsetup(&["info", &self.dm_name]).is_ok() {
+            // A suspended device (chaos died mid-cut) is resumed before it can be removed.
+            let _ = dmsetup(&["resume", &self.dm_name]);
+            note(dmsetup(&["remove", "--retry", &self.dm_name]).map(|_| ()));
+        }
+        if let Some(dev) = &self.loop_dev {
+            note(tool(Command::new("losetup").arg("-d").arg(dev)).map(|_| ()));
+        }
+        let _ = std::fs::remove_file(&self.image);
+        let _ = std::fs::remove_dir(self.original());
+        let _ = std::fs::remove_dir(&self.work);
+        if self.made_dir && !ours {
+            let _ = std::fs::remove_dir(&self.data_dir);
+        }
+        if self.cgroup.join("cgroup.freeze").exists() {
+            note(cgroup::thaw(&self.cgroup).map_err(|e| format!("thaw {}: {e}", self.cgroup.display())));
+        }
+        problems
+    }
+}
+
+/// `cp -a FROM/. TO/`: contents, modes, owners and times.
+fn copy_contents(from: &Path, to: &Path) -> Result<(), String> {
+    tool(Command::new("cp").arg("-a").arg(from.join(".")).arg(format!("{}/", to.display()))).map(|_| ())
+}
+
+/// Whether `pid` has a file, its working directory or its root under `dir`.
+fn holds(pid: u32, dir: &Path) -> bool {
+    let proc_dir = Path::new("/proc").join(pid.to_string());
+    !crate::target::sockets::files_under(Path::new("/proc"), pid, dir).is_empty()
+        || ["cwd", "root"]
+            .iter()
+            .any(|l| std::fs::read_link(proc_dir.join(l)).is_ok_and(|p| p.starts_with(dir)))
+}
+
+/// The processes that hold something under `dir`, as `pid (comm)` pairs.
+fn holders(dir: &Path) -> String {
+    crate::target::proc::pids(Path::new("/proc"))
+        .filter(|&pid| holds(pid, dir))
+        .map(|pid| format!("{pid} ({})", crate::target::proc::comm_of(pid)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Reads a size: `64MiB`, `1GiB`, `512M`, `100000000` (bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (for example `64MiB`, `1GiB`)"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => return Err(format!("`{other}` is not a unit of size (B, KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_in_binary_and_decimal_units() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("100MB"), Ok(100_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("12 parsecs").unwrap_err().contains("parsecs"));
+    }
+
+    #[test]
+    fn the_tables_pass_everything_then_drop_every_write() {
+        let disk = Disk {
+            data_dir: "/srv/q".into(),
+            work: "/var/tmp/w".into(),
+            image: "/var/tmp/w/disk.img".into(),
+            loop_dev: Some("/dev/loop3".into()),
+            dm_name: "chaos-power-1".into(),
+            sectors: 131072,
+            cgroup: "/sys/fs/cgroup/q".into(),
+            keep: vec![10],
+            made_dir: false,
+        };
+        assert_eq!(disk.table(false), "0 131072 flakey /dev/loop3 0 180 0");
+        assert_eq!(
+            disk.table(true),
+            "0 131072 flakey /dev/loop3 0 0 180 1 drop_writes"
+        );
+        let json = serde_json::to_string(&disk).unwrap();
+        assert_eq!(serde_json::from_str::<Disk>(&json).unwrap(), disk);
+    }
+}
