@@ -31,6 +31,10 @@ enum Command {
         /// systemd as pid 1), or all of them.
         #[arg(long, value_enum, default_value = "all")]
         kernel: KernelChoice,
+        /// Only these suites (tests/tests/NAME.rs), wherever they run; repeatable. For
+        /// working on one suite: CI runs them all.
+        #[arg(long = "suite", value_name = "NAME")]
+        suites: Vec<String>,
     },
     /// Setup, build, observe the sample service, then measure the sample queue's recoveries
     /// under runit while chaos inject kills it (README's first command).
@@ -45,7 +49,7 @@ enum Command {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Setup => setup::run(),
-        Command::Test { kernel } => test(kernel),
+        Command::Test { kernel, suites } => test(kernel, &suites),
         Command::Demo => demo::run(),
         Command::Bench { which } => bench::run(which),
     }
@@ -68,13 +72,15 @@ enum KernelChoice {
 /// asserts restart times to the millisecond, which software emulation cannot keep, and runs
 /// supervisord (Python); `servers` runs Debian's PostgreSQL and nginx, which the guests lack.
 /// `services` checks roles, outcomes and orphans with the suite's own programs.
-const GUEST_SUITES: [&str; 4] = ["doctor", "inject", "observe", "services"];
+/// `power` cuts the power to a dm-flakey disk, which only the guests' kernels have.
+const GUEST_SUITES: [&str; 5] = ["doctor", "inject", "observe", "power", "services"];
 /// The suite the systemd guest runs (its tests are ignored elsewhere: they need systemd as
 /// pid 1), and the programs its units run.
 const SYSTEMD_SUITES: [&str; 1] = ["systemd"];
 const SYSTEMD_PROGRAMS: [&str; 2] = ["chaos-queue", "victim"];
 /// The suite's programs the guest suites run.
-const GUEST_PROGRAMS: [&str; 5] = [
+const GUEST_PROGRAMS: [&str; 6] = [
+    "chaos-queue",
     "victim",
     "delay-supervisor",
     "chaos-pool",
@@ -82,7 +88,7 @@ const GUEST_PROGRAMS: [&str; 5] = [
     "sync-helper",
 ];
 
-fn test(kernel: KernelChoice) -> Result<()> {
+fn test(kernel: KernelChoice, only: &[String]) -> Result<()> {
     setup::run()?;
     let root = util::workspace_root();
     util::cargo(&["build", "--package", "chaos", "--package", "chaos-tests"])?;
@@ -95,13 +101,13 @@ fn test(kernel: KernelChoice) -> Result<()> {
     let mut runs: Vec<(String, util::Tally, Result<()>)> = Vec::new();
     if matches!(kernel, KernelChoice::Host | KernelChoice::All) {
         let mut tally = util::Tally::default();
-        let result = run_tests(&root, &mut tally);
+        let result = run_tests(&root, only, &mut tally);
         runs.push(("host".into(), tally, result));
     }
     for series in series {
         let mut tally = util::Tally::default();
         let mut label = format!("guest {series}");
-        let result = run_guest(&root, series, vm::Init::Busybox, &mut tally, &mut label);
+        let result = run_guest(&root, series, vm::Init::Busybox, only, &mut tally, &mut label);
         runs.push((label, tally, result));
     }
     if matches!(kernel, KernelChoice::Systemd | KernelChoice::All) {
@@ -109,7 +115,7 @@ fn test(kernel: KernelChoice) -> Result<()> {
             let mut tally = util::Tally::default();
             let mut label = "systemd".to_string();
             let init = vm::Init::Systemd(which);
-            let result = run_guest(&root, "6.12", init, &mut tally, &mut label);
+            let result = run_guest(&root, "6.12", init, only, &mut tally, &mut label);
             runs.push((label, tally, result));
         }
     }
@@ -142,6 +148,7 @@ fn run_guest(
     root: &Path,
     series: &str,
     init: vm::Init,
+    only: &[String],
     tally: &mut util::Tally,
     label: &mut String,
 ) -> Result<()> {
@@ -176,6 +183,15 @@ fn run_guest(
             )
         }
     };
+    let suites: Vec<&str> = suites
+        .iter()
+        .copied()
+        .filter(|s| only.is_empty() || only.iter().any(|o| o == s))
+        .collect();
+    if suites.is_empty() {
+        *label = format!("{name} (no suite chosen)");
+        return Ok(());
+    }
     *label = name;
     println!("\n== {label} ({}) under QEMU (TCG)", kernel.package);
     let debug = util::target_dir(root).join("debug");
@@ -184,7 +200,7 @@ fn run_guest(
         systemd_root,
         chaos: debug.join("chaos"),
         programs: programs.iter().map(|p| debug.join(p)).collect(),
-        tests: test_executables(suites)?,
+        tests: test_executables(&suites)?,
     };
     let initrd = vm::initramfs(&kernel, &payload, &work)?;
     let log = work.join(format!("console-{}{}.log", kernel.release, init.tag()));
@@ -231,7 +247,16 @@ fn test_executables(suites: &[&str]) -> Result<Vec<PathBuf>> {
     Ok(found.into_iter().map(|(_, exe)| exe).collect())
 }
 
-fn run_tests(root: &std::path::Path, tally: &mut util::Tally) -> Result<()> {
+fn run_tests(root: &std::path::Path, only: &[String], tally: &mut util::Tally) -> Result<()> {
+    let chaos = util::target_dir(root).join("debug/chaos");
+    if !only.is_empty() {
+        let mut args = vec!["--package", "chaos-tests"];
+        for suite in only {
+            args.extend(["--test", suite.as_str()]);
+        }
+        args.extend(["--", "--test-threads=1"]);
+        return util::cargo_test(&args, &[("CHAOS_BIN", &chaos)], tally);
+    }
     // Unit tests: no root needed, no kernel touched.
     util::cargo_test(
         &[
@@ -259,7 +284,6 @@ fn run_tests(root: &std::path::Path, tally: &mut util::Tally) -> Result<()> {
     )?;
     // The privileged suite: each test loads programs and spawns its own victims; one at a time,
     // so that the "nothing left attached" checks see only their own test.
-    let chaos = util::target_dir(root).join("debug/chaos");
     util::cargo_test(
         &["--package", "chaos-tests", "--", "--test-threads=1"],
         &[("CHAOS_BIN", &chaos)],

@@ -205,7 +205,15 @@ pub fn trixie_systemd(cache: &Path) -> Result<PathBuf> {
     Ok(root)
 }
 /// Host programs the guest needs besides the payload, with their shared libraries.
-const HOST_TOOLS: [&str; 2] = ["bpftool", "mkfs.ext4"];
+/// The power suite drives device-mapper and loop devices with these (`chaos-userspace/src/power`).
+const HOST_TOOLS: [&str; 3] = ["bpftool", "mkfs.ext4", "dmsetup"];
+/// Modules the guests load (their /init insmods them in this order): loop devices for the
+/// scratch filesystem and the power-loss disk, device-mapper and its flakey target.
+const MODULES: [(&str, &str); 3] = [
+    ("loop.ko", "drivers/block/loop.ko"),
+    ("dm-mod.ko", "drivers/md/dm-mod.ko"),
+    ("dm-flakey.ko", "drivers/md/dm-flakey.ko"),
+];
 
 /// A Debian cloud kernel, unpacked.
 pub struct Kernel {
@@ -368,10 +376,9 @@ pub fn initramfs(kernel: &Kernel, payload: &Payload, work: &Path) -> Result<Path
     if Path::new("/etc/mke2fs.conf").exists() {
         std::fs::copy("/etc/mke2fs.conf", stage.join("etc/mke2fs.conf"))?;
     }
-    std::fs::write(
-        stage.join("lib/modules/loop.ko"),
-        kernel.module("drivers/block/loop.ko")?,
-    )?;
+    for (name, path) in MODULES {
+        std::fs::write(stage.join("lib/modules").join(name), kernel.module(path)?)?;
+    }
     let tests = payload
         .tests
         .iter()

@@ -142,7 +142,7 @@ pub fn diagnose() -> Diagnosis {
             .loop_devices
             .clone()
             .and(power.tools.clone())
-            .map(|()| "/dev/loop-control; losetup, mkfs.ext4".to_string()),
+            .map(|()| "/dev/loop-control; dmsetup, mkfs.ext4".to_string()),
         "kind = \"power_loss\": the data directory's filesystem lives on a loop file",
     );
     add(

@@ -22,11 +22,12 @@
 //!   the original directory, everything unmounted, unmapped, detached and removed, and the
 //!   service thawed, to be restarted on its own directory.
 //!
-//! The device-mapper and loop steps run `dmsetup` and `losetup` (with udev out of the loop:
-//! chaos makes its own device node), the filesystem `mkfs.ext4`: the tools xfstests' power
-//! failure tests drive, rather than their ioctls written again.
+//! The device-mapper steps run `dmsetup` (with udev out of the loop: chaos makes its own
+//! device node) and the filesystem `mkfs.ext4`, the tools xfstests' power failure tests
+//! drive; the loop device is bound through its ioctls ([`loopdev`]).
 
 pub mod cgroup;
+mod loopdev;
 
 use std::{
     os::fd::AsRawFd as _,
@@ -49,7 +50,7 @@ pub struct Preflight {
     pub dm_flakey: Result<(), String>,
     /// loop devices, or why not.
     pub loop_devices: Result<(), String>,
-    /// dmsetup, losetup and mkfs.ext4, or the first one missing.
+    /// dmsetup and mkfs.ext4, or the first one missing.
     pub tools: Result<(), String>,
 }
 
@@ -79,7 +80,7 @@ pub fn preflight() -> Preflight {
                 .status();
         }
     }
-    let tools = ["dmsetup", "losetup", "mkfs.ext4"]
+    let tools = ["dmsetup", "mkfs.ext4"]
         .into_iter()
         .find(|t| !in_path(t))
         .map_or(Ok(()), |t| Err(format!("{t} is not installed")));
@@ -305,8 +306,7 @@ impl Disk {
         nix::fcntl::fallocate(&image, nix::fcntl::FallocateFlags::empty(), 0, (self.sectors * 512) as i64)
             .map_err(|e| format!("allocate {} bytes for {}: {e}", self.sectors * 512, self.image.display()))?;
         drop(image);
-        let dev = tool(Command::new("losetup").args(["--find", "--show"]).arg(&self.image))?;
-        self.loop_dev = Some(PathBuf::from(dev.trim()));
+        self.loop_dev = Some(loopdev::attach(&self.image)?);
         dmsetup(&["create", &self.dm_name, "--table", &self.table(false)])?;
         tool(Command::new("mkfs.ext4").args(["-q", "-F", "-E", "nodiscard"]).arg(self.device()))?;
         nix::mount::mount(
@@ -432,8 +432,10 @@ impl Disk {
             let _ = dmsetup(&["resume", &self.dm_name]);
             note(dmsetup(&["remove", "--retry", &self.dm_name]).map(|_| ()));
         }
-        if let Some(dev) = &self.loop_dev {
-            note(tool(Command::new("losetup").arg("-d").arg(dev)).map(|_| ()));
+        if let Some(dev) = &self.loop_dev
+            && loopdev::bound_to(dev, &self.image)
+        {
+            loopdev::detach(dev);
         }
         let _ = std::fs::remove_file(&self.image);
         let _ = std::fs::remove_dir(self.original());

@@ -29,7 +29,7 @@ pub fn preflight(experiment: &Experiment) -> Result<(), Failure> {
     };
     power::preflight().ready().map_err(|why| {
         Failure::refused(format!(
-            "{}: faults[{i}].kind: power_loss needs dm-flakey (device-mapper's flakey target) over a loop device, and {why}; `chaos doctor` shows what this kernel has",
+            "{}: faults[{i}].kind: power_loss needs dm-flakey (device-mapper's flakey target) over a loop device: {why}; `chaos doctor` shows what this kernel has",
             experiment.path.display()
         ))
     })
