@@ -397,3 +397,67 @@ fn bad_files_name_the_line_the_key_and_the_problem() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+#[test]
+fn power_loss_files_need_a_sized_data_dir_of_their_own_and_a_supervisor_that_can_be_frozen() {
+    let power = |target: &str| {
+        edit("ready = \"listen\"", &format!("ready = \"listen\"\n{target}")).replacen(
+            "kind = \"signal\"\nsignal = \"KILL\"",
+            "kind = \"power_loss\"",
+            1,
+        )
+    };
+    let sized = "data_dir = \"/srv/queue\"\ndata_size = \"64MiB\"";
+    let ok = check_text(&power(sized)).unwrap();
+    assert!(matches!(
+        ok.faults[0].action,
+        FaultAction::Signal(ref s) if s.power && s.signal == Signal::SIGKILL
+    ));
+    assert_eq!(ok.faults[0].kind(), crate::fault::FaultKind::PowerLoss);
+    assert_eq!(ok.faults[0].backend(), crate::fault::Backend::PowerCut);
+    assert_eq!(ok.target.data_size, Some(64 << 20));
+    let cases = [
+        (power(""), "faults[0].kind", "needs target.data_dir"),
+        (power("data_dir = \"/srv/queue\""), "target.data_size", "needs the size"),
+        (
+            power("data_dir = \"srv/q\"\ndata_size = \"64MiB\""),
+            "target.data_dir",
+            "absolute path",
+        ),
+        (
+            power("data_dir = \"/etc\"\ndata_size = \"64MiB\""),
+            "target.data_dir",
+            "a system directory",
+        ),
+        (
+            power("data_dir = \"/srv/queue\"\ndata_size = \"4MiB\""),
+            "target.data_size",
+            "at least 16MiB",
+        ),
+        (
+            power("data_dir = \"/srv/queue\"\ndata_size = \"lots\""),
+            "target.data_size",
+            "not a size",
+        ),
+        (
+            edit("ready = \"listen\"", "ready = \"listen\"\ndata_size = \"64MiB\""),
+            "target.data_size",
+            "only a power_loss fault",
+        ),
+        (
+            power(sized).replace("supervisor = 4242", "unit = \"queue\""),
+            "faults[0].kind",
+            "systemd (pid 1) is never frozen",
+        ),
+        (
+            power(sized).replace("count = 3", "signal = \"TERM\"\ncount = 3"),
+            "faults[0].signal",
+            "not a key of a power_loss fault",
+        ),
+    ];
+    for (file, key, message) in cases {
+        let e = check_text(&file).expect_err(&file);
+        assert_eq!(e.key, key, "{e}\n{file}");
+        assert!(e.message.contains(message), "{e}\n{file}");
+    }
+}

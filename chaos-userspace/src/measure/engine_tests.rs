@@ -719,3 +719,44 @@ fn a_unit_failed_on_its_way_to_a_restart_is_not_a_failed_episode() {
     story.engine.unit(&running, &mut story.out);
     assert_eq!(story.episodes()[0].outcome, Outcome::Recovered);
 }
+
+#[test]
+fn a_power_cut_starts_its_episode_at_the_cut_and_counts_each_killed_process_unsynced_bytes() {
+    let mut story = Story::new(service(Ready::Exec, &[(11, 10)]));
+    story.fork(50 * MS, 11, 13);
+    story.engine.power_cut(&PowerCut {
+        id: 7,
+        cut: crate::power::Cut {
+            freeze_ns: 90 * MS,
+            cut_ns: Some(95 * MS),
+            remounted_ns: Some(150 * MS),
+            thawed_ns: Some(151 * MS),
+            killed: vec![(11, "svc".into()), (13, "svc".into())],
+            error: None,
+        },
+    });
+    let episodes = story
+        .kill(96 * MS, 11, 9)
+        .kill(96 * MS, 13, 9)
+        .exit(97 * MS, 13, 11, 9, 0)
+        .exit(98 * MS, 11, 10, 9, 0)
+        .reap(152 * MS, 10, 11)
+        .fork(153 * MS, 10, 12)
+        .exec(154 * MS, 12, 10, "svc")
+        .episodes();
+    assert_eq!(episodes.len(), 1);
+    let e = &episodes[0];
+    assert_eq!(e.at_ns.fault, Some(95 * MS), "the cut, not the SIGKILL");
+    assert_eq!(e.phases_ns.fault_to_exit, Some(3 * MS));
+    assert_eq!(e.total_ns, Some(59 * MS));
+    let p = e.power.as_ref().expect("the cut");
+    assert_eq!(p.fault_id, 7);
+    assert_eq!(p.remount_ns, Some(55 * MS));
+    let pids: Vec<u32> = p.unsynced.iter().map(|u| u.pid).collect();
+    assert_eq!(pids, [13, 11]);
+    assert_eq!(p.unsynced_bytes(), Some(1024));
+    // A kill without a cut has no power section.
+    let later = story.restart(300 * MS, 10, 12, 14).episodes();
+    assert_eq!(later[0].power, None);
+    assert_eq!(later[0].at_ns.fault, Some(300 * MS));
+}

@@ -414,6 +414,12 @@ fn check_target(c: &Checker, raw: &toml::Spanned<file::TargetFile>) -> Result<Ta
     })
 }
 
+/// Directories a power_loss fault never mounts over.
+const SYSTEM_DIRS: [&str; 19] = [
+    "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/mnt", "/opt", "/proc", "/root",
+    "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/tmp",
+];
+
 /// A power_loss fault needs the data directory and its size, and a supervisor chaos can
 /// freeze: not systemd.
 fn check_power(
@@ -453,6 +459,16 @@ fn check_power(
                 "target.data_dir",
                 format!(
                     "{}: a power_loss fault mounts a filesystem there: give an absolute path below /",
+                    dir.display()
+                ),
+            ));
+        }
+        Some(dir) if SYSTEM_DIRS.iter().any(|d| dir == Path::new(d)) => {
+            return Err(c.key(
+                &tspan,
+                "target.data_dir",
+                format!(
+                    "{}: a system directory; a power_loss fault mounts a filesystem over data_dir: give the service's own",
                     dir.display()
                 ),
             ));
