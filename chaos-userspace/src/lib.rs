@@ -11,7 +11,8 @@
 //! - the protocol between engines and driver ([`machine`]), and the records they exchange
 //!   ([`event`], [`fault`], [`episode`], [`audit`]);
 //! - the machine underneath: [`session`] (bringing the kernel up), [`bpf`], [`decode`],
-//!   [`kernel`], [`target`], [`launch`], [`source`];
+//!   [`kernel`], [`target`], [`launch`], [`source`], [`power`] (the power-loss fault's
+//!   disk);
 //! - [`sys`]: the clocks, the signals that end a run, error chains.
 
 pub mod audit;

@@ -190,6 +190,13 @@ fn describe_cuts(what: &str, episodes: &[&Value]) {
     }
 }
 
+/// chaos's own lines about the cuts.
+fn show_cuts(stderr: &str) {
+    for line in stderr.lines().filter(|l| l.contains("power cut")) {
+        eprintln!("{line}");
+    }
+}
+
 fn unsynced(e: &Value) -> u64 {
     e["power"]["unsynced"]
         .as_array()
@@ -234,6 +241,7 @@ fn power_loss_keeps_every_record_a_queue_synced_before_acknowledging_it() {
     let files = Files::new();
     let exp = q.experiment(&files, "power-sync-first", 3);
     let (code, stdout, stderr) = files.run(&exp, &[]);
+    show_cuts(&stderr);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains("verdict: HELD (exit 0)"), "{stdout}");
     let result = files.result();
@@ -272,6 +280,7 @@ fn power_loss_refutes_a_queue_that_acknowledges_before_it_syncs() {
     let files = Files::new();
     let exp = q.experiment(&files, "power-ack-first", 3);
     let (code, stdout, stderr) = files.run(&exp, &[]);
+    show_cuts(&stderr);
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(stdout.contains("verdict: REFUTED (exit 1)"), "{stdout}");
     let result = files.result();

@@ -102,6 +102,7 @@ fn every_shipped_example_is_valid() {
             ("config-reader-eio".to_string(), 200),
             ("payments-canary-2026-11".to_string(), 5),
             ("queue-crash-at-fsync".to_string(), 2),
+            ("queue-power-loss".to_string(), 3),
             ("sync-helper-kill".to_string(), 20),
         ]
     );
