@@ -81,6 +81,7 @@ blast_radius = "local"
 [hypothesis]
 statement = "every acknowledged record survives a power cut"
 max_failed_recoveries = 0
+latency = [{{ phase = "remount", quantile = "max", under = "30s" }}]
 verify = {{ command = "{verify}", timeout = "30s" }}
 
 [target]
@@ -259,6 +260,11 @@ fn power_loss_keeps_every_record_a_queue_synced_before_acknowledging_it() {
         assert_eq!(e["verify"]["passed"], true, "{e:#}");
     }
     assert_eq!(q.lost(), 0);
+    assert_eq!(result["summary"]["remount_ns"]["count"], 3, "{result:#}");
+    assert!(
+        stdout.contains("power cut -> remounted"),
+        "the phase table has the remounts: {stdout}"
+    );
     assert!(!mounted(&q.data), "{} still mounted", q.data.display());
     // The data came home: the queue, restarted on its own directory, still has it.
     q.svc.ready_instance();

@@ -84,7 +84,8 @@ pub struct HypothesisFile {
 #[serde(deny_unknown_fields)]
 pub struct LatencyFile {
     /// `total` (fault to ready), or one phase: `fault_to_exit`, `exit_to_reaped`,
-    /// `reaped_to_forked`, `forked_to_exec`, `exec_to_ready`.
+    /// `reaped_to_forked`, `forked_to_exec`, `exec_to_ready`; `in_place` (fault to ready
+    /// again without a death); `remount` (a power cut to its filesystem mounted again).
     pub phase: String,
     /// `p50`, `p90`, `p99`, `p99.9`, `max`, or `pNN` for another percentile.
     pub quantile: String,

@@ -166,6 +166,7 @@ pub fn clauses(experiment: &Experiment, stats: &Stats, evidence: &Evidence) -> V
         });
         let histogram = in_place
             .as_ref()
+            .or_else(|| (l.phase == "remount").then_some(&stats.remount))
             .or_else(|| stats.phases().find(|(p, _)| *p == l.phase).map(|(_, h)| h));
         let (held, detail) = match histogram {
             Some(hist) if !hist.is_empty() => {
@@ -182,6 +183,8 @@ pub fn clauses(experiment: &Experiment, stats: &Stats, evidence: &Evidence) -> V
                         hist.len(),
                         if in_place.is_some() {
                             "in-place recovery(ies)"
+                        } else if l.phase == "remount" {
+                            "power cut(s)"
                         } else {
                             "recovered episode(s)"
                         }

@@ -728,6 +728,7 @@ fn a_power_cut_starts_its_episode_at_the_cut_and_counts_each_killed_process_unsy
         id: 7,
         cut: crate::power::Cut {
             freeze_ns: 90 * MS,
+            frozen_ns: Some(92 * MS),
             cut_ns: Some(95 * MS),
             remounted_ns: Some(150 * MS),
             thawed_ns: Some(151 * MS),

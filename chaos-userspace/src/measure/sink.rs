@@ -221,6 +221,14 @@ impl<W: Write> EpisodeSink for TableEpisodes<W> {
             &s.stats.unsynced_bytes_at_exit,
             |b| b.to_string(),
         )?;
+        if s.stats.remount_ns.count > 0 {
+            row(
+                out,
+                "power cut -> remounted",
+                &s.stats.remount_ns,
+                human_duration,
+            )?;
+        }
         if let Some((label, share)) = slowest_phase(s) {
             writeln!(out, "slowest phase (p50): {label}, {share}")?;
         }

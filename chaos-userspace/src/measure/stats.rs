@@ -63,6 +63,8 @@ pub struct Stats {
     phases: BTreeMap<&'static str, Histogram<u64>>,
     pub fsync_latency: Histogram<u64>,
     pub unsynced_at_exit: Histogram<u64>,
+    /// Power cuts: cut -> filesystem mounted again (`crate::episode::PowerLoss`).
+    pub remount: Histogram<u64>,
     pub recovered: u64,
     pub failed: u64,
     pub unfinished: u64,
@@ -97,6 +99,7 @@ impl Default for Stats {
             phases,
             fsync_latency: histogram(),
             unsynced_at_exit: histogram(),
+            remount: histogram(),
             recovered: 0,
             failed: 0,
             unfinished: 0,
@@ -113,6 +116,10 @@ impl Stats {
         self.failed_starts += u64::from(episode.failed_starts);
         if let Some(bytes) = episode.exit.unsynced_bytes {
             record(&mut self.unsynced_at_exit, bytes);
+        }
+        // Every cut's remount, whether or not the service came back after it.
+        if let Some(ns) = episode.power.as_ref().and_then(|p| p.remount_ns) {
+            record(&mut self.remount, ns);
         }
         match episode.outcome {
             Outcome::Recovered => self.recovered += 1,
@@ -158,6 +165,9 @@ impl Stats {
         self.unsynced_at_exit
             .add(&other.unsynced_at_exit)
             .expect("auto-resizing histograms of one precision always add");
+        self.remount
+            .add(&other.remount)
+            .expect("auto-resizing histograms of one precision always add");
         self.recovered += other.recovered;
         self.failed += other.failed;
         self.unfinished += other.unfinished;
@@ -193,6 +203,7 @@ impl Stats {
                 .collect(),
             fsync_latency_ns: Quantiles::of(&self.fsync_latency),
             unsynced_bytes_at_exit: Quantiles::of(&self.unsynced_at_exit),
+            remount_ns: Quantiles::of(&self.remount),
         }
     }
 
@@ -240,6 +251,9 @@ impl Stats {
             for (name, _) in self.phases() {
                 write(slice.get(name).unwrap_or(&empty), from, length, name)?;
             }
+        }
+        if !self.remount.is_empty() {
+            write(&self.remount, Duration::ZERO, log.duration, "remount")?;
         }
         if self.fsync_latency.is_empty() {
             return Ok(());
@@ -311,6 +325,9 @@ pub struct PhaseSummary {
     pub phases_ns: Vec<(String, Quantiles)>,
     pub fsync_latency_ns: Quantiles,
     pub unsynced_bytes_at_exit: Quantiles,
+    /// Power cuts: cut -> filesystem mounted again (count 0 without power_loss faults).
+    #[serde(default)]
+    pub remount_ns: Quantiles,
 }
 
 #[cfg(test)]

@@ -153,7 +153,10 @@ fn mounted_source(path: &Path) -> Option<String> {
 pub struct Cut {
     /// The freeze was asked for.
     pub freeze_ns: u64,
-    /// The device stopped taking writes: the cut.
+    /// `cgroup.events` said frozen.
+    pub frozen_ns: Option<u64>,
+    /// The cut: the device was suspended, and every write it had not completed by then
+    /// was dropped (held back by the suspension, then sent through the dropping table).
     pub cut_ns: Option<u64>,
     /// The filesystem is mounted again, its journal recovered.
     pub remounted_ns: Option<u64>,
@@ -207,13 +210,16 @@ impl Disk {
         }
     }
 
-    fn load(&self, drop_writes: bool) -> Result<(), String> {
+    /// Swaps the table; returns when the device was suspended: every write it had not
+    /// completed by then goes through the new table (the suspension holds it back).
+    fn load(&self, drop_writes: bool) -> Result<u64, String> {
         // --nolockfs: no filesystem freeze, which would write the dirty pages back first.
         dmsetup(&["suspend", "--nolockfs", &self.dm_name])?;
+        let suspended = monotonic_ns();
         let loaded = dmsetup(&["load", &self.dm_name, "--table", &self.table(drop_writes)]);
         // Resumed whatever the load did: a suspended device blocks every I/O.
         let resumed = dmsetup(&["resume", &self.dm_name]);
-        loaded.and(resumed).map(|_| ())
+        loaded.and(resumed).map(|_| suspended)
     }
 
     fn mount(&self) -> Result<(), String> {
@@ -356,6 +362,7 @@ impl Disk {
     pub fn cut(&self) -> Cut {
         let mut cut = Cut {
             freeze_ns: monotonic_ns(),
+            frozen_ns: None,
             cut_ns: None,
             remounted_ns: None,
             thawed_ns: None,
@@ -364,6 +371,7 @@ impl Disk {
         };
         match cgroup::freeze(&self.cgroup) {
             Ok(()) => {
+                cut.frozen_ns = Some(monotonic_ns());
                 if let Err(e) = self.cut_frozen(&mut cut) {
                     let _ = self.load(false);
                     if mounted_source(&self.data_dir).is_none() {
@@ -385,8 +393,8 @@ impl Disk {
     }
 
     fn cut_frozen(&self, cut: &mut Cut) -> Result<(), String> {
-        self.load(true)?;
-        cut.cut_ns = Some(monotonic_ns());
+        // A failed load resumes the device on its old table: no cut.
+        cut.cut_ns = Some(self.load(true)?);
         cut.killed = cgroup::kill_all(&cgroup::service(&self.cgroup, &self.keep))
             .map_err(|e| e.to_string())?;
         self.unmount()?;

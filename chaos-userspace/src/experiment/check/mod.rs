@@ -194,7 +194,7 @@ fn check_hypothesis(c: &Checker, h: &file::HypothesisFile) -> Result<Hypothesis,
         let phases: Vec<&str> = crate::episode::PHASES
             .iter()
             .map(|p| p.name)
-            .chain(["total", "in_place"])
+            .chain(["total", "in_place", "remount"])
             .collect();
         if !phases.contains(&l.phase.as_str()) {
             return Err(c.key(

@@ -313,9 +313,9 @@ impl Runner {
             out,
             match &c.error {
                 None => format!(
-                    "chaos: power cut {}: frozen, cut after {}, killed {}, remounted {} after the cut, released",
+                    "chaos: power cut {}: service frozen in {}, writes dropped from then on, killed {}, remounted {} after the cut, released",
                     p.id,
-                    ms(Some(c.freeze_ns), c.cut_ns),
+                    ms(Some(c.freeze_ns), c.frozen_ns),
                     killed.join(", "),
                     ms(c.cut_ns, c.remounted_ns),
                 ),
