@@ -1,8 +1,11 @@
 //! `chaos run FILE`: an experiment from start to verdict; `chaos run --replay REC` the same
 //! verdict again from a recording.
 //!
-//! Order: the file is checked (errors name the line and key, exit 2), the blast radius
-//! acknowledged, the service found and at least one instance allowed; the plan is printed;
+//! Order: the file is checked (errors name the line and key, exit 2; a power_loss fault
+//! on a kernel without dm-flakey is refused here), the blast radius acknowledged, the
+//! service found (a power_loss fault's watchdog forked and its disk set up, the service
+//! moved onto it and found again: `power`) and at least one instance allowed; the plan is
+//! printed;
 //! the kernel brought up with every kernel-fired fault disarmed and the service in the
 //! target set; the audit log opened; the verify command must pass before anything is
 //! injected. Then the runner (`experiment::runner`) is driven until it stops: baseline ->
