@@ -15,15 +15,15 @@ use std::{
 };
 
 use chaos_tests::{ChaosCmd, free_port, run_chaos, scratch_dir, wait_until};
+use common::{
+    files::Files,
+    supervised::{QUEUE, Supervised},
+};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
 };
 use rstest::rstest;
-use common::{
-    files::Files,
-    supervised::{QUEUE, Supervised},
-};
 use serde_json::Value;
 
 const SUPERVISOR: &str = env!("CARGO_BIN_EXE_delay-supervisor");
@@ -107,6 +107,21 @@ max_duration = "10m"
                 data = self.data.display(),
             ),
         )
+    }
+
+    /// The data came home after `what`: the queue, restarted on its own directory, passes
+    /// verify there.
+    fn assert_home(&self, what: &str) {
+        self.svc.ready_instance();
+        let check = std::process::Command::new("sh")
+            .args(["-c", &self.verify_command()])
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "after {what}: {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
     }
 
     /// The records lost, as the queue recorded them at its restarts.
@@ -266,17 +281,7 @@ fn power_loss_keeps_every_record_a_queue_synced_before_acknowledging_it() {
         "the phase table has the remounts: {stdout}"
     );
     assert!(!mounted(&q.data), "{} still mounted", q.data.display());
-    // The data came home: the queue, restarted on its own directory, still has it.
-    q.svc.ready_instance();
-    let check = std::process::Command::new("sh")
-        .args(["-c", &q.verify_command()])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "after the teardown: {}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    q.assert_home("the teardown");
 }
 
 #[test]
@@ -347,26 +352,18 @@ fn power_loss_disk_is_torn_down_when_chaos_ends_mid_run(#[case] signal: Signal) 
         assert_eq!(torn_down(pid, &q.data, &cgroup), Ok(()));
     }
     let mut left = String::new();
-    wait_until("the teardown", Duration::from_millis(20), || {
-        match torn_down(pid, &q.data, &cgroup) {
+    wait_until(
+        "the teardown",
+        Duration::from_millis(20),
+        || match torn_down(pid, &q.data, &cgroup) {
             Ok(()) => true,
             Err(what) => {
                 left = what;
                 false
             }
-        }
-    });
-    // The queue goes on, on its own directory, with its data.
-    q.svc.ready_instance();
-    let check = std::process::Command::new("sh")
-        .args(["-c", &q.verify_command()])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "after the teardown ({left}): {}",
-        String::from_utf8_lossy(&check.stdout)
+        },
     );
+    q.assert_home(&format!("the teardown (last seen left: {left})"));
 }
 
 /// Where the kernel has no dm-flakey (the host), the experiment is refused with exit 2

@@ -107,7 +107,14 @@ fn test(kernel: KernelChoice, only: &[String]) -> Result<()> {
     for series in series {
         let mut tally = util::Tally::default();
         let mut label = format!("guest {series}");
-        let result = run_guest(&root, series, vm::Init::Busybox, only, &mut tally, &mut label);
+        let result = run_guest(
+            &root,
+            series,
+            vm::Init::Busybox,
+            only,
+            &mut tally,
+            &mut label,
+        );
         runs.push((label, tally, result));
     }
     if matches!(kernel, KernelChoice::Systemd | KernelChoice::All) {

@@ -131,9 +131,10 @@ pub fn diagnose() -> Diagnosis {
     let power = crate::power::preflight();
     add(
         "dm_flakey",
-        power.dm_flakey.clone().map(|()| {
-            "device-mapper's flakey target (dmsetup targets lists flakey)".to_string()
-        }),
+        power
+            .dm_flakey
+            .clone()
+            .map(|()| "device-mapper's flakey target (dmsetup targets lists flakey)".to_string()),
         "kind = \"power_loss\": a cut drops every write to the data directory's device",
     );
     add(

@@ -240,7 +240,12 @@ impl Driver<'_> {
 
     /// A power cut on the disk (`crate::power::Disk::cut`), once the audit entry is on
     /// disk: the time of the cut, None when the process was gone, or why no cut happened.
-    fn cut(&mut self, order: &Order, key: u64, cut: &mut Option<PowerCut>) -> Result<Option<u64>, String> {
+    fn cut(
+        &mut self,
+        order: &Order,
+        key: u64,
+        cut: &mut Option<PowerCut>,
+    ) -> Result<Option<u64>, String> {
         let disk = self
             .power
             .ok_or("a power cut, and no power-loss disk was set up")?;

@@ -402,7 +402,11 @@ fn bad_files_name_the_line_the_key_and_the_problem() {
 #[test]
 fn power_loss_files_need_a_sized_data_dir_of_their_own_and_a_supervisor_that_can_be_frozen() {
     let power = |target: &str| {
-        edit("ready = \"listen\"", &format!("ready = \"listen\"\n{target}")).replacen(
+        edit(
+            "ready = \"listen\"",
+            &format!("ready = \"listen\"\n{target}"),
+        )
+        .replacen(
             "kind = \"signal\"\nsignal = \"KILL\"",
             "kind = \"power_loss\"",
             1,
@@ -419,7 +423,11 @@ fn power_loss_files_need_a_sized_data_dir_of_their_own_and_a_supervisor_that_can
     assert_eq!(ok.target.data_size, Some(64 << 20));
     let cases = [
         (power(""), "faults[0].kind", "needs target.data_dir"),
-        (power("data_dir = \"/srv/queue\""), "target.data_size", "needs the size"),
+        (
+            power("data_dir = \"/srv/queue\""),
+            "target.data_size",
+            "needs the size",
+        ),
         (
             power("data_dir = \"srv/q\"\ndata_size = \"64MiB\""),
             "target.data_dir",
@@ -441,7 +449,10 @@ fn power_loss_files_need_a_sized_data_dir_of_their_own_and_a_supervisor_that_can
             "not a size",
         ),
         (
-            edit("ready = \"listen\"", "ready = \"listen\"\ndata_size = \"64MiB\""),
+            edit(
+                "ready = \"listen\"",
+                "ready = \"listen\"\ndata_size = \"64MiB\"",
+            ),
             "target.data_size",
             "only a power_loss fault",
         ),

@@ -151,7 +151,10 @@ impl PowerCut {
     /// Its last step's time.
     pub fn ts_ns(&self) -> u64 {
         let c = &self.cut;
-        c.thawed_ns.or(c.remounted_ns).or(c.cut_ns).unwrap_or(c.freeze_ns)
+        c.thawed_ns
+            .or(c.remounted_ns)
+            .or(c.cut_ns)
+            .unwrap_or(c.freeze_ns)
     }
 }
 

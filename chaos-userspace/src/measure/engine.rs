@@ -523,9 +523,7 @@ impl Engine {
             orphans: open.orphans,
             answered_by: open.answered_by,
             systemd: open.systemd,
-            power: open
-                .power
-                .and_then(|id| self.cut_info.get(&id).cloned()),
+            power: open.power.and_then(|id| self.cut_info.get(&id).cloned()),
             verify: None,
         };
         if let Some(times) = &episode.systemd {

@@ -154,7 +154,8 @@ pub fn choose(named: Option<&Path>, supervisor: u32) -> Result<PathBuf, String> 
             "power_loss keeps the supervisor frozen until the filesystem is back, and pid 1 (systemd) is never frozen: run the service under a supervisor in a cgroup of its own".into(),
         );
     }
-    let sup = of(supervisor).ok_or_else(|| format!("cannot read the cgroup of the supervisor {supervisor}"))?;
+    let sup = of(supervisor)
+        .ok_or_else(|| format!("cannot read the cgroup of the supervisor {supervisor}"))?;
     let chosen = named.map_or_else(|| sup.clone(), Path::to_path_buf);
     if chosen == root {
         return Err(format!(

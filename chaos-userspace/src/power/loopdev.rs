@@ -45,7 +45,8 @@ pub fn attach(image: &Path) -> Result<PathBuf, String> {
         .write(true)
         .open(image)
         .map_err(|e| format!("open {}: {e}", image.display()))?;
-    let control = File::open("/dev/loop-control").map_err(|e| format!("open /dev/loop-control: {e}"))?;
+    let control =
+        File::open("/dev/loop-control").map_err(|e| format!("open /dev/loop-control: {e}"))?;
     // Another process may take the free device first: ask again.
     for _ in 0..16 {
         // SAFETY: an ioctl without argument on our fd.

@@ -89,11 +89,17 @@ pub fn preflight() -> Preflight {
     {
         Err("this kernel has no device-mapper (no /dev/mapper/control; dm-mod and dm-flakey are neither built in nor loadable)".to_string())
     } else if !in_path("dmsetup") {
-        Err("dmsetup is not installed (Debian: dmsetup), so the flakey target cannot be set up".to_string())
+        Err(
+            "dmsetup is not installed (Debian: dmsetup), so the flakey target cannot be set up"
+                .to_string(),
+        )
     } else {
         match dmsetup(&["targets"]) {
             Ok(list) if list.lines().any(|l| l.starts_with("flakey")) => Ok(()),
-            Ok(_) => Err("device-mapper has no flakey target (dm-flakey is neither built in nor loadable)".to_string()),
+            Ok(_) => Err(
+                "device-mapper has no flakey target (dm-flakey is neither built in nor loadable)"
+                    .to_string(),
+            ),
             Err(e) => Err(format!("dmsetup targets: {e}")),
         }
     };
@@ -129,7 +135,11 @@ fn tool(command: &mut Command) -> Result<String, String> {
 /// dmsetup without udev: no udev rule runs for chaos's device, and dmsetup makes the node
 /// under /dev/mapper itself (a guest or a container has no udev at all).
 fn dmsetup(args: &[&str]) -> Result<String, String> {
-    tool(Command::new("dmsetup").env("DM_DISABLE_UDEV", "1").args(args))
+    tool(
+        Command::new("dmsetup")
+            .env("DM_DISABLE_UDEV", "1")
+            .args(args),
+    )
 }
 
 /// A mount point's source, from /proc/self/mountinfo (the last mount over `path` wins).
@@ -137,13 +147,13 @@ fn mounted_source(path: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = path.to_str()?;
     info.lines()
-        .filter_map(|l| {
+        .rev()
+        .find_map(|l| {
             let fields: Vec<&str> = l.split(' ').collect();
             let point = fields.get(4)?.replace("\\040", " ");
             let dash = fields.iter().position(|f| *f == "-")?;
             (point == want).then(|| fields.get(dash + 2).map(|s| s.to_string()))?
         })
-        .last()
 }
 
 /// When each step of a power cut happened (CLOCK_MONOTONIC), whom it killed, and the
@@ -230,7 +240,13 @@ impl Disk {
             nix::mount::MsFlags::empty(),
             None::<&str>,
         )
-        .map_err(|e| format!("mount {} on {}: {e}", self.device().display(), self.data_dir.display()))
+        .map_err(|e| {
+            format!(
+                "mount {} on {}: {e}",
+                self.device().display(),
+                self.data_dir.display()
+            )
+        })
     }
 
     /// Unmounts the data directory; a process still holding it gets a moment to finish
@@ -263,7 +279,8 @@ impl Disk {
     /// Drops the device's cached blocks: what was "written" after the cut must not be read
     /// back from memory.
     fn flush_buffers(&self) -> Result<(), String> {
-        let file = std::fs::File::open(self.device()).map_err(|e| format!("open {}: {e}", self.device().display()))?;
+        let file = std::fs::File::open(self.device())
+            .map_err(|e| format!("open {}: {e}", self.device().display()))?;
         const BLKFLSBUF: libc::c_ulong = 0x1261;
         // SAFETY: an ioctl without argument on our fd.
         if unsafe { libc::ioctl(file.as_raw_fd(), BLKFLSBUF, 0) } != 0 {
@@ -274,7 +291,12 @@ impl Disk {
 
     /// Sets the disk up and moves the data directory onto it (see the module's comment).
     /// Whatever it made is removed again when a step fails.
-    pub fn create(data_dir: &Path, size: u64, cgroup: PathBuf, keep: Vec<u32>) -> Result<(Disk, Vec<(u32, String)>), String> {
+    pub fn create(
+        data_dir: &Path,
+        size: u64,
+        cgroup: PathBuf,
+        keep: Vec<u32>,
+    ) -> Result<(Disk, Vec<(u32, String)>), String> {
         let work = PathBuf::from(format!("/var/tmp/chaos-power-{}", std::process::id()));
         let mut disk = Disk {
             data_dir: data_dir.to_path_buf(),
@@ -302,19 +324,37 @@ impl Disk {
 
     fn build(&mut self) -> Result<Vec<(u32, String)>, String> {
         if !self.data_dir.exists() {
-            std::fs::create_dir_all(&self.data_dir).map_err(|e| format!("mkdir {}: {e}", self.data_dir.display()))?;
+            std::fs::create_dir_all(&self.data_dir)
+                .map_err(|e| format!("mkdir {}: {e}", self.data_dir.display()))?;
             self.made_dir = true;
         }
-        std::fs::create_dir_all(self.original()).map_err(|e| format!("mkdir {}: {e}", self.original().display()))?;
-        let image = std::fs::File::create(&self.image).map_err(|e| format!("create {}: {e}", self.image.display()))?;
+        std::fs::create_dir_all(self.original())
+            .map_err(|e| format!("mkdir {}: {e}", self.original().display()))?;
+        let image = std::fs::File::create(&self.image)
+            .map_err(|e| format!("create {}: {e}", self.image.display()))?;
         // Preallocated: a sparse image could run out of room under the filesystem, and the
         // tool would report the I/O errors as the service's data loss.
-        nix::fcntl::fallocate(&image, nix::fcntl::FallocateFlags::empty(), 0, (self.sectors * 512) as i64)
-            .map_err(|e| format!("allocate {} bytes for {}: {e}", self.sectors * 512, self.image.display()))?;
+        nix::fcntl::fallocate(
+            &image,
+            nix::fcntl::FallocateFlags::empty(),
+            0,
+            (self.sectors * 512) as i64,
+        )
+        .map_err(|e| {
+            format!(
+                "allocate {} bytes for {}: {e}",
+                self.sectors * 512,
+                self.image.display()
+            )
+        })?;
         drop(image);
         self.loop_dev = Some(loopdev::attach(&self.image)?);
         dmsetup(&["create", &self.dm_name, "--table", &self.table(false)])?;
-        tool(Command::new("mkfs.ext4").args(["-q", "-F", "-E", "nodiscard"]).arg(self.device()))?;
+        tool(
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-E", "nodiscard"])
+                .arg(self.device()),
+        )?;
         nix::mount::mount(
             Some(&self.data_dir),
             &self.original(),
@@ -322,12 +362,20 @@ impl Disk {
             nix::mount::MsFlags::MS_BIND,
             None::<&str>,
         )
-        .map_err(|e| format!("bind {} on {}: {e}", self.data_dir.display(), self.original().display()))?;
+        .map_err(|e| {
+            format!(
+                "bind {} on {}: {e}",
+                self.data_dir.display(),
+                self.original().display()
+            )
+        })?;
         // The move, with the service frozen: a consistent copy, page cache included, and no
         // instance writes to the old files after it.
-        cgroup::freeze(&self.cgroup).map_err(|e| format!("freeze {}: {e}", self.cgroup.display()))?;
+        cgroup::freeze(&self.cgroup)
+            .map_err(|e| format!("freeze {}: {e}", self.cgroup.display()))?;
         let moved = self.move_in();
-        let thawed = cgroup::thaw(&self.cgroup).map_err(|e| format!("thaw {}: {e}", self.cgroup.display()));
+        let thawed =
+            cgroup::thaw(&self.cgroup).map_err(|e| format!("thaw {}: {e}", self.cgroup.display()));
         let moved = moved?;
         thawed?;
         Ok(moved)
@@ -343,8 +391,15 @@ impl Disk {
         let meta = std::fs::metadata(&self.data_dir).map_err(|e| e.to_string())?;
         self.mount()?;
         use std::os::unix::fs::MetadataExt as _;
-        let _ = nix::unistd::chown(&self.data_dir, Some(meta.uid().into()), Some(meta.gid().into()));
-        let _ = std::fs::set_permissions(&self.data_dir, std::os::unix::fs::PermissionsExt::from_mode(meta.mode()));
+        let _ = nix::unistd::chown(
+            &self.data_dir,
+            Some(meta.uid().into()),
+            Some(meta.gid().into()),
+        );
+        let _ = std::fs::set_permissions(
+            &self.data_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(meta.mode()),
+        );
         let lost_found = self.data_dir.join("lost+found");
         if !self.original().join("lost+found").exists() {
             let _ = std::fs::remove_dir(&lost_found);
@@ -414,10 +469,12 @@ impl Disk {
                 problems.push(e);
             }
         };
-        let ours = mounted_source(&self.data_dir).is_some_and(|s| s == self.device().display().to_string());
+        let ours = mounted_source(&self.data_dir)
+            .is_some_and(|s| s == self.device().display().to_string());
         if ours {
             // The service holds the mount: frozen, killed, its data copied home.
-            let frozen = cgroup::freeze(&self.cgroup).map_err(|e| format!("freeze {}: {e}", self.cgroup.display()));
+            let frozen = cgroup::freeze(&self.cgroup)
+                .map_err(|e| format!("freeze {}: {e}", self.cgroup.display()));
             note(frozen);
             note(
                 cgroup::kill_all(&cgroup::service(&self.cgroup, &self.keep))
@@ -452,7 +509,10 @@ impl Disk {
             let _ = std::fs::remove_dir(&self.data_dir);
         }
         if self.cgroup.join("cgroup.freeze").exists() {
-            note(cgroup::thaw(&self.cgroup).map_err(|e| format!("thaw {}: {e}", self.cgroup.display())));
+            note(
+                cgroup::thaw(&self.cgroup)
+                    .map_err(|e| format!("thaw {}: {e}", self.cgroup.display())),
+            );
         }
         problems
     }
@@ -460,7 +520,13 @@ impl Disk {
 
 /// `cp -a FROM/. TO/`: contents, modes, owners and times.
 fn copy_contents(from: &Path, to: &Path) -> Result<(), String> {
-    tool(Command::new("cp").arg("-a").arg(from.join(".")).arg(format!("{}/", to.display()))).map(|_| ())
+    tool(
+        Command::new("cp")
+            .arg("-a")
+            .arg(from.join("."))
+            .arg(format!("{}/", to.display())),
+    )
+    .map(|_| ())
 }
 
 /// Whether `pid` has a file, its working directory or its root under `dir`.
@@ -497,7 +563,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "KB" | "kB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        other => return Err(format!("`{other}` is not a unit of size (B, KiB, MiB, GiB, KB, MB, GB)")),
+        other => {
+            return Err(format!(
+                "`{other}` is not a unit of size (B, KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
     };
     n.checked_mul(scale)
         .ok_or_else(|| format!("`{text}` is too large"))

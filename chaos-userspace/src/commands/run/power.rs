@@ -95,12 +95,19 @@ pub fn set_up<'a>(
         .as_deref()
         .zip(t.data_size)
         .expect("the check requires data_dir and data_size with power_loss");
-    let (disk, killed) = Disk::create(dir, size, cgroup, found.supervisors.clone())
-        .map_err(|why| Failure::refused(format!("{}: the power-loss disk: {why}", experiment.path.display())))?;
+    let (disk, killed) =
+        Disk::create(dir, size, cgroup, found.supervisors.clone()).map_err(|why| {
+            Failure::refused(format!(
+                "{}: the power-loss disk: {why}",
+                experiment.path.display()
+            ))
+        })?;
     let held = RunDisk { disk, watchdog };
     if let Some(dog) = watchdog {
         dog.disk(&held.disk).map_err(|e| {
-            Failure::refused(format!("cannot hand the power-loss disk to the watchdog: {e}"))
+            Failure::refused(format!(
+                "cannot hand the power-loss disk to the watchdog: {e}"
+            ))
         })?;
     }
     println!(

@@ -130,16 +130,12 @@ pub fn check(text: &str, path: &Path) -> Result<Experiment, FileError> {
     let faults = check_faults(&c, &raw.faults, &id, radius, target.hit)?;
     let titles = target.deny.titles.len() + target.allow.as_ref().map_or(0, |a| a.titles.len());
     if titles > 0
-        && let Some(kernel) = raw
-            .faults
-            .get_ref()
-            .iter()
-            .position(|f| {
-                !matches!(
-                    *f.get_ref().kind.get_ref(),
-                    file::FaultKind::Signal | file::FaultKind::PowerLoss
-                )
-            })
+        && let Some(kernel) = raw.faults.get_ref().iter().position(|f| {
+            !matches!(
+                *f.get_ref().kind.get_ref(),
+                file::FaultKind::Signal | file::FaultKind::PowerLoss
+            )
+        })
     {
         return Err(c.at(
             raw.faults.get_ref()[kernel].get_ref().kind.span().start,
@@ -422,11 +418,7 @@ const SYSTEM_DIRS: [&str; 19] = [
 
 /// A power_loss fault needs the data directory and its size, and a supervisor chaos can
 /// freeze: not systemd.
-fn check_power(
-    c: &Checker,
-    raw: &file::ExperimentFile,
-    target: &Target,
-) -> Result<(), FileError> {
+fn check_power(c: &Checker, raw: &file::ExperimentFile, target: &Target) -> Result<(), FileError> {
     let Some(fault) = raw
         .faults
         .get_ref()
