@@ -591,7 +591,7 @@ fn which(program: &str) -> Result<PathBuf> {
 /// boot with `softlockup_panic=1`: a CPU stuck in the kernel for 20 s (seen once in the 6.1
 /// guest, chaos and a kworker both stuck during a power-loss teardown, not seen again in 16
 /// runs of that test) panics with its backtrace on the console rather than hanging until
-/// the guest's timeout.
+/// the guest's timeout, and fails the run: that one may be the tests' doing.
 const KERNEL_CRASH: [&str; 2] = ["Oops: ", "Kernel panic - not syncing"];
 
 /// Boots `kernel` with `initrd` (see [`boot_once`]); a boot whose kernel crashed before the
@@ -693,6 +693,7 @@ fn boot_once(
     let deadline = Instant::now() + GUEST_TIMEOUT;
     let mut verdict = None;
     let mut crash = None;
+    let mut lockup = None;
     let ended = loop {
         match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => {
@@ -705,6 +706,9 @@ fn boot_once(
                 }
                 if crash.is_none() && KERNEL_CRASH.iter().any(|c| line.contains(c)) {
                     crash = Some(line.trim().to_string());
+                }
+                if lockup.is_none() && line.contains("soft lockup") {
+                    lockup = Some(line.trim().to_string());
                 }
                 if tail.len() == 40 {
                     tail.pop_front();
@@ -722,6 +726,12 @@ fn boot_once(
         (Some(0), _) => Ok(()),
         (Some(rc), _) => Err(Boot::Failed(anyhow::anyhow!(
             "guest {}: tests failed (rc {rc}); console: {}",
+            kernel.release,
+            log.display()
+        ))),
+        // A CPU stuck in the kernel may be the tests' doing: a failure, never a retry.
+        (None, Some(_)) if let Some(stuck) = lockup => Err(Boot::Failed(anyhow::anyhow!(
+            "guest {}: {stuck} (the backtrace is on the console: {})",
             kernel.release,
             log.display()
         ))),

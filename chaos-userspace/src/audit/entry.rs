@@ -14,6 +14,7 @@
 //! | `fault` | `id`, `pid`, `exe`, `comm`, `role` (`main`, `worker`), `ppid`, `fault` (`signal`, `errno`), `value`, `syscall`, `nth`, `backend`, `dry_run`, `reported_by_kernel` | fsynced before the fault fires; a fault the kernel fires on its own, as it reports it |
 //! | `guard` | `episode`, `pid`, `outcome`, `crash`, `decision` (`continue`, `abort`), `reason` | for each ended episode of the injection phase, and a guard's abort |
 //! | `abort` | `reason` | when a guard, a signal or an error stops the faults |
+//! | `disk` | `action` (`set_up`, `torn_down`), `detail` (the disk in words, or what could not be undone), `killed` (pids killed to move the service onto it, or off it) | a power_loss fault's disk: after `start` for its set-up (done before the kernel came up), before `end` for its teardown |
 //! | `end` | `injected`, `confirmed`, `unconfirmed` (ids), `dry_run`, `verdict` and `exit_code` (`chaos run`), `clauses` (`name`, `held`), `error` | last |
 //!
 //! Optional fields are left out when they do not apply.
@@ -33,7 +34,17 @@ pub enum Entry {
     Fault(Fault),
     Guard(Guard),
     Abort(Abort),
+    Disk(Disk),
     End(End),
+}
+
+/// A power_loss fault's disk set up or torn down (`crate::power`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Disk {
+    pub action: String,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub killed: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

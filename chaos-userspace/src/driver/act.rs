@@ -256,15 +256,22 @@ impl Driver<'_> {
         if target.exited() {
             return Ok(None);
         }
+        let pid = target.pid;
         if !self.write_audit(&order.audit) {
             return Err("the audit log cannot be written".into());
         }
-        let done = disk.cut();
+        let done = disk.cut(pid);
         // The chosen process is in the frozen cgroup, so the cut killed it; were it not,
         // it dies now all the same.
         let target = &self.pinned[&key];
         if done.cut_ns.is_some() && !target.exited() {
             let _ = target.send(Signal::SIGKILL);
+        }
+        if disk.damaged.get()
+            && let Some(dog) = self.watchdog
+        {
+            // Should chaos die before its teardown, the watchdog's keeps the image too.
+            let _ = dog.disk(disk);
         }
         let at = done.cut_ns;
         let why = done.error.clone();

@@ -200,7 +200,13 @@ impl Watchdog {
 
     /// A power-loss disk is set up: the watchdog tears it down if chaos dies first.
     pub fn disk(&self, disk: &crate::power::Disk) -> std::io::Result<()> {
-        self.send(b'M', &serde_json::to_vec(disk)?)
+        let json = serde_json::to_vec(disk)?;
+        if json.len() + 1 > MAX_MESSAGE {
+            return Err(std::io::Error::other(
+                "the power-loss disk's paths are too long to send",
+            ));
+        }
+        self.send(b'M', &json)
     }
 
     /// chaos tore the disk down itself.

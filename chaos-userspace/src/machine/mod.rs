@@ -138,7 +138,6 @@ pub struct KernelFault {
     pub ppid: u32,
 }
 
-/// A verify run ended.
 /// A power cut, as the driver carried it out for fault `id` (`crate::power::Cut`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PowerCut {
@@ -158,6 +157,7 @@ impl PowerCut {
     }
 }
 
+/// A verify run ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verified {
     pub when: VerifyWhen,

@@ -117,10 +117,6 @@ impl Stats {
         if let Some(bytes) = episode.exit.unsynced_bytes {
             record(&mut self.unsynced_at_exit, bytes);
         }
-        // Every cut's remount, whether or not the service came back after it.
-        if let Some(ns) = episode.power.as_ref().and_then(|p| p.remount_ns) {
-            record(&mut self.remount, ns);
-        }
         match episode.outcome {
             Outcome::Recovered => self.recovered += 1,
             Outcome::Failed => {
@@ -176,6 +172,11 @@ impl Stats {
             at_ns: (i128::from(s.at_ns) + other_offset_ns).max(0) as u64,
             ..*s
         }));
+    }
+
+    /// A power cut's remount (once per cut, whatever became of its episodes).
+    pub fn remount(&mut self, ns: u64) {
+        record(&mut self.remount, ns);
     }
 
     pub fn fsync(&mut self, latency_ns: u64) {

@@ -1,6 +1,6 @@
 //! The cgroup v2 freezer that holds a service still across a power cut, and the processes a
-//! cut kills: everything in the frozen cgroup but its supervisors (and what they descend
-//! from), never pid 1, chaos or a kernel thread.
+//! cut kills: the supervisor's descendants in the frozen cgroup, never pid 1, chaos or a
+//! kernel thread. A cgroup that holds anything else is not frozen at all.
 
 use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
@@ -63,31 +63,83 @@ fn collect(dir: &Path, out: &mut Vec<u32>) {
     }
 }
 
-/// The service in `cgroup`: its processes but the supervisors in `keep` and their
-/// ancestors (a runsvdir above a runsv), pid 1, this process and kernel threads.
-pub fn service(cgroup: &Path, keep: &[u32]) -> Vec<u32> {
+/// What the frozen cgroup holds, by where each process stands to the supervisors.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Members {
+    /// The supervisors' descendants: the service, which a cut kills.
+    pub service: Vec<u32>,
+    /// Processes neither a supervisor, nor above one, nor below one: a cut would freeze
+    /// them, and chaos never touches what it was not pointed at.
+    pub strangers: Vec<u32>,
+}
+
+/// Sorts `cgroup`'s processes: the supervisors in `keep` and what they descend from stay
+/// (frozen, never killed), their descendants are the service, anything else a stranger.
+/// Pid 1, this process and kernel threads are never the service.
+pub fn members(cgroup: &Path, keep: &[u32]) -> Members {
     let proc_dir = Path::new("/proc");
-    let mut kept: Vec<u32> = Vec::new();
-    for &pid in keep {
+    let parent = |pid: u32| proc::stat(proc_dir, pid).map(|s| s.ppid);
+    let me = std::process::id();
+    let mut out = Members::default();
+    for pid in procs(cgroup) {
+        if pid <= 1 || pid == me || proc::stat(proc_dir, pid).is_none_or(|s| s.is_kthread()) {
+            continue;
+        }
+        // Up from pid: a supervisor below it makes it an ancestor (kept); one above it makes
+        // it the service.
+        let mut above = false;
         let mut p = pid;
-        // Up the tree to the top, pid 1 excluded.
         for _ in 0..64 {
-            if p <= 1 || kept.contains(&p) {
+            if keep.contains(&p) {
+                above = p != pid;
                 break;
             }
-            kept.push(p);
-            match proc::stat(proc_dir, p) {
-                Some(s) => p = s.ppid,
-                None => break,
+            match parent(p) {
+                Some(pp) if pp > 1 => p = pp,
+                _ => break,
             }
         }
+        let supervisor = keep.contains(&pid);
+        let ancestor = keep.iter().any(|&k| descends(k, pid, &parent));
+        if above {
+            out.service.push(pid);
+        } else if !supervisor && !ancestor {
+            out.strangers.push(pid);
+        }
     }
-    let me = std::process::id();
-    procs(cgroup)
-        .into_iter()
-        .filter(|&pid| pid > 1 && pid != me && !kept.contains(&pid))
-        .filter(|&pid| proc::stat(proc_dir, pid).is_some_and(|s| !s.is_kthread()))
-        .collect()
+    out
+}
+
+/// Whether `pid` descends from `from`.
+fn descends(pid: u32, from: u32, parent: &dyn Fn(u32) -> Option<u32>) -> bool {
+    let mut p = pid;
+    for _ in 0..64 {
+        match parent(p) {
+            Some(pp) if pp == from => return true,
+            Some(pp) if pp > 1 => p = pp,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The processes a cut kills: the supervisors' descendants in `cgroup`, or an error naming
+/// the strangers it also holds (nothing is frozen for them).
+pub fn service(cgroup: &Path, keep: &[u32]) -> Result<Vec<u32>, String> {
+    let m = members(cgroup, keep);
+    if m.strangers.is_empty() {
+        return Ok(m.service);
+    }
+    Err(format!(
+        "{} also holds {}, which are neither the supervisor ({}) nor what it runs: chaos freezes only its target; run the service in a cgroup of its own",
+        cgroup.display(),
+        m.strangers
+            .iter()
+            .map(|p| format!("{p} ({})", proc::comm_of(*p)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        keep.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+    ))
 }
 
 /// SIGKILLs each process through a pidfd and waits until every one has exited; returns
@@ -141,8 +193,9 @@ pub fn kill_all(pids: &[u32]) -> std::io::Result<Vec<(u32, String)>> {
 }
 
 /// The cgroup a power cut freezes: `named` (the target's cgroup), else the supervisor's.
-/// It must hold the supervisor and not hold chaos or pid 1, which it would freeze too.
-pub fn choose(named: Option<&Path>, supervisor: u32) -> Result<PathBuf, String> {
+/// It must hold the supervisor, and nothing but the supervisor, what it descends from and
+/// what it runs: not chaos, not pid 1, no stranger.
+pub fn choose(named: Option<&Path>, supervisor: u32, instances: &[u32]) -> Result<PathBuf, String> {
     let root = crate::target::cgroup2_mount().ok_or("no cgroup2 filesystem is mounted")?;
     let of = |pid: u32| -> Option<PathBuf> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
@@ -175,6 +228,13 @@ pub fn choose(named: Option<&Path>, supervisor: u32) -> Result<PathBuf, String> 
                 chosen.display()
             ));
         }
+    }
+    let service = service(&chosen, &[supervisor])?;
+    if let Some(outside) = instances.iter().find(|i| !service.contains(i)) {
+        return Err(format!(
+            "the instance {outside} is not in {}, which power_loss freezes: it would run on through the cut",
+            chosen.display()
+        ));
     }
     if !chosen.join("cgroup.freeze").exists() {
         return Err(format!(

@@ -30,6 +30,7 @@ pub mod cgroup;
 mod loopdev;
 
 use std::{
+    cell::Cell,
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::Command,
@@ -179,7 +180,7 @@ pub struct Cut {
 }
 
 /// The disk of a power-loss experiment: everything [`Disk::teardown`] needs, also sent to
-/// the watchdog as JSON.
+/// the watchdog as JSON (again whenever it changes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Disk {
     pub data_dir: PathBuf,
@@ -195,10 +196,14 @@ pub struct Disk {
     pub keep: Vec<u32>,
     /// chaos made the data directory (it did not exist).
     pub made_dir: bool,
+    /// A cut failed after the writes were dropped: the filesystem on the device is not to
+    /// be trusted, so the teardown keeps the image and copies nothing back.
+    #[serde(default)]
+    pub damaged: Cell<bool>,
 }
 
 impl Disk {
-    fn device(&self) -> PathBuf {
+    pub fn device(&self) -> PathBuf {
         Path::new("/dev/mapper").join(&self.dm_name)
     }
 
@@ -249,6 +254,15 @@ impl Disk {
         })
     }
 
+    /// Whether the data directory is this disk's filesystem now.
+    fn mounted(&self) -> bool {
+        mounted_source(&self.data_dir).is_some_and(|s| Path::new(&s) == self.device())
+    }
+
+    fn mapped(&self) -> bool {
+        self.device().exists() || dmsetup(&["info", &self.dm_name]).is_ok()
+    }
+
     /// Unmounts the data directory; a process still holding it gets a moment to finish
     /// dying. Never lazily: a detached filesystem lives on in memory, and mounting the
     /// device again would find it instead of what the device holds.
@@ -289,13 +303,16 @@ impl Disk {
         Ok(())
     }
 
-    /// Sets the disk up and moves the data directory onto it (see the module's comment).
-    /// Whatever it made is removed again when a step fails.
+    /// Sets the disk up and moves the data directory onto it (see the module's comment);
+    /// returns it with the processes killed to restart onto it. `announce` hears of the
+    /// disk before anything is made and again as it grows (the watchdog tears down what
+    /// exists if chaos dies half-way). Whatever was made is removed again when a step fails.
     pub fn create(
         data_dir: &Path,
         size: u64,
         cgroup: PathBuf,
         keep: Vec<u32>,
+        announce: &mut dyn FnMut(&Disk),
     ) -> Result<(Disk, Vec<(u32, String)>), String> {
         let work = PathBuf::from(format!("/var/tmp/chaos-power-{}", std::process::id()));
         let mut disk = Disk {
@@ -307,9 +324,11 @@ impl Disk {
             sectors: size / 512,
             cgroup,
             keep,
-            made_dir: false,
+            made_dir: !data_dir.exists(),
+            damaged: Cell::new(false),
         };
-        match disk.build() {
+        announce(&disk);
+        match disk.build(announce) {
             Ok(moved) => Ok((disk, moved)),
             Err(e) => {
                 let problems = disk.teardown();
@@ -322,11 +341,10 @@ impl Disk {
         }
     }
 
-    fn build(&mut self) -> Result<Vec<(u32, String)>, String> {
-        if !self.data_dir.exists() {
+    fn build(&mut self, announce: &mut dyn FnMut(&Disk)) -> Result<Vec<(u32, String)>, String> {
+        if self.made_dir {
             std::fs::create_dir_all(&self.data_dir)
                 .map_err(|e| format!("mkdir {}: {e}", self.data_dir.display()))?;
-            self.made_dir = true;
         }
         std::fs::create_dir_all(self.original())
             .map_err(|e| format!("mkdir {}: {e}", self.original().display()))?;
@@ -349,12 +367,14 @@ impl Disk {
         })?;
         drop(image);
         self.loop_dev = Some(loopdev::attach(&self.image)?);
+        announce(self);
         dmsetup(&["create", &self.dm_name, "--table", &self.table(false)])?;
         tool(
             Command::new("mkfs.ext4")
                 .args(["-q", "-F", "-E", "nodiscard"])
                 .arg(self.device()),
         )?;
+        let flags = |f| nix::mount::MsFlags::from_bits_truncate(f);
         nix::mount::mount(
             Some(&self.data_dir),
             &self.original(),
@@ -369,6 +389,17 @@ impl Disk {
                 self.original().display()
             )
         })?;
+        // Private: under a shared parent (systemd's default) the bind would be a peer of
+        // the data directory's mount, and the disk mounted there would appear over it too,
+        // so that the copies below would copy the disk onto itself.
+        nix::mount::mount(
+            None::<&str>,
+            &self.original(),
+            None::<&str>,
+            flags(libc::MS_PRIVATE),
+            None::<&str>,
+        )
+        .map_err(|e| format!("make {} private: {e}", self.original().display()))?;
         // The move, with the service frozen: a consistent copy, page cache included, and no
         // instance writes to the old files after it.
         cgroup::freeze(&self.cgroup)
@@ -382,12 +413,8 @@ impl Disk {
     }
 
     fn move_in(&self) -> Result<Vec<(u32, String)>, String> {
-        let service = cgroup::service(&self.cgroup, &self.keep);
-        let holding: Vec<u32> = service
-            .iter()
-            .copied()
-            .filter(|&pid| holds(pid, &self.data_dir))
-            .collect();
+        let service = cgroup::service(&self.cgroup, &self.keep)?;
+        let holding = service.iter().any(|&pid| holds(pid, &self.data_dir));
         let meta = std::fs::metadata(&self.data_dir).map_err(|e| e.to_string())?;
         self.mount()?;
         use std::os::unix::fs::MetadataExt as _;
@@ -400,21 +427,23 @@ impl Disk {
             &self.data_dir,
             std::os::unix::fs::PermissionsExt::from_mode(meta.mode()),
         );
-        let lost_found = self.data_dir.join("lost+found");
         if !self.original().join("lost+found").exists() {
-            let _ = std::fs::remove_dir(&lost_found);
+            let _ = std::fs::remove_dir(self.data_dir.join("lost+found"));
         }
         copy_contents(&self.original(), &self.data_dir)?;
         // The instances with files open on the old directory start again on the new one.
-        if holding.is_empty() {
+        if !holding {
             return Ok(Vec::new());
         }
         cgroup::kill_all(&service).map_err(|e| e.to_string())
     }
 
-    /// The power cut (see the module's comment). On a failure past the freeze it puts the
-    /// device and the mount back and thaws before it returns.
-    pub fn cut(&self) -> Cut {
+    /// The power cut (see the module's comment) on a service whose process `target` was
+    /// chosen. A failure before the cut thaws and changes nothing; a failure after it
+    /// marks the disk damaged and leaves the service frozen for the teardown, since
+    /// releasing it would start the replacement on a filesystem not recovered (or on the
+    /// bare mount point).
+    pub fn cut(&self, target: u32) -> Cut {
         let mut cut = Cut {
             freeze_ns: monotonic_ns(),
             frozen_ns: None,
@@ -424,18 +453,28 @@ impl Disk {
             killed: Vec::new(),
             error: None,
         };
-        match cgroup::freeze(&self.cgroup) {
-            Ok(()) => {
-                cut.frozen_ns = Some(monotonic_ns());
-                if let Err(e) = self.cut_frozen(&mut cut) {
-                    let _ = self.load(false);
-                    if mounted_source(&self.data_dir).is_none() {
-                        let _ = self.mount();
-                    }
-                    cut.error = Some(e);
-                }
+        if let Err(e) = cgroup::freeze(&self.cgroup) {
+            cut.error = Some(format!("freeze {}: {e}", self.cgroup.display()));
+            let _ = cgroup::thaw(&self.cgroup);
+            return cut;
+        }
+        cut.frozen_ns = Some(monotonic_ns());
+        let service = match self.ready_to_cut(target) {
+            Ok(service) => service,
+            Err(e) => {
+                cut.error = Some(e);
+                let _ = cgroup::thaw(&self.cgroup);
+                return cut;
             }
-            Err(e) => cut.error = Some(format!("freeze {}: {e}", self.cgroup.display())),
+        };
+        if let Err(e) = self.cut_frozen(&service, &mut cut) {
+            cut.error = Some(e);
+            if cut.cut_ns.is_some() {
+                // Writes were dropped: the mounted filesystem no longer matches its device.
+                // Never give it the device back while mounted; no release.
+                self.damaged.set(true);
+                return cut;
+            }
         }
         match cgroup::thaw(&self.cgroup) {
             Ok(()) => cut.thawed_ns = Some(monotonic_ns()),
@@ -447,11 +486,43 @@ impl Disk {
         cut
     }
 
-    fn cut_frozen(&self, cut: &mut Cut) -> Result<(), String> {
+    /// With the cgroup frozen: the service to kill, once it is sure the cut hits what it
+    /// should. The cgroup holds no stranger, the chosen process is in the service, and no
+    /// process of it still holds a file of the directory as it was before the move (it
+    /// would write past the disk, and the cut would drop nothing of it).
+    fn ready_to_cut(&self, target: u32) -> Result<Vec<u32>, String> {
+        let service = cgroup::service(&self.cgroup, &self.keep)?;
+        if !service.contains(&target) {
+            return Err(format!(
+                "process {target} is not in {}, which the cut freezes",
+                self.cgroup.display()
+            ));
+        }
+        if !self.mounted() {
+            return Err(format!(
+                "{} is not on the power-loss disk",
+                self.data_dir.display()
+            ));
+        }
+        let stale = elsewhere(&service, &self.data_dir);
+        if !stale.is_empty() {
+            return Err(format!(
+                "{} hold files under {} that are not on the power-loss disk (opened through another path, or before the move)",
+                stale
+                    .iter()
+                    .map(|p| format!("{p} ({})", crate::target::proc::comm_of(*p)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.data_dir.display()
+            ));
+        }
+        Ok(service)
+    }
+
+    fn cut_frozen(&self, service: &[u32], cut: &mut Cut) -> Result<(), String> {
         // A failed load resumes the device on its old table: no cut.
         cut.cut_ns = Some(self.load(true)?);
-        cut.killed = cgroup::kill_all(&cgroup::service(&self.cgroup, &self.keep))
-            .map_err(|e| e.to_string())?;
+        cut.killed = cgroup::kill_all(service).map_err(|e| e.to_string())?;
         self.unmount()?;
         self.flush_buffers()?;
         self.load(false)?;
@@ -460,8 +531,9 @@ impl Disk {
         Ok(())
     }
 
-    /// Undoes everything [`Disk::create`] did, as far as it got; each step is tried whatever
-    /// the others did. Returns what could not be undone.
+    /// Undoes everything [`Disk::create`] did, as far as it got, whatever state a cut left
+    /// it in (chaos may have died in the middle of one); each step is tried whatever the
+    /// others did. Returns what could not be undone.
     pub fn teardown(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let mut note = |r: Result<(), String>| {
@@ -469,43 +541,70 @@ impl Disk {
                 problems.push(e);
             }
         };
-        let ours = mounted_source(&self.data_dir)
-            .is_some_and(|s| s == self.device().display().to_string());
-        if ours {
-            // The service holds the mount: frozen, killed, its data copied home.
-            let frozen = cgroup::freeze(&self.cgroup)
-                .map_err(|e| format!("freeze {}: {e}", self.cgroup.display()));
-            note(frozen);
+        let moved = mounted_source(&self.original()).is_some();
+        if self.mapped() {
+            // A device suspended mid-cut blocks every read and write: resumed first.
+            let _ = dmsetup(&["resume", &self.dm_name]);
+            if moved && !self.mounted() && !self.damaged.get() {
+                // Killed between the unmount and the remount: the device holds what the cut
+                // left; mounted again (journal recovery) to bring that home.
+                let _ = self.load(false);
+                let _ = self.mount();
+            }
+        }
+        let mut keep_image = self.damaged.get();
+        if self.mounted() {
+            // The service holds the mount: frozen and killed (only the service: a stranger
+            // in the cgroup is never touched, and the unmount then says who holds it).
             note(
-                cgroup::kill_all(&cgroup::service(&self.cgroup, &self.keep))
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
+                cgroup::freeze(&self.cgroup)
+                    .map_err(|e| format!("freeze {}: {e}", self.cgroup.display())),
             );
-            if mounted_source(&self.original()).is_some() {
-                note(copy_contents(&self.data_dir, &self.original()));
+            let service = cgroup::members(&self.cgroup, &self.keep).service;
+            note(cgroup::kill_all(&service).map(|_| ()).map_err(|e| e.to_string()));
+            if moved && !self.damaged.get() {
+                if let Err(e) = restore(&self.data_dir, &self.original()) {
+                    keep_image = true;
+                    note(Err(e));
+                }
             }
             note(self.unmount());
         }
-        if mounted_source(&self.original()).is_some() {
+        if keep_image {
+            note(Err(format!(
+                "the run's data is kept in {} (ext4): {}",
+                self.image.display(),
+                if self.damaged.get() {
+                    "a cut failed after dropping writes, so it was not copied back"
+                } else {
+                    "it could not be copied back"
+                }
+            )));
+        }
+        if moved {
             note(
                 nix::mount::umount(&self.original())
                     .map_err(|e| format!("umount {}: {e}", self.original().display())),
             );
         }
-        if self.device().exists() || dmsetup(&["info", &self.dm_name]).is_ok() {
-            // A suspended device (chaos died mid-cut) is resumed before it can be removed.
-            let _ = dmsetup(&["resume", &self.dm_name]);
-            note(dmsetup(&["remove", "--retry", &self.dm_name]).map(|_| ()));
-        }
+        let unmapped = !self.mapped() || {
+            let removed = dmsetup(&["remove", "--retry", &self.dm_name]).map(|_| ());
+            let ok = removed.is_ok();
+            note(removed);
+            ok
+        };
         if let Some(dev) = &self.loop_dev
+            && unmapped
             && loopdev::bound_to(dev, &self.image)
         {
             loopdev::detach(dev);
         }
-        let _ = std::fs::remove_file(&self.image);
-        let _ = std::fs::remove_dir(self.original());
-        let _ = std::fs::remove_dir(&self.work);
-        if self.made_dir && !ours {
+        if !keep_image && unmapped {
+            let _ = std::fs::remove_file(&self.image);
+            let _ = std::fs::remove_dir(self.original());
+            let _ = std::fs::remove_dir(&self.work);
+        }
+        if self.made_dir && !moved {
             let _ = std::fs::remove_dir(&self.data_dir);
         }
         if self.cgroup.join("cgroup.freeze").exists() {
@@ -529,13 +628,61 @@ fn copy_contents(from: &Path, to: &Path) -> Result<(), String> {
     .map(|_| ())
 }
 
-/// Whether `pid` has a file, its working directory or its root under `dir`.
+/// Makes `original` hold exactly what `disk` holds: what the service deleted or renamed
+/// during the run does not come back.
+fn restore(disk: &Path, original: &Path) -> Result<(), String> {
+    let entries = std::fs::read_dir(original)
+        .map_err(|e| format!("read {}: {e}", original.display()))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|e| format!("clear {}: {e}", path.display()))?;
+    }
+    copy_contents(disk, original)
+}
+
+/// Whether `pid` has a file (open or mapped), its working directory or its root under
+/// `dir`.
 fn holds(pid: u32, dir: &Path) -> bool {
     let proc_dir = Path::new("/proc").join(pid.to_string());
     !crate::target::sockets::files_under(Path::new("/proc"), pid, dir).is_empty()
         || ["cwd", "root"]
             .iter()
             .any(|l| std::fs::read_link(proc_dir.join(l)).is_ok_and(|p| p.starts_with(dir)))
+        || std::fs::read_to_string(proc_dir.join("maps")).is_ok_and(|maps| {
+            maps.lines()
+                .filter_map(|l| l.split_whitespace().nth(5))
+                .any(|p| Path::new(p).starts_with(dir))
+        })
+}
+
+/// The processes among `pids` with an open file or working directory named under `dir`
+/// that is not on `dir`'s filesystem now.
+fn elsewhere(pids: &[u32], dir: &Path) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(here) = std::fs::metadata(dir).map(|m| m.dev()) else {
+        return Vec::new();
+    };
+    pids.iter()
+        .copied()
+        .filter(|pid| {
+            let base = Path::new("/proc").join(pid.to_string());
+            let links = std::fs::read_dir(base.join("fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .chain([base.join("cwd")]);
+            links.into_iter().any(|link| {
+                std::fs::read_link(&link).is_ok_and(|t| t.starts_with(dir))
+                    && std::fs::metadata(&link).is_ok_and(|m| m.dev() != here)
+            })
+        })
+        .collect()
 }
 
 /// The processes that hold something under `dir`, as `pid (comm)` pairs.
@@ -599,6 +746,7 @@ mod tests {
             cgroup: "/sys/fs/cgroup/q".into(),
             keep: vec![10],
             made_dir: false,
+            damaged: Cell::new(false),
         };
         assert_eq!(disk.table(false), "0 131072 flakey /dev/loop3 0 180 0");
         assert_eq!(

@@ -96,8 +96,17 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_AUDIT));
     let (found, selector) = find_service(&experiment)?;
+    let rules = HitRules::new(&experiment, &found.comm, &found.supervisors);
+    // Every refusal before the power-loss disk moves the service (which kills it once).
+    let may_hit = hittable(&experiment, &found, &rules)?;
+    let own: Vec<&Path> = [&outputs.json, &outputs.junit, &outputs.hdr_log, &args.record]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::as_path)
+        .chain([audit_path.as_path()])
+        .collect();
     let freeze = power::fault_of(&experiment)
-        .map(|_| power::freeze_cgroup(&experiment, &found, &selector))
+        .map(|_| power::check(&experiment, &found, &selector, &own))
         .transpose()?;
     // Forked while chaos is single-threaded: it tears the power-loss disk down if chaos
     // is killed.
@@ -113,8 +122,11 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         }
         _ => (None, found, selector),
     };
-    let rules = HitRules::new(&experiment, &found.comm, &found.supervisors);
-    let may_hit = hittable(&experiment, &found, &rules)?;
+    // The instances are the disk's now: what a fault may hit, again.
+    let may_hit = match &disk {
+        Some(_) => hittable(&experiment, &found, &rules)?,
+        None => may_hit,
+    };
     print!(
         "{}",
         plan::describe(
@@ -179,6 +191,9 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
         commands,
         overridden,
     ))?;
+    if let Some(d) = &disk {
+        audit.append(&Entry::Disk(d.set_up_entry()))?;
+    }
     let verify = experiment
         .hypothesis
         .verify
@@ -302,7 +317,15 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
     };
     driver.end_recording(&end);
     let outcome = runner.finish(&end);
+    // The service is killed once more to unmount its disk: after the last verify, before
+    // the last entry.
+    let teardown = disk.as_ref().and_then(|d| d.tear_down());
     if let Some(log) = driver.audit() {
+        if let Some(e) = teardown
+            && let Err(e) = log.append(&Entry::Disk(e))
+        {
+            eprintln!("chaos: warning: {}", crate::sys::chain(&e));
+        }
         if let Err(e) = log.append(&Runner::end_entry(&outcome)) {
             eprintln!("chaos: warning: {}", crate::sys::chain(&e));
         }

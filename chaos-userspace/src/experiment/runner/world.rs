@@ -264,6 +264,7 @@ impl World {
                 Entry::Fault(_) => "fault",
                 Entry::Guard(_) => "guard",
                 Entry::Abort(_) => "abort",
+                Entry::Disk(_) => "disk",
                 Entry::End(_) => "end",
             })
             .collect()
