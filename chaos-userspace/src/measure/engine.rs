@@ -389,9 +389,6 @@ impl Engine {
         for (pid, _) in &c.killed {
             self.cuts.insert(*pid, p.id);
         }
-        if let Some(r) = c.remounted_ns {
-            self.stats.remount(r.saturating_sub(cut_ns));
-        }
     }
 
     fn exit(&mut self, e: &Exit, out: &mut Vec<Output>) {

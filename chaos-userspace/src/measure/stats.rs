@@ -63,8 +63,10 @@ pub struct Stats {
     phases: BTreeMap<&'static str, Histogram<u64>>,
     pub fsync_latency: Histogram<u64>,
     pub unsynced_at_exit: Histogram<u64>,
-    /// Power cuts: cut -> filesystem mounted again (`crate::episode::PowerLoss`).
+    /// Power cuts: cut -> filesystem mounted again (`crate::episode::PowerLoss`), once per
+    /// cut (the episodes of a service with several instances share one).
     pub remount: Histogram<u64>,
+    remount_cuts: std::collections::BTreeSet<u64>,
     pub recovered: u64,
     pub failed: u64,
     pub unfinished: u64,
@@ -100,6 +102,7 @@ impl Default for Stats {
             fsync_latency: histogram(),
             unsynced_at_exit: histogram(),
             remount: histogram(),
+            remount_cuts: Default::default(),
             recovered: 0,
             failed: 0,
             unfinished: 0,
@@ -116,6 +119,13 @@ impl Stats {
         self.failed_starts += u64::from(episode.failed_starts);
         if let Some(bytes) = episode.exit.unsynced_bytes {
             record(&mut self.unsynced_at_exit, bytes);
+        }
+        // Each cut's remount once, whatever became of the episodes it began.
+        if let Some(p) = &episode.power
+            && let Some(ns) = p.remount_ns
+            && self.remount_cuts.insert(p.fault_id)
+        {
+            record(&mut self.remount, ns);
         }
         match episode.outcome {
             Outcome::Recovered => self.recovered += 1,
@@ -164,6 +174,7 @@ impl Stats {
         self.remount
             .add(&other.remount)
             .expect("auto-resizing histograms of one precision always add");
+        // Another source's fault ids are its own: its cuts were counted there.
         self.recovered += other.recovered;
         self.failed += other.failed;
         self.unfinished += other.unfinished;
@@ -172,11 +183,6 @@ impl Stats {
             at_ns: (i128::from(s.at_ns) + other_offset_ns).max(0) as u64,
             ..*s
         }));
-    }
-
-    /// A power cut's remount (once per cut, whatever became of its episodes).
-    pub fn remount(&mut self, ns: u64) {
-        record(&mut self.remount, ns);
     }
 
     pub fn fsync(&mut self, latency_ns: u64) {
@@ -392,6 +398,29 @@ mod tests {
         e.at_ns.exit = Some(at + 1);
         e.total_ns = Some(total_ms * 1_000_000);
         e
+    }
+
+    /// Two instances killed by one cut share its remount: counted once.
+    #[test]
+    fn each_power_cut_counts_its_remount_once() {
+        let cut = |fault_id, remount_ms: u64| {
+            Some(crate::episode::PowerLoss {
+                fault_id,
+                cut_ns: 0,
+                remounted_ns: None,
+                remount_ns: Some(remount_ms * 1_000_000),
+                unsynced: Vec::new(),
+            })
+        };
+        let mut stats = Stats::default();
+        for (id, fault, ms) in [(1, 7, 300), (2, 7, 300), (3, 8, 500)] {
+            let mut e = episode_at(id, id, 5);
+            e.power = cut(fault, ms);
+            stats.add(&e);
+        }
+        stats.add(&episode_at(4, 4, 5));
+        let q = stats.summary().remount_ns;
+        assert_eq!((q.count, q.max / 1_000_000), (2, 500));
     }
 
     /// A long measurement keeps its time axis: each slice holds the episodes that began in

@@ -138,7 +138,10 @@ pub fn service(cgroup: &Path, keep: &[u32]) -> Result<Vec<u32>, String> {
             .map(|p| format!("{p} ({})", proc::comm_of(*p)))
             .collect::<Vec<_>>()
             .join(", "),
-        keep.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+        keep.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     ))
 }
 

@@ -147,14 +147,12 @@ fn dmsetup(args: &[&str]) -> Result<String, String> {
 fn mounted_source(path: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = path.to_str()?;
-    info.lines()
-        .rev()
-        .find_map(|l| {
-            let fields: Vec<&str> = l.split(' ').collect();
-            let point = fields.get(4)?.replace("\\040", " ");
-            let dash = fields.iter().position(|f| *f == "-")?;
-            (point == want).then(|| fields.get(dash + 2).map(|s| s.to_string()))?
-        })
+    info.lines().rev().find_map(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        let point = fields.get(4)?.replace("\\040", " ");
+        let dash = fields.iter().position(|f| *f == "-")?;
+        (point == want).then(|| fields.get(dash + 2).map(|s| s.to_string()))?
+    })
 }
 
 /// When each step of a power cut happened (CLOCK_MONOTONIC), whom it killed, and the
@@ -561,12 +559,17 @@ impl Disk {
                     .map_err(|e| format!("freeze {}: {e}", self.cgroup.display())),
             );
             let service = cgroup::members(&self.cgroup, &self.keep).service;
-            note(cgroup::kill_all(&service).map(|_| ()).map_err(|e| e.to_string()));
-            if moved && !self.damaged.get() {
-                if let Err(e) = restore(&self.data_dir, &self.original()) {
-                    keep_image = true;
-                    note(Err(e));
-                }
+            note(
+                cgroup::kill_all(&service)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            );
+            if moved
+                && !self.damaged.get()
+                && let Err(e) = restore(&self.data_dir, &self.original())
+            {
+                keep_image = true;
+                note(Err(e));
             }
             note(self.unmount());
         }
@@ -631,8 +634,8 @@ fn copy_contents(from: &Path, to: &Path) -> Result<(), String> {
 /// Makes `original` hold exactly what `disk` holds: what the service deleted or renamed
 /// during the run does not come back.
 fn restore(disk: &Path, original: &Path) -> Result<(), String> {
-    let entries = std::fs::read_dir(original)
-        .map_err(|e| format!("read {}: {e}", original.display()))?;
+    let entries =
+        std::fs::read_dir(original).map_err(|e| format!("read {}: {e}", original.display()))?;
     for entry in entries.flatten() {
         let path = entry.path();
         let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {

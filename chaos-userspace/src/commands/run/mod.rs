@@ -99,12 +99,17 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
     let rules = HitRules::new(&experiment, &found.comm, &found.supervisors);
     // Every refusal before the power-loss disk moves the service (which kills it once).
     let may_hit = hittable(&experiment, &found, &rules)?;
-    let own: Vec<&Path> = [&outputs.json, &outputs.junit, &outputs.hdr_log, &args.record]
-        .into_iter()
-        .flatten()
-        .map(PathBuf::as_path)
-        .chain([audit_path.as_path()])
-        .collect();
+    let own: Vec<&Path> = [
+        &outputs.json,
+        &outputs.junit,
+        &outputs.hdr_log,
+        &args.record,
+    ]
+    .into_iter()
+    .flatten()
+    .map(PathBuf::as_path)
+    .chain([audit_path.as_path()])
+    .collect();
     let freeze = power::fault_of(&experiment)
         .map(|_| power::check(&experiment, &found, &selector, &own))
         .transpose()?;

@@ -51,13 +51,17 @@ pub fn check(
     selector: &Selector,
     own: &[&Path],
 ) -> Result<PathBuf, Failure> {
-    let refuse = |why: String| Failure::refused(format!("{}: target: {why}", experiment.path.display()));
+    let refuse =
+        |why: String| Failure::refused(format!("{}: target: {why}", experiment.path.display()));
     let dir = experiment
         .target
         .data_dir
         .as_deref()
         .expect("the check requires data_dir with power_loss");
-    let existing = dir.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
+    let existing = dir
+        .ancestors()
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("/"));
     let real = std::fs::canonicalize(existing)
         .map_err(|e| refuse(format!("data_dir {}: {e}", dir.display())))?;
     if real != existing {
