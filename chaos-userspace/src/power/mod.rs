@@ -2,13 +2,13 @@
 //! chaos makes on a dm-flakey device over a loop file, and the cut itself.
 //!
 //! - [`preflight`]: device-mapper's flakey target, loop devices and the tools (`dmsetup`,
-//!   `losetup`, `mkfs.ext4`); what `chaos doctor` reports and what a power_loss experiment
-//!   is refused without (exit 2), before its target is looked up.
+//!   `mkfs.ext4`); what `chaos doctor` reports and what a power_loss experiment is refused
+//!   without (exit 2), before its target is looked up.
 //! - [`Disk::create`], before the baseline: a preallocated image under /var/tmp, a loop
 //!   device, a flakey device that passes everything, ext4 on it. The data directory's
 //!   contents move onto it with the service frozen; the instances that held files there are
 //!   killed so that their supervisor starts them again on the new filesystem (the original
-//!   directory stays reachable through a bind mount).
+//!   directory stays reachable through a private bind mount).
 //! - [`Disk::cut`], the fault, in the order that keeps every synced write and nothing else:
 //!   freeze the service's cgroup (until `cgroup.events` says frozen, it can acknowledge
 //!   nothing after the cut); suspend the device without freezing the filesystem (a lockfs
@@ -17,17 +17,27 @@
 //!   the device's buffers, restore the table, mount again (journal recovery); thaw, which
 //!   releases the supervisor, held frozen with the service so that no replacement starts on
 //!   the bare mount point.
-//! - [`Disk::teardown`], on every end (the watchdog runs it when chaos is SIGKILLed): the
-//!   service is frozen and killed once more (it holds the mount), the data copied back into
-//!   the original directory, everything unmounted, unmapped, detached and removed, and the
-//!   service thawed, to be restarted on its own directory.
+//! - [`Disk::teardown`], on every end (the watchdog runs it when chaos is SIGKILLed, in
+//!   whatever step of a cut): the device resumed, remounted if a cut left it unmounted; the
+//!   service frozen and killed once more (it holds the mount), the original directory made
+//!   to hold exactly what the disk holds, everything unmounted, unmapped, detached and
+//!   removed, and the service thawed, to be restarted on its own directory.
+//!
+//! [`cgroup`] freezes and says whom a cut kills; `files` who holds what under the data
+//! directory and the copies; `preflight` the tools.
 //!
 //! The device-mapper steps run `dmsetup` (with udev out of the loop: chaos makes its own
 //! device node) and the filesystem `mkfs.ext4`, the tools xfstests' power failure tests
 //! drive; the loop device is bound through its ioctls ([`loopdev`]).
 
 pub mod cgroup;
+mod files;
 mod loopdev;
+mod preflight;
+
+use files::{copy_contents, elsewhere, holders, holds, mounted_source, restore};
+pub use preflight::{Preflight, preflight};
+use preflight::{dmsetup, tool};
 
 use std::{
     cell::Cell,
@@ -43,117 +53,6 @@ use crate::sys::clock::monotonic_ns;
 
 /// The smallest filesystem a power_loss experiment may ask for (ext4 with a journal).
 pub const MIN_SIZE: u64 = 16 << 20;
-
-/// What the machine offers the power-loss fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Preflight {
-    /// device-mapper with its flakey target, or why not.
-    pub dm_flakey: Result<(), String>,
-    /// loop devices, or why not.
-    pub loop_devices: Result<(), String>,
-    /// dmsetup and mkfs.ext4, or the first one missing.
-    pub tools: Result<(), String>,
-}
-
-impl Preflight {
-    /// Everything a power cut needs, or what is missing (dm-flakey named first).
-    pub fn ready(&self) -> Result<(), String> {
-        self.dm_flakey.clone()?;
-        self.loop_devices.clone()?;
-        self.tools.clone()
-    }
-}
-
-fn in_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
-}
-
-/// Loads the modules where the kernel has them as modules (modprobe, if there is one), then
-/// looks: `dmsetup targets` must list flakey, /dev/loop-control must exist.
-pub fn preflight() -> Preflight {
-    if in_path("modprobe") {
-        for module in ["dm-flakey", "loop"] {
-            let _ = Command::new("modprobe")
-                .args(["-q", module])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-    let tools = ["dmsetup", "mkfs.ext4"]
-        .into_iter()
-        .find(|t| !in_path(t))
-        .map_or(Ok(()), |t| Err(format!("{t} is not installed")));
-    let dm_flakey = if !Path::new("/dev/mapper/control").exists()
-        && !std::fs::read_to_string("/proc/misc").is_ok_and(|m| m.contains("device-mapper"))
-    {
-        Err("this kernel has no device-mapper (no /dev/mapper/control; dm-mod and dm-flakey are neither built in nor loadable)".to_string())
-    } else if !in_path("dmsetup") {
-        Err(
-            "dmsetup is not installed (Debian: dmsetup), so the flakey target cannot be set up"
-                .to_string(),
-        )
-    } else {
-        match dmsetup(&["targets"]) {
-            Ok(list) if list.lines().any(|l| l.starts_with("flakey")) => Ok(()),
-            Ok(_) => Err(
-                "device-mapper has no flakey target (dm-flakey is neither built in nor loadable)"
-                    .to_string(),
-            ),
-            Err(e) => Err(format!("dmsetup targets: {e}")),
-        }
-    };
-    let loop_devices = if Path::new("/dev/loop-control").exists() {
-        Ok(())
-    } else {
-        Err("this kernel has no loop devices (no /dev/loop-control)".to_string())
-    };
-    Preflight {
-        dm_flakey,
-        loop_devices,
-        tools,
-    }
-}
-
-/// Runs a tool; its stdout, or its stderr as the error.
-fn tool(command: &mut Command) -> Result<String, String> {
-    let shown = format!("{command:?}").replace('"', "");
-    let out = command
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("{shown}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{shown}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// dmsetup without udev: no udev rule runs for chaos's device, and dmsetup makes the node
-/// under /dev/mapper itself (a guest or a container has no udev at all).
-fn dmsetup(args: &[&str]) -> Result<String, String> {
-    tool(
-        Command::new("dmsetup")
-            .env("DM_DISABLE_UDEV", "1")
-            .args(args),
-    )
-}
-
-/// A mount point's source, from /proc/self/mountinfo (the last mount over `path` wins).
-fn mounted_source(path: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = path.to_str()?;
-    info.lines().rev().find_map(|l| {
-        let fields: Vec<&str> = l.split(' ').collect();
-        let point = fields.get(4)?.replace("\\040", " ");
-        let dash = fields.iter().position(|f| *f == "-")?;
-        (point == want).then(|| fields.get(dash + 2).map(|s| s.to_string()))?
-    })
-}
 
 /// When each step of a power cut happened (CLOCK_MONOTONIC), whom it killed, and the
 /// step that failed, if one did (the device and the mount were put back, the service
@@ -618,83 +517,6 @@ impl Disk {
         }
         problems
     }
-}
-
-/// `cp -a FROM/. TO/`: contents, modes, owners and times.
-fn copy_contents(from: &Path, to: &Path) -> Result<(), String> {
-    tool(
-        Command::new("cp")
-            .arg("-a")
-            .arg(from.join("."))
-            .arg(format!("{}/", to.display())),
-    )
-    .map(|_| ())
-}
-
-/// Makes `original` hold exactly what `disk` holds: what the service deleted or renamed
-/// during the run does not come back.
-fn restore(disk: &Path, original: &Path) -> Result<(), String> {
-    let entries =
-        std::fs::read_dir(original).map_err(|e| format!("read {}: {e}", original.display()))?;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        removed.map_err(|e| format!("clear {}: {e}", path.display()))?;
-    }
-    copy_contents(disk, original)
-}
-
-/// Whether `pid` has a file (open or mapped), its working directory or its root under
-/// `dir`.
-fn holds(pid: u32, dir: &Path) -> bool {
-    let proc_dir = Path::new("/proc").join(pid.to_string());
-    !crate::target::sockets::files_under(Path::new("/proc"), pid, dir).is_empty()
-        || ["cwd", "root"]
-            .iter()
-            .any(|l| std::fs::read_link(proc_dir.join(l)).is_ok_and(|p| p.starts_with(dir)))
-        || std::fs::read_to_string(proc_dir.join("maps")).is_ok_and(|maps| {
-            maps.lines()
-                .filter_map(|l| l.split_whitespace().nth(5))
-                .any(|p| Path::new(p).starts_with(dir))
-        })
-}
-
-/// The processes among `pids` with an open file or working directory named under `dir`
-/// that is not on `dir`'s filesystem now.
-fn elsewhere(pids: &[u32], dir: &Path) -> Vec<u32> {
-    use std::os::unix::fs::MetadataExt as _;
-    let Ok(here) = std::fs::metadata(dir).map(|m| m.dev()) else {
-        return Vec::new();
-    };
-    pids.iter()
-        .copied()
-        .filter(|pid| {
-            let base = Path::new("/proc").join(pid.to_string());
-            let links = std::fs::read_dir(base.join("fd"))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .chain([base.join("cwd")]);
-            links.into_iter().any(|link| {
-                std::fs::read_link(&link).is_ok_and(|t| t.starts_with(dir))
-                    && std::fs::metadata(&link).is_ok_and(|m| m.dev() != here)
-            })
-        })
-        .collect()
-}
-
-/// The processes that hold something under `dir`, as `pid (comm)` pairs.
-fn holders(dir: &Path) -> String {
-    crate::target::proc::pids(Path::new("/proc"))
-        .filter(|&pid| holds(pid, dir))
-        .map(|pid| format!("{pid} ({})", crate::target::proc::comm_of(pid)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Reads a size: `64MiB`, `1GiB`, `512M`, `100000000` (bytes).
