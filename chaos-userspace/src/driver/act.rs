@@ -260,13 +260,8 @@ impl Driver<'_> {
         if !self.write_audit(&order.audit) {
             return Err("the audit log cannot be written".into());
         }
+        // The cut checks that the chosen process is in the frozen cgroup, and kills it there.
         let done = disk.cut(pid);
-        // The chosen process is in the frozen cgroup, so the cut killed it; were it not,
-        // it dies now all the same.
-        let target = &self.pinned[&key];
-        if done.cut_ns.is_some() && !target.exited() {
-            let _ = target.send(Signal::SIGKILL);
-        }
         if disk.damaged.get()
             && let Some(dog) = self.watchdog
         {

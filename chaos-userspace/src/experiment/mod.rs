@@ -276,6 +276,13 @@ impl Experiment {
     pub fn planned(&self) -> u32 {
         self.faults.iter().filter_map(|f| f.count).sum()
     }
+
+    /// The index of its power_loss fault, if it has one (at most one: the check).
+    pub fn power_fault(&self) -> Option<usize> {
+        self.faults
+            .iter()
+            .position(|f| f.schedule().is_some_and(|s| s.power))
+    }
 }
 
 #[cfg(test)]

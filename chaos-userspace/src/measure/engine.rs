@@ -394,12 +394,12 @@ impl Engine {
     fn exit(&mut self, e: &Exit, out: &mut Vec<Output>) {
         // Only live processes are traced up to their supervisor; the dead one's entry goes
         // (else a long run without reap events would keep every fork).
-        let comm = self.procs.remove(&e.pid).map(|p| p.comm);
+        self.procs.remove(&e.pid);
         let cut = self.cuts.remove(&e.pid);
         if let Some(info) = cut.and_then(|id| self.cut_info.get_mut(&id)) {
             info.unsynced.push(Unsynced {
                 pid: e.pid,
-                comm: comm.unwrap_or_else(|| e.comm.clone()),
+                comm: e.comm.clone(),
                 bytes: e.unsynced_bytes,
             });
         }

@@ -85,25 +85,12 @@ pub fn members(cgroup: &Path, keep: &[u32]) -> Members {
         if pid <= 1 || pid == me || proc::stat(proc_dir, pid).is_none_or(|s| s.is_kthread()) {
             continue;
         }
-        // Up from pid: a supervisor below it makes it an ancestor (kept); one above it makes
-        // it the service.
-        let mut above = false;
-        let mut p = pid;
-        for _ in 0..64 {
-            if keep.contains(&p) {
-                above = p != pid;
-                break;
-            }
-            match parent(p) {
-                Some(pp) if pp > 1 => p = pp,
-                _ => break,
-            }
-        }
         let supervisor = keep.contains(&pid);
-        let ancestor = keep.iter().any(|&k| descends(k, pid, &parent));
-        if above {
+        let below = keep.iter().any(|&k| descends(pid, k, &parent));
+        let above = keep.iter().any(|&k| descends(k, pid, &parent));
+        if below && !supervisor {
             out.service.push(pid);
-        } else if !supervisor && !ancestor {
+        } else if !supervisor && !above {
             out.strangers.push(pid);
         }
     }

@@ -110,7 +110,8 @@ pub fn run(args: RunArgs) -> Result<u8, Failure> {
     .map(PathBuf::as_path)
     .chain([audit_path.as_path()])
     .collect();
-    let freeze = power::fault_of(&experiment)
+    let freeze = experiment
+        .power_fault()
         .map(|_| power::check(&experiment, &found, &selector, &own))
         .transpose()?;
     // Forked while chaos is single-threaded: it tears the power-loss disk down if chaos

@@ -14,23 +14,15 @@ use super::{Failure, prepare::find_service};
 use crate::{
     audit::entry,
     experiment::Experiment,
-    inject::{spec::FaultAction, watchdog::Watchdog},
+    inject::watchdog::Watchdog,
     measure::discover::{Found, Selector},
     power::{self, Disk, cgroup},
 };
 
-/// The index of the experiment's power_loss fault.
-pub fn fault_of(experiment: &Experiment) -> Option<usize> {
-    experiment
-        .faults
-        .iter()
-        .position(|f| matches!(&f.action, FaultAction::Signal(s) if s.power))
-}
-
 /// Refuses a power_loss experiment on a machine without dm-flakey, loop devices or the
 /// tools, naming dm-flakey (exit 2, before the target is looked up).
 pub fn preflight(experiment: &Experiment) -> Result<(), Failure> {
-    let Some(i) = fault_of(experiment) else {
+    let Some(i) = experiment.power_fault() else {
         return Ok(());
     };
     power::preflight().ready().map_err(|why| {

@@ -464,12 +464,8 @@ impl Runner {
             RunPhase::Injection => {
                 // A power cut also waits for the last verify: it must neither run across a
                 // remount nor hold the disk that the cut unmounts.
-                let verifying = self.verifies_running > 0
-                    && self
-                        .experiment
-                        .faults
-                        .iter()
-                        .any(|f| f.schedule().is_some_and(|s| s.power));
+                let verifying =
+                    self.verifies_running > 0 && self.experiment.power_fault().is_some();
                 let gate = self.measurement.open_count() == 0
                     && self.accounting.pending() == 0
                     && !verifying;
